@@ -1,0 +1,45 @@
+"""Environment access for settings that Chalice's stage configuration provides.
+
+Reads happen when a value is needed, not at import: ``chalice.test.Client`` applies the stage's
+environment only for the duration of a request, and Lambda's environment is fixed anyway, so a
+read per use is both correct in tests and free in production. A missing variable names itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class ConfigError(RuntimeError):
+    """A required setting is absent or malformed: a deployment mistake, never a client's."""
+
+
+def require(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set (see .chalice/config.json)")
+    return value
+
+
+def optional(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def integer(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from exc

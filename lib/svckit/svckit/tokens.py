@@ -1,0 +1,104 @@
+"""Issuing and verifying the access tokens.
+
+Only user_api holds the private key and issues tokens; every other service verifies with the
+public JWKS, locally, without a call per request. The accepted algorithm is pinned to EdDSA and
+never read from the token, so ``alg: none`` and HS256-with-the-public-key confusion fail before
+any key is used; the key is chosen by ``kid`` from the JWKS, which is what makes rotation work.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import jwt
+from chalice import UnauthorizedError
+
+from svckit.keys import key_id, load_private_key
+
+ALGORITHM = "EdDSA"
+CLOCK_SKEW_SECONDS = 30
+# Who issues and who accepts: fixed by the system's design, not by a stage. Stages are kept
+# apart by their keys (each stage has its own), so a token from one never verifies in another.
+ISSUER = "user_api"
+AUDIENCE = "shop"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    username: str
+    roles: frozenset[str]
+
+    def is_user(self, username: str) -> bool:
+        # Usernames are unique without regard to case, so identity is compared the same way.
+        return self.username.lower() == username.lower()
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+class TokenIssuer:
+    def __init__(self, private_key_pem: str, ttl_seconds: int) -> None:
+        self._key = load_private_key(private_key_pem)
+        self._kid = key_id(self._key.public_key())
+        self.ttl_seconds = ttl_seconds
+
+    def issue(self, username: str, roles: Iterable[str] = ()) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": username,
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.ttl_seconds,
+            "jti": uuid.uuid4().hex,
+            "roles": sorted(roles),
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self._kid})
+
+
+class TokenVerifier:
+    def __init__(self, jwks_json: str, issuer: str = ISSUER, audience: str = AUDIENCE) -> None:
+        keys = jwt.PyJWKSet.from_json(jwks_json)
+        # Only Ed25519 keys bound to EdDSA are trusted, whatever else the set might list.
+        self._keys = {
+            k.key_id: k for k in keys.keys if k.key_id and k.algorithm_name == ALGORITHM
+        }
+        if not self._keys:
+            raise ValueError("the JWKS holds no EdDSA key with a kid")
+        self._issuer = issuer
+        self._audience = audience
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise UnauthorizedError("token is malformed") from exc
+        key = self._keys.get(str(header.get("kid", "")))
+        if key is None:
+            raise UnauthorizedError("token is signed by an unknown key")
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=CLOCK_SKEW_SECONDS,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise UnauthorizedError("token has expired") from exc
+        except jwt.PyJWTError as exc:
+            raise UnauthorizedError(f"token is invalid: {exc}") from exc
+        subject = claims["sub"]
+        roles = claims.get("roles", [])
+        if not isinstance(subject, str) or not isinstance(roles, list):
+            raise UnauthorizedError("token is invalid: malformed claims")
+        return Principal(username=subject, roles=frozenset(str(r) for r in roles))

@@ -1,0 +1,140 @@
+"""What every service does around its views: request ids, logging, body limits, bodies, tokens.
+
+``Service`` wraps a Chalice app with one HTTP middleware, which Chalice runs identically under
+``chalice local``, ``chalice.test.Client`` and Lambda. Token verification is a call a view makes
+(``service.principal()``), not an API Gateway authorizer, because the gateway's own 401/403 bodies
+are not the contract's error shape and because it must behave the same in all three places.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from chalice import BadRequestError, Chalice, ChaliceViewError, Response, UnauthorizedError
+from chalice.app import Request
+
+from svckit import config, keys, logs
+from svckit.errors import PayloadTooLargeError, error_response
+from svckit.pagination import PageRequest, parse_page
+from svckit.tokens import Principal, TokenVerifier
+
+MAX_BODY_BYTES = 64 * 1024
+REQUEST_ID_HEADER = "X-Request-Id"
+# A caller's id is echoed into headers and logs, so only a safe, bounded shape is accepted.
+_REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def utc_now() -> str:
+    """ISO 8601 in UTC with a ``Z``, the contract's timestamp form."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+@functools.lru_cache(maxsize=4)
+def _verifier(jwks_ref: str, base_dir: str) -> TokenVerifier:
+    # Keyed by the setting itself: built once per cold start in Lambda, and rebuilt when a test
+    # runs under another key set.
+    return TokenVerifier(keys.resolve(jwks_ref, Path(base_dir)))
+
+
+class Service:
+    """One Chalice app and the behaviour every service shares."""
+
+    def __init__(self, name: str, project_dir: Path) -> None:
+        self.name = name
+        self.project_dir = project_dir
+        # Powertools owns the logger named after the service; Chalice must not add its own
+        # plain-text handler to it, or every line would print twice in two formats.
+        self.app = Chalice(app_name=name, configure_logs=False)
+        self.app.debug = False  # never a stack trace in a response body
+        self.log = logs.make_logger(name)
+        self.app.register_middleware(self._around_request, "http")
+
+    @property
+    def request(self) -> Request:
+        request = self.app.current_request
+        assert request is not None, "only valid while handling a request"
+        return request
+
+    def _around_request(self, request: Request, get_response: Callable[[Request], Response]) -> Response:
+        started = time.perf_counter()
+        offered = request.headers.get(REQUEST_ID_HEADER.lower(), "")
+        request_id = offered if _REQUEST_ID_SHAPE.fullmatch(offered) else uuid.uuid4().hex
+        request.context["request_id"] = request_id
+        self.log.thread_safe_append_keys(request_id=request_id)
+        try:
+            body = request.raw_body or b""
+            if len(body) > MAX_BODY_BYTES:
+                response = error_response(
+                    PayloadTooLargeError(f"request body must be at most {MAX_BODY_BYTES} bytes")
+                )
+            else:
+                response = get_response(request)
+            response.headers[REQUEST_ID_HEADER] = request_id
+            self.log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=response.status_code,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            return response
+        finally:
+            self.log.thread_safe_clear_keys()
+
+    @property
+    def request_id(self) -> str:
+        return str(self.request.context.get("request_id", ""))
+
+    def json_body(self) -> dict[str, Any]:
+        """The body as a JSON object, numbers with fractions as exact ``Decimal``."""
+        raw = self.request.raw_body
+        if not raw:
+            raise BadRequestError("request body must be a JSON object")
+        try:
+            data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequestError("request body is not valid JSON") from exc
+        if not isinstance(data, dict):
+            raise BadRequestError("request body must be a JSON object")
+        return data
+
+    def page(self, key_attributes: Sequence[str]) -> PageRequest:
+        return parse_page(self.request.query_params, key_attributes)
+
+    def principal(self, required: bool = True) -> Principal | None:
+        """The verified caller, from ``Authorization: Bearer <JWT>``; 401 when it does not verify."""
+        header = self.request.headers.get("authorization", "").strip()
+        if not header:
+            if required:
+                raise UnauthorizedError("Authorization header with a Bearer token is required")
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise UnauthorizedError("Authorization header must be 'Bearer <token>'")
+        verifier = _verifier(config.require("JWT_JWKS"), str(self.project_dir))
+        return verifier.verify(token.strip())
+
+    def health(self) -> dict[str, Any]:
+        """Liveness only: no table call, so probes cost nothing and never throttle real traffic."""
+        return {"status": "ok", "service": self.name, "time": utc_now()}
+
+    def require_principal(self) -> Principal:
+        principal = self.principal(required=True)
+        assert principal is not None
+        return principal
+
+
+__all__ = ["Service", "ChaliceViewError", "MAX_BODY_BYTES", "REQUEST_ID_HEADER"]

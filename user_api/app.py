@@ -1,0 +1,160 @@
+"""user_api: registration, login and the users table (seeds 000-003).
+
+Views stay thin: validate with the contract's schema, make one call to the table module, shape the
+answer. Login is the only place a token is issued, so only this service can read the signing key.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from chalice import BadRequestError, ConflictError, ForbiddenError, NotFoundError, Response, UnauthorizedError
+from chalicelib import passwords, users
+
+from svckit import config, keys, validation
+from svckit.pagination import page_response
+from svckit.tokens import Principal, TokenIssuer
+from svckit.web import Service
+
+service = Service("user_api", Path(__file__).parent)
+app = service.app
+
+REGISTRATION = validation.Schema(
+    required={"username": validation.USERNAME, "password": validation.PASSWORD},
+    optional={"email": validation.EMAIL},
+)
+# Login checks only shape: a name or password that breaks the registration rules cannot match,
+# and it gets the same 401 as any other failed login rather than a hint.
+CREDENTIALS = validation.Schema(
+    required={"username": validation.Text(1, 256), "password": validation.Text(1, 1024)}
+)
+POINTS_GRANT = validation.Schema(required={"points": validation.IntRange(1, 1000)})
+BAD_CREDENTIALS = "Invalid username or password"
+
+
+@functools.lru_cache(maxsize=2)
+def _issuer(key_ref: str, ttl_seconds: int) -> TokenIssuer:
+    return TokenIssuer(keys.resolve(key_ref, service.project_dir), ttl_seconds)
+
+
+def token_issuer() -> TokenIssuer:
+    return _issuer(config.require("JWT_SIGNING_KEY"), config.integer("TOKEN_TTL_SECONDS", 3600))
+
+
+def public_view(user: dict[str, Any], viewer: Principal | None) -> dict[str, Any]:
+    """USER as the contract shows it: never the hash, and the email only to its owner."""
+    view = {
+        "username": user["username"],
+        "points": int(user.get("points", 0)),
+        "status": user.get("status", users.status_for(0)),
+        "created_at": user["created_at"],
+    }
+    if viewer is not None and viewer.is_user(user["username"]) and user.get("email"):
+        view["email"] = user["email"]
+    return view
+
+
+def _username(raw: str) -> str:
+    """A path username gets the same rule as a body one; a bad one cannot exist, so 404."""
+    try:
+        return validation.USERNAME.check("username", raw)
+    except BadRequestError as exc:
+        raise NotFoundError(f"user {raw[:64]!r} was not found") from exc
+
+
+@app.route("/register", methods=["POST"])
+@app.route("/users", methods=["POST"])
+@app.route("/user", methods=["POST"])
+def register() -> Response:
+    body = REGISTRATION.check(service.json_body())
+    password_hash = passwords.hash_password(body["password"])
+    try:
+        user = users.create(body["username"], password_hash, body.get("email"))
+    except users.UserExistsError as exc:
+        raise ConflictError("username is already taken") from exc
+    service.log.info("user registered", username=user["username"])
+    owner = Principal(username=user["username"], roles=frozenset())
+    return Response(
+        body={"message": "User registered successfully", "user": public_view(user, owner)},
+        status_code=201,
+    )
+
+
+@app.route("/login", methods=["POST"])
+def login() -> dict[str, Any]:
+    body = CREDENTIALS.check(service.json_body())
+    user = users.get(body["username"])
+    stored = user.get("password_hash") if user else None
+    if not passwords.verify(stored, body["password"]) or user is None:
+        raise UnauthorizedError(BAD_CREDENTIALS)
+    if passwords.needs_rehash(stored):
+        try:
+            users.replace_hash(user["username"], stored, passwords.hash_password(body["password"]))
+        except users.StaleReadError:
+            service.log.info("rehash skipped: password changed concurrently")
+    issuer = token_issuer()
+    token = issuer.issue(user["username"], user.get("roles", ()))
+    return {
+        "message": "Login successful",
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": issuer.ttl_seconds,
+    }
+
+
+@app.route("/users", methods=["GET"])
+def list_users() -> Response:
+    page = service.page(users.KEY_ATTRIBUTES)
+    items, last_key = users.list_page(page)
+    return page_response([public_view(u, None) for u in items], last_key, page.limit)
+
+
+@app.route("/users/{username}", methods=["GET"])
+@app.route("/user/{username}", methods=["GET"])
+def get_user(username: str) -> dict[str, Any]:
+    viewer = service.principal(required=False)
+    user = users.get(_username(username))
+    if user is None:
+        raise NotFoundError(f"user {username!r} was not found")
+    return public_view(user, viewer)
+
+
+@app.route("/user/promote/{username}", methods=["PUT"])
+def promote(username: str) -> dict[str, Any]:
+    """Recompute status from points (seed 003). Users may promote themselves; admins anyone."""
+    caller = service.require_principal()
+    if not (caller.is_user(username) or caller.is_admin):
+        raise ForbiddenError("only the user or an admin may promote a user")
+    for _ in range(3):
+        user = users.get(_username(username))
+        if user is None:
+            raise NotFoundError(f"user {username!r} was not found")
+        try:
+            return public_view(users.set_status(username, int(user.get("points", 0))), caller)
+        except users.StaleReadError:
+            continue  # points changed between the read and the write: read again
+    raise ConflictError("user was being updated concurrently, try again")
+
+
+@app.route("/users/{username}/points", methods=["POST"])
+def grant_points(username: str) -> dict[str, Any]:
+    """Admins grant points; nobody can raise their own."""
+    caller = service.require_principal()
+    if not caller.is_admin:
+        raise ForbiddenError("only an admin may grant points")
+    if caller.is_user(username):
+        raise ForbiddenError("a user may not grant points to themselves")
+    body = POINTS_GRANT.check(service.json_body())
+    try:
+        user = users.add_points(_username(username), body["points"])
+    except users.UserNotFoundError as exc:
+        raise NotFoundError(f"user {username!r} was not found") from exc
+    service.log.info("points granted", username=user["username"], points=body["points"])
+    return public_view(user, caller)
+
+
+@app.route("/health", methods=["GET"])
+def health() -> dict[str, Any]:
+    return service.health()

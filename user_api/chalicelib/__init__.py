@@ -1,0 +1,1 @@
+"""user_api's own code: the users table and password hashing. Shared code lives in svckit."""

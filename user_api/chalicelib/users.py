@@ -1,0 +1,151 @@
+"""The users table: every access user_api makes to DynamoDB, one round trip each.
+
+The partition key is the lower-cased username, which is what makes names unique without regard
+to case with a single conditional write; the name as typed is kept for display.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from svckit import dynamo
+from svckit.pagination import PageRequest
+from svckit.web import utc_now
+
+KEY = "username_key"
+KEY_ATTRIBUTES = (KEY,)
+# Listing reads only public attributes: hashes and emails never leave the table for a list.
+_PUBLIC = ("username", "points", "#s", "created_at")
+
+
+class UserExistsError(Exception):
+    pass
+
+
+class UserNotFoundError(Exception):
+    pass
+
+
+class StaleReadError(Exception):
+    """The item changed between a read and the write based on it."""
+
+
+def status_for(points: int) -> str:
+    """Seed 003's promotion rule."""
+    if points > 100:
+        return "Gold"
+    if points > 50:
+        return "Silver"
+    return "Bronze"
+
+
+def _key(username: str) -> dict[str, Any]:
+    return {KEY: {"S": username.lower()}}
+
+
+def create(username: str, password_hash: str, email: str | None) -> dict[str, Any]:
+    """Insert a new user; fail if the name is taken in any case. One conditional PutItem."""
+    item = {
+        KEY: username.lower(),
+        "username": username,
+        "password_hash": password_hash,
+        "email": email,
+        "points": 0,
+        "status": status_for(0),
+        "created_at": utc_now(),
+    }
+    try:
+        dynamo.client().put_item(
+            TableName=dynamo.table_name(),
+            Item=dynamo.to_item(item),
+            ConditionExpression="attribute_not_exists(#k)",
+            ExpressionAttributeNames={"#k": KEY},
+        )
+    except ClientError as exc:
+        if dynamo.error_code(exc) == "ConditionalCheckFailedException":
+            raise UserExistsError(username) from exc
+        dynamo.raise_if_throttled(exc)
+        raise
+    return item
+
+
+def get(username: str) -> dict[str, Any] | None:
+    """One strongly consistent GetItem, so a login right after registering finds the user."""
+    try:
+        response = dynamo.client().get_item(
+            TableName=dynamo.table_name(), Key=_key(username), ConsistentRead=True
+        )
+    except ClientError as exc:
+        dynamo.raise_if_throttled(exc)
+        raise
+    item = response.get("Item")
+    return dynamo.from_item(item) if item else None
+
+
+def list_page(page: PageRequest) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+    """One Scan page of public attributes; DynamoDB's order, which is stable across pages."""
+    kwargs: dict[str, Any] = {
+        "TableName": dynamo.table_name(),
+        "Limit": page.limit,
+        "ProjectionExpression": ", ".join(_PUBLIC),
+        "ExpressionAttributeNames": {"#s": "status"},
+    }
+    if page.start_key:
+        kwargs["ExclusiveStartKey"] = {k: {"S": v} for k, v in page.start_key.items()}
+    try:
+        response = dynamo.client().scan(**kwargs)
+    except ClientError as exc:
+        dynamo.raise_if_throttled(exc)
+        raise
+    items = [dynamo.from_item(i) for i in response.get("Items", [])]
+    last = response.get("LastEvaluatedKey")
+    return items, ({k: v["S"] for k, v in last.items()} if last else None)
+
+
+def _update(username: str, expression: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+    try:
+        response = dynamo.client().update_item(
+            TableName=dynamo.table_name(),
+            Key=_key(username),
+            UpdateExpression=expression,
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#k": KEY, **({"#s": "status"} if "#s" in expression else {})},
+            ExpressionAttributeValues=dynamo.to_item(values),
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as exc:
+        if dynamo.error_code(exc) == "ConditionalCheckFailedException":
+            raise StaleReadError(username) from exc
+        dynamo.raise_if_throttled(exc)
+        raise
+    return dynamo.from_item(response["Attributes"])
+
+
+def replace_hash(username: str, old_hash: str, new_hash: str) -> None:
+    """Store a rehashed password, only if nobody changed it since we read it."""
+    _update(
+        username,
+        "SET password_hash = :new",
+        "attribute_exists(#k) AND password_hash = :old",
+        {":new": new_hash, ":old": old_hash},
+    )
+
+
+def add_points(username: str, points: int) -> dict[str, Any]:
+    """Atomically add points; one UpdateItem, no read-modify-write."""
+    try:
+        return _update(username, "ADD points :p", "attribute_exists(#k)", {":p": points})
+    except StaleReadError as exc:
+        raise UserNotFoundError(username) from exc
+
+
+def set_status(username: str, points_seen: int) -> dict[str, Any]:
+    """Set status from the points we read, only if they are still the points stored."""
+    return _update(
+        username,
+        "SET #s = :s",
+        "attribute_exists(#k) AND points = :p",
+        {":s": status_for(points_seen), ":p": points_seen},
+    )
