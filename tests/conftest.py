@@ -82,8 +82,12 @@ def post_json(client: Client, path: str, body: Any, headers: dict[str, str] | No
 
 @pytest.fixture
 def register(user_client: Client) -> Callable[..., Any]:
-    def _register(username: str = "john_doe", password: str = "correct-horse-1234", **extra: Any) -> Any:
-        return post_json(user_client, "/register", {"username": username, "password": password, **extra})
+    def _register(
+        username: str = "john_doe", password: str = "correct-horse-1234", **extra: Any
+    ) -> Any:
+        return post_json(
+            user_client, "/register", {"username": username, "password": password, **extra}
+        )
 
     return _register
 

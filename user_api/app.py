@@ -10,9 +10,16 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from chalice import BadRequestError, ConflictError, ForbiddenError, NotFoundError, Response, UnauthorizedError
-from chalicelib import passwords, users
+from chalice import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    Response,
+    UnauthorizedError,
+)
 
+from chalicelib import passwords, users
 from svckit import config, keys, validation
 from svckit.pagination import page_response
 from svckit.tokens import Principal, TokenIssuer

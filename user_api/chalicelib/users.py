@@ -104,14 +104,19 @@ def list_page(page: PageRequest) -> tuple[list[dict[str, Any]], dict[str, str] |
     return items, ({k: v["S"] for k, v in last.items()} if last else None)
 
 
-def _update(username: str, expression: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+def _update(
+    username: str, expression: str, condition: str, values: dict[str, Any]
+) -> dict[str, Any]:
     try:
         response = dynamo.client().update_item(
             TableName=dynamo.table_name(),
             Key=_key(username),
             UpdateExpression=expression,
             ConditionExpression=condition,
-            ExpressionAttributeNames={"#k": KEY, **({"#s": "status"} if "#s" in expression else {})},
+            ExpressionAttributeNames={
+                "#k": KEY,
+                **({"#s": "status"} if "#s" in expression else {}),
+            },
             ExpressionAttributeValues=dynamo.to_item(values),
             ReturnValues="ALL_NEW",
         )

@@ -67,9 +67,7 @@ class TokenVerifier:
     def __init__(self, jwks_json: str, issuer: str = ISSUER, audience: str = AUDIENCE) -> None:
         keys = jwt.PyJWKSet.from_json(jwks_json)
         # Only Ed25519 keys bound to EdDSA are trusted, whatever else the set might list.
-        self._keys = {
-            k.key_id: k for k in keys.keys if k.key_id and k.algorithm_name == ALGORITHM
-        }
+        self._keys = {k.key_id: k for k in keys.keys if k.key_id and k.algorithm_name == ALGORITHM}
         if not self._keys:
             raise ValueError("the JWKS holds no EdDSA key with a kid")
         self._issuer = issuer

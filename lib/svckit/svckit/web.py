@@ -68,7 +68,9 @@ class Service:
         assert request is not None, "only valid while handling a request"
         return request
 
-    def _around_request(self, request: Request, get_response: Callable[[Request], Response]) -> Response:
+    def _around_request(
+        self, request: Request, get_response: Callable[[Request], Response]
+    ) -> Response:
         started = time.perf_counter()
         offered = request.headers.get(REQUEST_ID_HEADER.lower(), "")
         request_id = offered if _REQUEST_ID_SHAPE.fullmatch(offered) else uuid.uuid4().hex
@@ -115,7 +117,7 @@ class Service:
         return parse_page(self.request.query_params, key_attributes)
 
     def principal(self, required: bool = True) -> Principal | None:
-        """The verified caller, from ``Authorization: Bearer <JWT>``; 401 when it does not verify."""
+        """The verified caller from ``Authorization: Bearer <JWT>``; 401 when it does not verify."""
         header = self.request.headers.get("authorization", "").strip()
         if not header:
             if required:
@@ -137,4 +139,4 @@ class Service:
         return principal
 
 
-__all__ = ["Service", "ChaliceViewError", "MAX_BODY_BYTES", "REQUEST_ID_HEADER"]
+__all__ = ["MAX_BODY_BYTES", "REQUEST_ID_HEADER", "ChaliceViewError", "Service"]

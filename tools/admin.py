@@ -1,0 +1,66 @@
+"""Operator commands that act on a stage's tables directly, outside the public API.
+
+Roles are not something any API route can grant, including to an admin: the first admin has to
+come from someone with access to the table, which is the operator. Tokens carry roles from the
+next login on.
+
+    python -m tools.admin grant-role alice admin [--stage local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from tools import services
+
+
+def grant_role(dynamodb: Any, table: str, username: str, role: str) -> bool:
+    """Add ``role`` to ``username``'s roles; False when there is no such user."""
+    try:
+        dynamodb.update_item(
+            TableName=table,
+            Key={"username_key": {"S": username.lower()}},
+            UpdateExpression="ADD #r :r",
+            ConditionExpression="attribute_exists(username_key)",
+            ExpressionAttributeNames={"#r": "roles"},
+            ExpressionAttributeValues={":r": {"SS": [role]}},
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.admin")
+    commands = parser.add_subparsers(dest="command", required=True)
+    grant = commands.add_parser("grant-role", help="give a user a role (e.g. admin)")
+    grant.add_argument("username")
+    grant.add_argument("role", choices=["admin"])
+    grant.add_argument("--stage", default="local")
+    args = parser.parse_args(argv)
+
+    if args.stage == "local":
+        # The local run's moto server, unless the caller already points boto3 elsewhere.
+        port = os.environ.get("DYNAMODB_PORT", "5100")
+        os.environ.setdefault("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{port}")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            os.environ.setdefault(name, "local")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    table = services.USER.stage_env(args.stage)["TABLE_NAME"]
+    if not grant_role(boto3.client("dynamodb"), table, args.username, args.role):
+        print(f"no user {args.username!r} in {table}", file=sys.stderr)
+        return 1
+    print(f"{args.username} now has role {args.role!r}; it takes effect at their next login")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
