@@ -41,7 +41,7 @@ class ServiceDef:
     def table_resource(self) -> dict[str, Any]:
         """The ``AWS::DynamoDB::Table`` this service declares in its ``resources.json``."""
         template = json.loads((self.directory / "resources.json").read_text())
-        tables = [r for r in template["Resources"].values() if r["Type"] == "AWS::DynamoDB::Table"]
+        tables = [r for r in template["Resources"].values() if r.get("Type") == "AWS::DynamoDB::Table"]
         if len(tables) != 1:
             raise ValueError(f"{self.name}/resources.json must declare exactly one table")
         return tables[0]

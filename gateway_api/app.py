@@ -1,0 +1,150 @@
+"""gateway_api: the single entry point (seeds 000-004).
+
+It owns no data. Each view names the service and path that answer it and hands the request to
+``chalicelib.upstream``, which passes the answer through unchanged or turns a failing service into
+the contract's 502/503/504. Write routes verify the token here first, so a request that cannot
+succeed never costs a service call; the service verifies it again, because it trusts no one.
+Service URLs come only from the stage's environment (``.chalice/config.json``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from chalice import BadRequestError, Response
+
+from chalicelib import upstream
+from chalicelib.upstream import PRODUCT, USER, segment
+from svckit import config, validation
+from svckit.errors import ServiceUnavailableError, error_body
+from svckit.web import Service
+
+service = Service("gateway_api", Path(__file__).parent)
+app = service.app
+
+GREET_NAME = validation.Text(1, 100, allow_blank=False)
+DEFAULT_HEALTH_TIMEOUT = 2.0
+# /health probes every service at once, so its answer takes the slowest probe's time, not the
+# sum. Made once per process: a pool per request would cost thread start-up on every probe.
+_probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+
+
+# --- user_api -------------------------------------------------------------------------------
+
+
+@app.route("/register_user", methods=["POST"])
+def register_user() -> Response:
+    return upstream.forward(service, USER, "/register")
+
+
+@app.route("/login_user", methods=["POST"])
+def login_user() -> Response:
+    return upstream.forward(service, USER, "/login")
+
+
+@app.route("/users", methods=["GET"])
+def list_users() -> Response:
+    return upstream.forward(service, USER, "/users")
+
+
+@app.route("/users/{username}", methods=["GET"])
+@app.route("/user/{username}", methods=["GET"])
+def get_user(username: str) -> Response:
+    return upstream.forward(service, USER, f"/users/{segment(username)}")
+
+
+@app.route("/user/promote/{username}", methods=["PUT"])
+def promote_user(username: str) -> Response:
+    service.require_principal()
+    return upstream.forward(service, USER, f"/user/promote/{segment(username)}")
+
+
+@app.route("/users/{username}/points", methods=["POST"])
+def grant_points(username: str) -> Response:
+    service.require_principal()
+    return upstream.forward(service, USER, f"/users/{segment(username)}/points")
+
+
+# --- product_api ----------------------------------------------------------------------------
+
+
+@app.route("/add_product", methods=["POST"])
+def add_product() -> Response:
+    service.require_principal()
+    return upstream.forward(service, PRODUCT, "/add_product")
+
+
+@app.route("/get_products", methods=["GET"])
+def get_products() -> Response:
+    return upstream.forward(service, PRODUCT, "/get_products")
+
+
+@app.route("/products", methods=["GET"])
+def list_products() -> Response:
+    return upstream.forward(service, PRODUCT, "/products")
+
+
+@app.route("/products", methods=["POST"])
+def create_product() -> Response:
+    service.require_principal()
+    return upstream.forward(service, PRODUCT, "/products")
+
+
+@app.route("/products/{product_id}", methods=["GET"])
+def get_product(product_id: str) -> Response:
+    return upstream.forward(service, PRODUCT, f"/products/{segment(product_id)}")
+
+
+# --- the gateway's own ----------------------------------------------------------------------
+
+
+@app.route("/greet/{name}", methods=["GET"])
+def greet(name: str) -> Response:
+    """Seed 004's greeting, answered here: no service owns it."""
+    GREET_NAME.check("name", name)
+    if not name.isprintable():
+        raise BadRequestError("name must not contain control characters")
+    return Response(
+        body=f"Hello, {name}!",
+        status_code=200,
+        headers={"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@app.route("/health", methods=["GET"])
+def health() -> Response:
+    """The gateway's own state and every service's, probed in parallel within a short budget.
+
+    503 names each failing service, so a probe (or a person) sees at once which one to look at.
+    """
+    budget = config.number("HEALTH_TIMEOUT", DEFAULT_HEALTH_TIMEOUT)
+    request_id = service.request_id
+    futures = {
+        target: _probes.submit(
+            # A context copy per probe carries the request id onto the worker's log lines.
+            contextvars.copy_context().run, upstream.probe, service, target, request_id, budget
+        )
+        for target in upstream.UPSTREAMS
+    }
+    # Each probe bounds itself; this one deadline bounds the whole wait even if, say, name
+    # resolution (which no socket timeout covers) hangs.
+    wait(futures.values(), timeout=budget + 0.5)
+    dependencies: dict[str, dict[str, Any]] = {
+        target.name: (
+            future.result()
+            if future.done()
+            else {"status": "timeout", "latency_ms": round((budget + 0.5) * 1000, 2)}
+        )
+        for target, future in futures.items()
+    }
+    body: dict[str, Any] = {**service.health(), "dependencies": dependencies}
+    failing = [t.label for t in upstream.UPSTREAMS if dependencies[t.name]["status"] != "ok"]
+    if not failing:
+        return Response(body=body, status_code=200)
+    verb = "is" if len(failing) == 1 else "are"
+    error = ServiceUnavailableError(f"{' and '.join(failing)} {verb} unavailable")
+    body.update(status="degraded", **error_body(error))
+    return Response(body=body, status_code=503)

@@ -1,0 +1,263 @@
+"""Calling the services behind the gateway: one pooled client, short timeouts, honest failures.
+
+One ``urllib3.PoolManager`` lives at module scope, so a warm Lambda (or the local server's
+threads) reuses keep-alive connections instead of paying a TCP (and TLS) handshake per call.
+Retries are off: a retried POST could register a user or add a product twice, and a caller
+waiting on retries is exactly the "hang" the contract forbids. Timeouts are read from the stage's
+environment at each call (never at import), so ``chalice.test.Client`` and Lambda both apply
+their own values.
+
+A failing service is reported in the contract's shape and in the caller's terms, never with the
+service's internals: down (refused, unresolvable, connect timeout) is 503, slow is 504, broken
+(a protocol error or its own 500) is 502. Everything else, including its 4xx answers, passes
+through byte for byte with ``Content-Type``, ``Link`` and ``X-Next-Cursor``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+from chalice import ChaliceViewError, Response
+from chalice.app import Request
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
+
+from svckit import config
+from svckit.errors import BadGatewayError, GatewayTimeoutError, ServiceUnavailableError
+from svckit.web import REQUEST_ID_HEADER, Service
+
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_READ_TIMEOUT = 5.0
+# Request headers a service needs from the caller; nothing else (cookies, hop-by-hop headers,
+# API Gateway's own) is forwarded.
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Authorization")
+# Response headers the contract says pass through unchanged.
+PASSED_RESPONSE_HEADERS = ("Content-Type", "Link", "X-Next-Cursor")
+# A service's own 502-504 already speaks the contract (its DynamoDB is down, say), so it passes
+# through; any other 5xx (a 500, API Gateway's own 502-504 bodies) is replaced by ours.
+_PASSED_GATEWAY_STATUSES = frozenset({502, 503, 504})
+
+# maxsize covers the local server's concurrent threads and /health's parallel probes per host;
+# block=False opens an extra connection rather than queueing a request behind a busy one.
+_pool = urllib3.PoolManager(num_pools=8, maxsize=16, block=False, retries=False)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A service the gateway calls: its name, how callers hear of it, where its URL is set."""
+
+    name: str
+    label: str
+    url_setting: str
+
+    def base_url(self) -> str:
+        """The service's base URL from the stage's environment; it may carry a path (``/api``)."""
+        value = config.require(self.url_setting)
+        if not value.startswith(("http://", "https://")):
+            raise config.ConfigError(f"{self.url_setting} must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    def unavailable(self) -> ServiceUnavailableError:
+        return ServiceUnavailableError(f"{self.label} is unavailable")
+
+    def timed_out(self) -> GatewayTimeoutError:
+        return GatewayTimeoutError(f"{self.label} timed out")
+
+    def failed(self) -> BadGatewayError:
+        return BadGatewayError(f"{self.label} failed")
+
+
+USER = Upstream("user_api", "user service", "USER_API_URL")
+PRODUCT = Upstream("product_api", "product service", "PRODUCT_API_URL")
+UPSTREAMS = (USER, PRODUCT)
+
+
+def timeout() -> urllib3.Timeout:
+    """Connect and read timeouts from the stage's settings, read per call."""
+    return urllib3.Timeout(
+        connect=config.number("UPSTREAM_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+        read=config.number("UPSTREAM_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
+    )
+
+
+def segment(value: str) -> str:
+    """One path parameter as a URL path segment.
+
+    Everything outside the unreserved set is percent-encoded, ``/`` included, so a parameter can
+    never add a segment; ``.`` and ``..`` are encoded too, because urllib3 removes dot segments and
+    ``/users/..`` would otherwise reach the service's root.
+    """
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
+def query_string(request: Request) -> str:
+    """The caller's query parameters, every value of a repeated one kept, in order."""
+    params = request.query_params
+    if not params:
+        return ""
+    pairs = [(key, value) for key in params for value in params.getlist(key)]
+    return urlencode(pairs)
+
+
+def _failure(target: Upstream, exc: HTTPError) -> ChaliceViewError:
+    """The contract's error for a call that got no usable answer."""
+    if isinstance(exc, ConnectTimeoutError):  # refused, unresolvable and connect timeouts alike
+        return target.unavailable()
+    if isinstance(exc, ReadTimeoutError):
+        return target.timed_out()
+    return target.failed()
+
+
+def _replacement(target: Upstream, status: int) -> ChaliceViewError:
+    """Our own error for a 5xx that is not in the contract's shape (API Gateway's 504 for a slow
+    Lambda, its 502 for a crashed one, a service's 500): what happened, in the caller's terms."""
+    if status == 503:
+        return target.unavailable()
+    if status == 504:
+        return target.timed_out()
+    return target.failed()
+
+
+def _is_contract_error(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("Code"), str) and "Message" in data
+
+
+def call(
+    service: Service,
+    target: Upstream,
+    method: str,
+    path: str,
+    *,
+    query: str = "",
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout_: urllib3.Timeout | None = None,
+) -> urllib3.BaseHTTPResponse:
+    """One HTTP call to ``target``; a call that gets no answer raises the contract's 502/503/504.
+
+    The answer itself is returned whatever its status: deciding what a status means is the
+    caller's business (``forward`` passes most through, ``/health`` only wants 200).
+    """
+    try:
+        url = target.base_url() + path + (f"?{query}" if query else "")
+    except config.ConfigError as exc:
+        # A deployment mistake, not the caller's: logged loudly, answered as the service being
+        # unreachable, which from the caller's side is exactly what it is.
+        service.log.error("upstream not configured", upstream=target.name, error=str(exc))
+        raise target.unavailable() from exc
+    started = time.perf_counter()
+    try:
+        response = _pool.request(
+            method,
+            url,
+            body=body,
+            # Named, so a service's logs tell the gateway's calls from anyone else's.
+            headers={"User-Agent": "gateway_api", **(headers or {})},
+            timeout=timeout_ or timeout(),
+            redirect=False,
+        )
+    except HTTPError as exc:
+        failure = _failure(target, exc)
+        service.log.warning(
+            "upstream call failed",
+            upstream=target.name,
+            method=method,
+            path=path,
+            error=type(exc).__name__,
+            answered=failure.STATUS_CODE,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        raise failure from exc
+    service.log.info(
+        "upstream call",
+        upstream=target.name,
+        method=method,
+        path=path,
+        status=response.status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response
+
+
+def forward(service: Service, target: Upstream, path: str) -> Response:
+    """Send the current request to ``target`` at ``path`` and answer with what it answered.
+
+    ``path`` is the service's route with parameters already encoded by :func:`segment`. The
+    method, raw body and query string are the caller's; the request id is the gateway's own, so
+    one id follows the request through every service's logs.
+    """
+    request = service.request
+    headers = {
+        name: value for name in FORWARDED_REQUEST_HEADERS if (value := request.headers.get(name))
+    }
+    headers[REQUEST_ID_HEADER] = service.request_id
+    response = call(
+        service,
+        target,
+        request.method,
+        path,
+        query=query_string(request),
+        body=request.raw_body or None,
+        headers=headers,
+    )
+    status = response.status
+    data = response.data
+    if status >= 500 and not (status in _PASSED_GATEWAY_STATUSES and _is_contract_error(data)):
+        # The body is not read into the answer or the log: it may hold the service's internals.
+        service.log.warning("upstream answered an error", upstream=target.name, status=status)
+        raise _replacement(target, status)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Every service answers JSON; anything else is a broken service, not a caller's problem.
+        raise target.failed() from exc
+    passed = {
+        name: value for name in PASSED_RESPONSE_HEADERS if (value := response.headers.get(name))
+    }
+    return Response(body=text, status_code=status, headers=passed)
+
+
+def probe(
+    service: Service, target: Upstream, request_id: str, budget: float
+) -> dict[str, Any]:
+    """``target``'s ``/health`` as a dependency entry; never raises, answers within ``budget``.
+
+    Runs on a worker thread, so the request id is passed in rather than read from the app's
+    current request.
+    """
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return round((time.perf_counter() - started) * 1000, 2)
+
+    try:
+        response = call(
+            service,
+            target,
+            "GET",
+            "/health",
+            headers={REQUEST_ID_HEADER: request_id},
+            timeout_=urllib3.Timeout(total=budget, connect=budget, read=budget),
+        )
+    except ChaliceViewError as exc:
+        status = {503: "unavailable", 504: "timeout"}.get(exc.STATUS_CODE, "failing")
+        return {"status": status, "latency_ms": elapsed()}
+    healthy = False
+    if response.status == 200:
+        try:
+            healthy = json.loads(response.data).get("status") == "ok"
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            healthy = False
+    if healthy:
+        return {"status": "ok", "latency_ms": elapsed()}
+    return {"status": "failing", "latency_ms": elapsed(), "http_status": response.status}

@@ -1,0 +1,156 @@
+"""Stand-in services for the gateway's tests: real HTTP servers on loopback, recording each call.
+
+The gateway's job is HTTP (pooling, timeouts, headers, bytes), so its tests talk to real sockets
+rather than a mocked client: a stub is a stdlib ``ThreadingHTTPServer`` on a free port, speaking
+HTTP/1.1 with keep-alive like the real services, answering from a table of canned replies and
+recording what it received so a test can assert what the gateway sent.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# Upper bound on how long a stalled reply holds its thread; close() releases it at once.
+STALL_LIMIT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str  # with the query string, exactly as sent
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    client_port: int  # which connection it came on: keep-alive reuses one
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: bytes = b"{}"
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    stall: bool = False  # hold the answer until the stub is closed (a slow service)
+    garbage: bool = False  # answer with something that is not HTTP (a broken service)
+
+
+def json_reply(status: int, body: Any, **headers: str) -> Reply:
+    return Reply(
+        status=status,
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **headers},
+    )
+
+
+class Stub:
+    """One fake service. ``replies`` maps ``(METHOD, path without query)`` to a :class:`Reply`;
+    ``GET /health`` answers ok unless replaced; anything else is a contract-shaped 404."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.replies: dict[tuple[str, str], Reply] = {
+            ("GET", "/health"): json_reply(200, {"status": "ok", "service": name}),
+        }
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def reply(self, method: str, path: str, reply: Reply) -> None:
+        self.replies[(method, path)] = reply
+
+    def calls(self) -> list[Received]:
+        """A snapshot of what the stub has received so far, in order."""
+        with self._lock:
+            return list(self.received)
+
+    def close(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        with self._lock:
+            self.received.append(
+                Received(
+                    method=handler.command,
+                    path=handler.path,
+                    headers={k.lower(): v for k, v in handler.headers.items()},
+                    body=body,
+                    client_port=handler.client_address[1],
+                )
+            )
+        route = (handler.command, handler.path.split("?", 1)[0])
+        reply = self.replies.get(route) or json_reply(
+            404, {"Code": "NotFoundError", "Message": f"no stub for {route}"}
+        )
+        if reply.stall:
+            self._release.wait(STALL_LIMIT_SECONDS)
+        if reply.garbage:
+            handler.wfile.write(b"this is not HTTP\r\n\r\n")
+            handler.close_connection = True
+            return
+        handler.send_response(reply.status)
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(reply.body)))
+        handler.end_headers()
+        handler.wfile.write(reply.body)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the real services speak
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in two writes; without this, Nagle holds the body for
+                # the client's delayed ACK and every call takes 40 ms.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def _handle(self) -> None:
+                try:
+                    stub._answer(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the gateway gave up first: expected
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep test output to the gateway's own log lines
+
+        return Handler
+
+
+class ClosedPort:
+    """An address nothing listens on: bound (so no one else takes it) but never listening, so a
+    connection is refused at once, which is what a stopped service looks like."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+
+    @property
+    def url(self) -> str:
+        host, port = self._socket.getsockname()
+        return f"http://{host}:{port}"
+
+    def close(self) -> None:
+        self._socket.close()

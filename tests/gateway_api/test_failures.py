@@ -1,0 +1,203 @@
+"""A service that is down, slow or broken: the contract's 503/504/502, fast, and nothing leaked.
+
+Every wait is bounded twice: by the gateway's own timeouts (lowered here through the stage
+config so the tests stay quick) and by the stubs, whose stalled replies are released on close.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from chalice.test import Client
+from urllib3.exceptions import ConnectTimeoutError, ProtocolError, ReadTimeoutError
+
+from tests.gateway_api.stubs import ClosedPort, Reply, Stub, json_reply
+from tests.support.apps import load_app
+from tools import services
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _timed(call: Callable[[], object]) -> tuple[object, float]:
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+@pytest.fixture
+def product_down(
+    make_gateway: Callable[..., Client], user_stub: Stub, closed_port: ClosedPort
+) -> Client:
+    return make_gateway(USER_API_URL=user_stub.url, PRODUCT_API_URL=closed_port.url)
+
+
+def test_service_down_answers_503_fast(product_down: Client) -> None:
+    response, elapsed = _timed(lambda: product_down.http.get("/get_products"))
+
+    assert response.status_code == 503
+    assert response.json_body == {
+        "Code": "ServiceUnavailableError",
+        "Message": "product service is unavailable",
+    }
+    assert response.headers["X-Request-Id"]
+    assert elapsed < 1.0
+
+
+def test_user_service_down_names_the_user_service(
+    make_gateway: Callable[..., Client], product_stub: Stub, closed_port: ClosedPort
+) -> None:
+    client = make_gateway(USER_API_URL=closed_port.url, PRODUCT_API_URL=product_stub.url)
+
+    response = client.http.post("/login_user", headers=JSON, body=b"{}")
+
+    assert response.status_code == 503
+    assert response.json_body["Message"] == "user service is unavailable"
+
+
+def test_user_routes_keep_working_while_products_are_down(
+    product_down: Client, user_stub: Stub
+) -> None:
+    registered_body = {"message": "User registered successfully"}
+    user_stub.reply("POST", "/register", json_reply(201, registered_body))
+    user_stub.reply("GET", "/users", json_reply(200, []))
+
+    assert product_down.http.get("/products").status_code == 503
+    registered = product_down.http.post("/register_user", headers=JSON, body=b'{"username": "a"}')
+    listed = product_down.http.get("/users")
+
+    assert registered.status_code == 201
+    assert registered.json_body == registered_body
+    assert listed.status_code == 200
+
+
+def test_unresolvable_host_is_503(make_gateway: Callable[..., Client], user_stub: Stub) -> None:
+    # .invalid never resolves (RFC 6761), so this needs no network and cannot hit anything.
+    client = make_gateway(USER_API_URL=user_stub.url, PRODUCT_API_URL="http://product.invalid")
+
+    response = client.http.get("/products")
+
+    assert response.status_code == 503
+    assert response.json_body["Message"] == "product service is unavailable"
+
+
+def test_slow_service_answers_504_within_the_read_timeout(
+    make_gateway: Callable[..., Client], user_stub: Stub, product_stub: Stub
+) -> None:
+    client = make_gateway(
+        USER_API_URL=user_stub.url, PRODUCT_API_URL=product_stub.url, UPSTREAM_READ_TIMEOUT="0.3"
+    )
+    product_stub.reply("GET", "/products", Reply(stall=True))
+
+    response, elapsed = _timed(lambda: client.http.get("/products"))
+
+    assert response.status_code == 504
+    assert response.json_body == {
+        "Code": "GatewayTimeoutError",
+        "Message": "product service timed out",
+    }
+    assert 0.3 <= elapsed < 2.0
+
+
+def test_slow_product_service_does_not_slow_user_routes(
+    make_gateway: Callable[..., Client], user_stub: Stub, product_stub: Stub
+) -> None:
+    client = make_gateway(
+        USER_API_URL=user_stub.url, PRODUCT_API_URL=product_stub.url, UPSTREAM_READ_TIMEOUT="0.3"
+    )
+    product_stub.reply("GET", "/products", Reply(stall=True))
+    user_stub.reply("GET", "/users", json_reply(200, []))
+
+    assert client.http.get("/products").status_code == 504
+    response, elapsed = _timed(lambda: client.http.get("/users"))
+
+    assert response.status_code == 200
+    assert elapsed < 0.3
+
+
+@pytest.mark.parametrize("status", [500, 501, 505])
+def test_service_failure_is_502_without_its_body(
+    gateway: Client, product_stub: Stub, status: int
+) -> None:
+    leak = b'Traceback (most recent call last): File "/var/task/app.py" secret=hunter2'
+    product_stub.reply("GET", "/products/p1", Reply(status=status, body=leak, headers={}))
+
+    response = gateway.http.get("/products/p1")
+
+    assert response.status_code == 502
+    assert response.json_body == {"Code": "BadGatewayError", "Message": "product service failed"}
+    assert b"Traceback" not in response.body
+    assert b"hunter2" not in response.body
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message"),
+    [
+        (502, "BadGatewayError", "user service failed"),
+        (503, "ServiceUnavailableError", "user service is unavailable"),
+        (504, "GatewayTimeoutError", "user service timed out"),
+    ],
+)
+def test_gateway_statuses_not_in_the_contract_shape_are_replaced(
+    gateway: Client, user_stub: Stub, status: int, code: str, message: str
+) -> None:
+    """API Gateway's own 5xx bodies (a crashed or timed-out Lambda) are not the contract's shape:
+    the status is kept, the body becomes ours."""
+    user_stub.reply("GET", "/users", json_reply(status, {"message": "Internal server error"}))
+
+    response = gateway.http.get("/users")
+
+    assert response.status_code == status
+    assert response.json_body == {"Code": code, "Message": message}
+
+
+def test_broken_protocol_is_502(gateway: Client, user_stub: Stub) -> None:
+    user_stub.reply("GET", "/users", Reply(garbage=True))
+
+    response = gateway.http.get("/users")
+
+    assert response.status_code == 502
+    assert response.json_body == {"Code": "BadGatewayError", "Message": "user service failed"}
+
+
+def test_unconfigured_service_url_is_503_not_500(
+    make_gateway: Callable[..., Client], user_stub: Stub
+) -> None:
+    """A stage deployed before its URLs were written answers like an unreachable service."""
+    client = make_gateway(USER_API_URL=user_stub.url, PRODUCT_API_URL="set-by-deploy")
+
+    response = client.http.get("/products")
+
+    assert response.status_code == 503
+    assert response.json_body["Message"] == "product service is unavailable"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [
+        (ConnectTimeoutError("connect timed out"), 503, "user service is unavailable"),
+        (ReadTimeoutError(None, "/users", "read timed out"), 504, "user service timed out"),
+        (ProtocolError("Connection aborted."), 502, "user service failed"),
+    ],
+    ids=["connect timeout", "read timeout", "protocol error"],
+)
+def test_client_errors_map_to_the_contract(error: Exception, status: int, message: str) -> None:
+    """A connect timeout needs a host that drops SYNs, which loopback cannot fake reliably, so
+    the mapping is checked on urllib3's own exception types (the refused and slow cases above
+    go through real sockets)."""
+    upstream = load_app(services.GATEWAY).upstream
+
+    failure = upstream._failure(upstream.USER, error)
+
+    assert (failure.STATUS_CODE, str(failure)) == (status, message)
+
+
+def test_body_over_64_kib_is_413_before_any_service_call(gateway: Client, user_stub: Stub) -> None:
+    body = b'{"username": "' + b"a" * (64 * 1024) + b'"}'
+
+    response = gateway.http.post("/register_user", headers=JSON, body=body)
+
+    assert response.status_code == 413
+    assert response.json_body["Code"] == "PayloadTooLargeError"
+    assert user_stub.calls() == []
