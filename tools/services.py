@@ -23,6 +23,7 @@ class ServiceDef:
     port: int  # the local port of API.md
     port_env: str  # environment variable that moves it
     owns_table: bool
+    url_env: str | None = None  # the gateway's setting that holds this service's base URL
 
     @property
     def directory(self) -> Path:
@@ -41,7 +42,9 @@ class ServiceDef:
     def table_resource(self) -> dict[str, Any]:
         """The ``AWS::DynamoDB::Table`` this service declares in its ``resources.json``."""
         template = json.loads((self.directory / "resources.json").read_text())
-        tables = [r for r in template["Resources"].values() if r.get("Type") == "AWS::DynamoDB::Table"]
+        tables = [
+            r for r in template["Resources"].values() if r.get("Type") == "AWS::DynamoDB::Table"
+        ]
         if len(tables) != 1:
             raise ValueError(f"{self.name}/resources.json must declare exactly one table")
         return tables[0]
@@ -61,8 +64,10 @@ class ServiceDef:
 
 
 GATEWAY = ServiceDef("gateway_api", 5000, "GATEWAY_API_PORT", owns_table=False)
-USER = ServiceDef("user_api", 5001, "USER_API_PORT", owns_table=True)
-PRODUCT = ServiceDef("product_api", 5002, "PRODUCT_API_PORT", owns_table=True)
+USER = ServiceDef("user_api", 5001, "USER_API_PORT", owns_table=True, url_env="USER_API_URL")
+PRODUCT = ServiceDef(
+    "product_api", 5002, "PRODUCT_API_PORT", owns_table=True, url_env="PRODUCT_API_URL"
+)
 SERVICES = (USER, PRODUCT, GATEWAY)  # start order: the gateway's dependencies first
 DATA_SERVICES = tuple(s for s in SERVICES if s.owns_table)
 

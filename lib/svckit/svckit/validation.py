@@ -18,6 +18,14 @@ from typing import Any
 from chalice import BadRequestError
 
 
+def _check_unicode(name: str, value: str) -> None:
+    """Lone surrogates are valid JSON escapes but not storable text (boto3 cannot encode them)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequestError(f"{name} must be valid Unicode text") from exc
+
+
 @dataclass(frozen=True)
 class Text:
     """A string rule: length bounds, an optional character set, and whether blank is allowed."""
@@ -31,6 +39,7 @@ class Text:
     def check(self, name: str, value: Any) -> str:
         if not isinstance(value, str):
             raise BadRequestError(f"{name} must be a string")
+        _check_unicode(name, value)
         if self.pattern is not None and not self.pattern.fullmatch(value):
             raise BadRequestError(
                 f"{name} must be {self.min_length}-{self.max_length} characters of {self.charset}"
@@ -54,6 +63,7 @@ class Email:
     def check(self, name: str, value: Any) -> str:
         if not isinstance(value, str):
             raise BadRequestError(f"{name} must be a string")
+        _check_unicode(name, value)
         if len(value) > 254 or not self._shape.fullmatch(value):
             raise BadRequestError(f"{name} must be a valid email address")
         return value

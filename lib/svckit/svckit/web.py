@@ -109,6 +109,8 @@ class Service:
             data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequestError("request body is not valid JSON") from exc
+        except RecursionError as exc:
+            raise BadRequestError("request body is nested too deeply") from exc
         if not isinstance(data, dict):
             raise BadRequestError("request body must be a JSON object")
         return data

@@ -1,0 +1,120 @@
+"""product_api: the products table (seeds 000-002).
+
+Views stay thin: check the caller, validate with the contract's schema, make one call to the
+table module, shape the answer. Tokens are verified with the public JWKS alone, so this service
+accepts a user_api login without calling user_api and could never mint a token itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+from chalice import BadRequestError, ConflictError, NotFoundError, Response
+
+from chalicelib import products
+from svckit import validation
+from svckit.pagination import page_response
+from svckit.web import Service
+
+service = Service("product_api", Path(__file__).parent)
+app = service.app
+
+_DETAILS = {"price": validation.PRICE, "description": validation.DESCRIPTION}
+# Seed 000's /add_product names its product; seed 002's POST /products may leave the id to us.
+NEW_PRODUCT = validation.Schema(
+    required={"product_id": validation.PRODUCT_ID, "product_name": validation.PRODUCT_NAME},
+    optional=_DETAILS,
+)
+NEW_PRODUCT_ANY_ID = validation.Schema(
+    required={"product_name": validation.PRODUCT_NAME},
+    optional={"product_id": validation.PRODUCT_ID, **_DETAILS},
+)
+_CENT = Decimal("0.01")
+
+
+def _price(amount: Decimal) -> int | float:
+    """JSON has no decimal type: whole prices print as integers (``5``, not ``5.0``), others as
+    floats, which round-trip exactly at two decimals and the contract's magnitudes."""
+    if amount == amount.to_integral_value():
+        return int(amount)
+    return float(amount.quantize(_CENT, rounding=ROUND_HALF_UP))
+
+
+def public_view(product: dict[str, Any]) -> dict[str, Any]:
+    """PRODUCT as the contract shows it, fields in its order; absent options stay absent."""
+    view: dict[str, Any] = {
+        "product_id": product[products.KEY],
+        "product_name": product["product_name"],
+    }
+    if product.get("price") is not None:
+        view["price"] = _price(Decimal(product["price"]))
+    if product.get("description") is not None:
+        view["description"] = product["description"]
+    view["created_by"] = product["created_by"]
+    view["created_at"] = product["created_at"]
+    return view
+
+
+def _product_id(raw: str) -> str:
+    """A path id gets the same rule as a body one; a bad one cannot exist, so 404."""
+    try:
+        return validation.PRODUCT_ID.check("product_id", raw)
+    except BadRequestError as exc:
+        raise NotFoundError(f"product {raw[:64]!r} was not found") from exc
+
+
+def _add(schema: validation.Schema) -> Response:
+    """Both creating routes: the caller first (401 before any 400), then the body, then one
+    conditional write."""
+    caller = service.require_principal()
+    body = schema.check(service.json_body())
+    product_id = body.get("product_id") or str(uuid.uuid4())
+    try:
+        product = products.create(
+            product_id,
+            body["product_name"],
+            caller.username,
+            price=body.get("price"),
+            description=body.get("description"),
+        )
+    except products.ProductExistsError as exc:
+        raise ConflictError(f"product_id {product_id!r} already exists") from exc
+    service.log.info("product added", product_id=product_id, created_by=caller.username)
+    return Response(
+        body={"message": "Product added successfully", "product": public_view(product)},
+        status_code=201,
+    )
+
+
+@app.route("/add_product", methods=["POST"])
+def add_product() -> Response:
+    return _add(NEW_PRODUCT)
+
+
+@app.route("/products", methods=["POST"])
+def create_product() -> Response:
+    return _add(NEW_PRODUCT_ANY_ID)
+
+
+@app.route("/products", methods=["GET"])
+@app.route("/get_products", methods=["GET"])
+def list_products() -> Response:
+    page = service.page(products.KEY_ATTRIBUTES)
+    items, last_key = products.list_page(page)
+    return page_response([public_view(p) for p in items], last_key, page.limit)
+
+
+@app.route("/products/{product_id}", methods=["GET"])
+def get_product(product_id: str) -> dict[str, Any]:
+    product = products.get(_product_id(product_id))
+    if product is None:
+        raise NotFoundError(f"product {product_id!r} was not found")
+    return public_view(product)
+
+
+@app.route("/health", methods=["GET"])
+def health() -> dict[str, Any]:
+    return service.health()
