@@ -50,6 +50,10 @@ class NoDelayRequestHandler(ChaliceRequestHandler):
 
     disable_nagle_algorithm = True
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """No access line: the app's middleware already logs each request as JSON with its id.
+        Errors the HTTP layer itself reports (``log_error``) still print."""
+
 
 class BackloggedHTTPServer(ThreadedHTTPServer):
     """Chalice's threaded server with a listen backlog that absorbs bursts of new connections

@@ -401,10 +401,8 @@ class LocalSystem:
             keys.ensure_local_keys(services.KEYS_DIR)
             self._check_ports_free()
             if not self.external_dynamodb:
-                self._spawn(
-                    "dynamodb",
-                    [self.python, "-m", "moto.server", "-H", HOST, "-p", str(self.ports.dynamodb)],
-                )
+                moto = [self.python, "-m", "tools.motoserver"]
+                self._spawn("dynamodb", [*moto, "-H", HOST, "-p", str(self.ports.dynamodb)])
             # The apps make their boto3 clients on first use, so they can boot while moto does.
             for svc in self.services:
                 self.start_service(svc, wait=False)
@@ -592,7 +590,7 @@ def banner(system: LocalSystem) -> str:
     lines += [
         "walk-through (API.md):",
         f"  curl -s -X POST {gateway}/register_user -H 'Content-Type: application/json' \\",
-        "       -d '{\"username\": \"john_doe\", \"password\": \"correct-horse-1234\"}'",
+        '       -d \'{"username": "john_doe", "password": "correct-horse-1234"}\'',
         f"  then /login_user, /add_product with the token, and curl -s {gateway}/get_products",
         "Ctrl-C stops everything.",
     ]
@@ -602,7 +600,7 @@ def banner(system: LocalSystem) -> str:
 def print_env(system: LocalSystem, stream: TextIO = sys.stdout) -> None:
     """``export`` lines for running plain ``chalice local --stage local`` against the same
     DynamoDB endpoint (``make run`` or ``--without NAME`` running alongside)."""
-    stream.write("# eval \"$(python -m tools.localrun --print-env)\"\n")
+    stream.write('# eval "$(python -m tools.localrun --print-env)"\n')
     stream.write(f"unset {' '.join(_SCRUBBED_ENV[:3])}\n")
     for key, value in system.aws_env().items():
         stream.write(f"export {key}={shlex.quote(value)}\n")
