@@ -38,7 +38,8 @@ integration: setup
 
 ## bench: local latency/throughput, zip sizes and cold starts (not part of `make test`)
 bench: setup
-	$(BIN)/python -m tools.bench
+	$(BIN)/python -m tools.bench_local
+	$(BIN)/python -m tools.bench_package --stage $(STAGE)
 
 ## package: one CloudFormation template + deployment.zip per service into build/$(STAGE)/
 package: setup

@@ -104,7 +104,8 @@ def test_ctrl_c_stops_everything(runner: Runner) -> None:
     runner.wait_ready()
     assert http_status("127.0.0.1", runner.ports.gateway, "/health") == 200
     assert set(runner.pids()) == {"user_api", "product_api", "gateway_api"}, runner.output()
-    for name in ("dynamodb", "user_api", "product_api", "gateway_api"):
+    # moto logs nothing on success (tools/motoserver.py), so only the services are checked here.
+    for name in ("user_api", "product_api", "gateway_api"):
         assert any(line.startswith(f"[{name}]") for line in runner.lines), name
     assert f"http://127.0.0.1:{runner.ports.gateway}" in runner.output()
 

@@ -1,0 +1,518 @@
+"""tools/deploy.py against moto: keys, bucket, stacks, order, wiring and teardown.
+
+The three call layers (KeyStore, ArtifactBucket, Stacks) run unchanged on moto's in-process AWS
+(``mock_aws``). The full deploy sends the real packaged templates, with one seam: moto has no SAM
+transform, so ``tests/deploy/samlite.py`` turns the two ``AWS::Serverless::*`` resources into the
+plain ones SAM would make before the template is sent (see its docstring). Everything else is real
+moto behaviour: the table (moto ignores its point-in-time recovery setting), the IAM policy
+resolved to the table's ARN, the SSM-typed JWKS parameter resolved into the function's
+environment, the function's code fetched from the uploaded S3 key, the outputs of one stack fed
+to the next.
+
+What moto cannot follow, and so is not proven here: API Gateway importing Chalice's Swagger 2.0
+body (moto imports only OpenAPI 3) with its routes, gateway responses and stage throttling;
+invoking a Lambda (moto needs Docker for that); SAM's own transform; CloudFormation's real
+ordering, timing and rollbacks; LocalStack. Those are covered as far as possible by
+test_templates.py and test_zips.py, and otherwise only by a real `make deploy-localstack` or
+`make deploy` (docs/deploy.md says which).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import zipfile
+from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from svckit import keys
+from svckit.tokens import TokenIssuer, TokenVerifier
+from tests.deploy.samlite import SamLiteStacks
+from tools import deploy, package
+from tools.services import GATEWAY, PRODUCT, SERVICES, USER
+
+pytestmark = pytest.mark.deploy
+
+REGION = "us-east-1"
+STAGE = "dev"
+
+
+class Recorder:
+    """Collects what the deploy says, to check order and that no key material is in it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        self.lines.append(message)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def aws() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.session.Session(region_name=REGION)
+
+
+@pytest.fixture
+def naming() -> deploy.Naming:
+    return deploy.Naming(STAGE)
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+def test_signing_key_secret_is_the_one_user_api_config_names(naming: deploy.Naming) -> None:
+    assert USER.stage_env(STAGE)["JWT_SIGNING_KEY"] == f"secretsmanager:{naming.signing_key_secret}"
+    assert naming.jwks_parameter == f"/shop/{STAGE}/jwt-jwks"
+
+
+def test_keys_are_created_once_and_the_public_half_verifies_the_private_half(
+    aws: Any, naming: deploy.Naming
+) -> None:
+    said = Recorder()
+    store = deploy.KeyStore(aws.client("secretsmanager"), aws.client("ssm"), naming, said)
+    first = store.ensure()
+    assert first.created
+    secrets, ssm = aws.client("secretsmanager"), aws.client("ssm")
+    secret = secrets.get_secret_value(SecretId=naming.signing_key_secret)
+    parameter = ssm.get_parameter(Name=naming.jwks_parameter)["Parameter"]
+    assert parameter["Type"] == "String"
+    token = TokenIssuer(secret["SecretString"], ttl_seconds=60).issue("alice")
+    assert TokenVerifier(parameter["Value"]).verify(token).username == "alice"
+
+    second = store.ensure()
+    assert not second.created
+    assert second.secret_arn == first.secret_arn
+    again = secrets.get_secret_value(SecretId=naming.signing_key_secret)
+    assert again["VersionId"] == secret["VersionId"]
+    assert again["SecretString"] == secret["SecretString"]
+    assert (
+        ssm.get_parameter(Name=naming.jwks_parameter)["Parameter"]["Version"]
+        == parameter["Version"]
+    )
+
+    public_x = json.loads(parameter["Value"])["keys"][0]["x"]
+    assert "PRIVATE KEY" not in said.text
+    assert public_x not in said.text
+    assert secret["SecretString"].splitlines()[1] not in said.text
+
+
+@pytest.mark.parametrize("damage", ["deleted", "stale"])
+def test_a_missing_or_stale_public_key_is_rebuilt_from_the_secret(
+    aws: Any, naming: deploy.Naming, damage: str
+) -> None:
+    store = deploy.KeyStore(aws.client("secretsmanager"), aws.client("ssm"), naming, Recorder())
+    store.ensure()
+    ssm = aws.client("ssm")
+    good = ssm.get_parameter(Name=naming.jwks_parameter)["Parameter"]["Value"]
+    if damage == "deleted":
+        ssm.delete_parameter(Name=naming.jwks_parameter)
+    else:
+        other = keys.new_key_material()[1]
+        ssm.put_parameter(Name=naming.jwks_parameter, Value=other, Type="String", Overwrite=True)
+    refs = store.ensure()
+    assert not refs.created
+    assert json.loads(
+        ssm.get_parameter(Name=naming.jwks_parameter)["Parameter"]["Value"]
+    ) == json.loads(good)
+
+
+def test_key_teardown_removes_both_and_a_new_deploy_gets_a_new_key(
+    aws: Any, naming: deploy.Naming
+) -> None:
+    store = deploy.KeyStore(aws.client("secretsmanager"), aws.client("ssm"), naming, Recorder())
+    store.ensure()
+    old = aws.client("ssm").get_parameter(Name=naming.jwks_parameter)["Parameter"]["Value"]
+    store.destroy()
+    store.destroy()  # nothing left: still fine
+    with pytest.raises(aws.client("ssm").exceptions.ParameterNotFound):
+        aws.client("ssm").get_parameter(Name=naming.jwks_parameter)
+    listed = aws.client("secretsmanager").list_secrets()["SecretList"]
+    assert [s["Name"] for s in listed if s["Name"] == naming.signing_key_secret] == []
+    assert store.ensure().created
+    new = aws.client("ssm").get_parameter(Name=naming.jwks_parameter)["Parameter"]["Value"]
+    assert deploy._kids(new) != deploy._kids(old)
+
+
+# --- artifacts -----------------------------------------------------------------------------
+
+
+def _zip(path: Path, files: dict[str, str], date: tuple[int, ...]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=date), text)  # type: ignore[arg-type]
+    return path
+
+
+def test_content_key_ignores_timestamps_but_not_content(tmp_path: Path) -> None:
+    a = _zip(tmp_path / "a.zip", {"app.py": "x = 1"}, (2024, 1, 1, 0, 0, 0))
+    b = _zip(tmp_path / "b.zip", {"app.py": "x = 1"}, (2025, 6, 1, 12, 0, 0))
+    c = _zip(tmp_path / "c.zip", {"app.py": "x = 2"}, (2024, 1, 1, 0, 0, 0))
+    assert a.read_bytes() != b.read_bytes()
+    assert deploy.content_key(a) == deploy.content_key(b) != deploy.content_key(c)
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1"])
+def test_bucket_is_private_reused_uploads_once_and_is_emptied_on_destroy(
+    tmp_path: Path, region: str
+) -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=region)
+        bucket = deploy.ArtifactBucket(
+            s3, "shop-dev-artifacts-123456789012-" + region, region, Recorder()
+        )
+        bucket.ensure()
+        bucket.ensure()
+        block = s3.get_public_access_block(Bucket=bucket.name)["PublicAccessBlockConfiguration"]
+        assert all(block.values())
+        zip_a = _zip(tmp_path / "a.zip", {"app.py": "x = 1"}, (2024, 1, 1, 0, 0, 0))
+        zip_b = _zip(tmp_path / "b.zip", {"app.py": "x = 1"}, (2025, 1, 1, 0, 0, 0))
+        key = bucket.upload(zip_a, "user_api")
+        assert bucket.upload(zip_b, "user_api") == key  # same code, no second object
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket.name)["Contents"]] == [key]
+        bucket.destroy()
+        assert bucket.name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        bucket.destroy()  # already gone: fine
+
+
+def test_local_code_uris_are_uploaded_and_replaced(tmp_path: Path) -> None:
+    (tmp_path / "deployment.zip").write_bytes(b"zip")
+    template = {
+        "Resources": {
+            "Fn": {
+                "Type": "AWS::Serverless::Function",
+                "Properties": {"CodeUri": "./deployment.zip"},
+            },
+            "Other": {"Type": "AWS::S3::Bucket", "Properties": {}},
+        }
+    }
+    uploaded: list[Path] = []
+
+    def upload(path: Path) -> str:
+        uploaded.append(path)
+        return "svc/key.zip"
+
+    result = deploy.with_artifacts(template, tmp_path, upload, "bucket")
+    assert result["Resources"]["Fn"]["Properties"]["CodeUri"] == {
+        "Bucket": "bucket",
+        "Key": "svc/key.zip",
+    }
+    assert uploaded == [tmp_path / "deployment.zip"]
+    assert template["Resources"]["Fn"]["Properties"]["CodeUri"] == "./deployment.zip"  # not mutated
+
+
+# --- stacks --------------------------------------------------------------------------------
+
+SMALL_TEMPLATE = {
+    "Parameters": {"Label": {"Type": "String"}},
+    "Resources": {
+        "Table": {
+            "Type": "AWS::DynamoDB::Table",
+            "Properties": {
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [{"AttributeName": "k", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "k", "KeyType": "HASH"}],
+            },
+        }
+    },
+    "Outputs": {
+        "TableName": {"Value": {"Ref": "Table"}},
+        "Label": {"Value": {"Ref": "Label"}},
+    },
+}
+
+
+def test_stack_is_created_left_alone_when_unchanged_updated_and_deleted(aws: Any) -> None:
+    stacks = deploy.Stacks(
+        aws.client("cloudformation"), poll_seconds=0, max_wait_seconds=10, say=Recorder()
+    )
+    created = stacks.deploy("s1", SMALL_TEMPLATE, {"Label": "one"}, {"stage": "t"})
+    assert created.action == "created"
+    assert created.outputs["Label"] == "one"
+    assert created.outputs["TableName"] in aws.client("dynamodb").list_tables()["TableNames"]
+    assert (
+        stacks.deploy("s1", SMALL_TEMPLATE, {"Label": "one"}, {"stage": "t"}).action == "unchanged"
+    )
+    updated = stacks.deploy("s1", SMALL_TEMPLATE, {"Label": "two"}, {"stage": "t"})
+    assert updated.action == "updated"
+    assert updated.outputs["Label"] == "two"
+    assert stacks.delete("s1") is True
+    assert stacks.status("s1") is None
+    assert aws.client("dynamodb").list_tables()["TableNames"] == []
+    assert stacks.delete("s1") is False
+
+
+def test_oversized_template_goes_through_the_bucket(aws: Any) -> None:
+    s3 = aws.client("s3")
+    bucket = deploy.ArtifactBucket(
+        s3, "shop-dev-artifacts-123456789012-us-east-1", REGION, Recorder()
+    )
+    bucket.ensure()
+    big = json.loads(json.dumps(SMALL_TEMPLATE))
+    big["Description"] = "padding " * 100
+    big["Metadata"] = {"Padding": ["x" * 1000] * 60}
+    stored: list[str] = []
+
+    def template_url(body: str) -> str:
+        stored.append(body)
+        bucket.put_text("t/big.json", body)
+        return bucket.url("t/big.json", None)
+
+    stacks = deploy.Stacks(aws.client("cloudformation"), 0, 10, Recorder())
+    result = stacks.deploy("big", big, {"Label": "x"}, {}, template_url)
+    assert result.action == "created"
+    assert result.outputs["Label"] == "x"
+    assert len(stored) == 1
+    assert len(stored[0]) > deploy.TEMPLATE_BODY_LIMIT
+
+
+def test_an_unwanted_final_state_is_an_error_naming_the_stack() -> None:
+    """The check that turns a rollback into a readable failure (moto never rolls back)."""
+
+    class Settled(deploy.Stacks):
+        def status(self, name: str) -> str | None:
+            return "ROLLBACK_COMPLETE"
+
+        def failure_reasons(self, name: str, limit: int = 10) -> list[str]:
+            return ["Table: Resource handler returned message: boom"]
+
+    with pytest.raises(deploy.DeployError, match=r"s1 ended ROLLBACK_COMPLETE(.|\n)*boom"):
+        Settled(None, 0, 1, Recorder())._settle("s1", "CREATE_COMPLETE")
+
+
+# --- targets and names ---------------------------------------------------------------------
+
+
+def test_localstack_urls_use_the_execute_api_host_form() -> None:
+    outputs = {
+        "RestAPIId": "abc123",
+        "EndpointURL": "https://abc123.execute-api.us-east-1.amazonaws.com/api/",
+    }
+    local = deploy.Target(REGION, "http://localhost.localstack.cloud:4566")
+    assert (
+        local.public_url(outputs, "api")
+        == "https://abc123.execute-api.localhost.localstack.cloud:4566/api/"
+    )
+    assert (
+        local.service_url(outputs, "api")
+        == "http://abc123.execute-api.localhost.localstack.cloud:4566/api/"
+    )
+    moved = deploy.Target(REGION, "http://localhost.localstack.cloud:4599")
+    assert moved.public_url(outputs, "api").endswith(":4599/api/")
+    assert moved.service_url(outputs, "api").endswith(":4566/api/")  # inside LocalStack's network
+    aws_target = deploy.Target(REGION)
+    assert aws_target.public_url(outputs, "api") == outputs["EndpointURL"]
+    assert aws_target.service_url(outputs, "api") == outputs["EndpointURL"]
+
+
+def test_localstack_mode_never_sends_real_credentials() -> None:
+    env = {
+        "AWS_ACCESS_KEY_ID": "AKIAREAL",
+        "AWS_SECRET_ACCESS_KEY": "real",
+        "AWS_SESSION_TOKEN": "t",
+        "AWS_PROFILE": "prod",
+    }
+    assert deploy.localstack_environment(env) == deploy.LOCALSTACK_ENDPOINT
+    assert env["AWS_ENDPOINT_URL"] == deploy.LOCALSTACK_ENDPOINT
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("test", "test")
+    assert "AWS_SESSION_TOKEN" not in env
+    assert "AWS_PROFILE" not in env
+    custom = {"AWS_ENDPOINT_URL": "http://127.0.0.1:4599"}
+    assert deploy.localstack_environment(custom) == "http://127.0.0.1:4599"
+
+
+@pytest.mark.parametrize("stage", ["Dev", "dev_1", "", "a" * 17, "1dev"])
+def test_stage_names_that_cannot_name_a_bucket_are_refused(stage: str) -> None:
+    with pytest.raises(deploy.DeployError):
+        deploy.Naming(stage)
+
+
+def test_names_keep_stages_apart() -> None:
+    dev, prod = deploy.Naming("dev"), deploy.Naming("prod")
+    assert dev.stack(USER) == "shop-dev-user-api" != prod.stack(USER)
+    assert dev.bucket("123456789012", "eu-west-1") == "shop-dev-artifacts-123456789012-eu-west-1"
+    assert len(prod.bucket("123456789012", "ap-southeast-2")) <= 63
+
+
+def test_reserved_concurrency_that_the_account_cannot_hold_is_refused_before_any_stack() -> None:
+    assert deploy.concurrency_problem(30, 1000) is None
+    assert deploy.concurrency_problem(0, 10) is None
+    problem = deploy.concurrency_problem(30, 10)
+    assert problem is not None
+    assert "reserved_concurrency" in problem
+
+
+# --- the whole deploy ----------------------------------------------------------------------
+
+
+def _deployer(aws: Any, packaged: dict[str, package.Packaged], said: Recorder) -> deploy.Deployer:
+    built = [packaged[s.name] for s in SERVICES]
+    stacks = SamLiteStacks(aws.client("cloudformation"), 0, 30, said)
+    return deploy.Deployer(
+        aws,
+        deploy.Target(REGION, poll_seconds=0, max_wait_seconds=30),
+        deploy.Naming(STAGE),
+        packager=lambda stage: built,
+        stacks=stacks,
+        say=said,
+    )
+
+
+def _function_env(aws: Any, stack: str) -> dict[str, str]:
+    cfn = aws.client("cloudformation")
+    resources = cfn.describe_stack_resources(StackName=stack)["StackResources"]
+    name = next(
+        r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "APIHandler"
+    )
+    return dict(
+        aws.client("lambda").get_function_configuration(FunctionName=name)["Environment"][
+            "Variables"
+        ]
+    )
+
+
+def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
+    aws: Any, packaged: dict[str, package.Packaged]
+) -> None:
+    said = Recorder()
+    deployer = _deployer(aws, packaged, said)
+    naming = deployer.naming
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(out):
+        urls = deployer.deploy()
+
+    # Order: both services before the gateway, which is printed last.
+    created = [line.split()[1].rstrip(":") for line in said.lines if line.endswith(": created")]
+    assert created == [naming.stack(USER), naming.stack(PRODUCT), naming.stack(GATEWAY)]
+    assert said.lines[-1] == f"Gateway URL: {urls[GATEWAY.name]}"
+
+    stacks = deployer.stacks
+    user_out = stacks.outputs(naming.stack(USER))
+    product_out = stacks.outputs(naming.stack(PRODUCT))
+    gateway_out = stacks.outputs(naming.stack(GATEWAY))
+    assert urls == {
+        USER.name: user_out["EndpointURL"],
+        PRODUCT.name: product_out["EndpointURL"],
+        GATEWAY.name: gateway_out["EndpointURL"],
+    }
+
+    # The gateway got the other stacks' URLs, as parameters and in its function's environment.
+    cfn = aws.client("cloudformation")
+    gateway_params = {
+        p["ParameterKey"]: p["ParameterValue"]
+        for p in cfn.describe_stacks(StackName=naming.stack(GATEWAY))["Stacks"][0]["Parameters"]
+    }
+    assert gateway_params["UserApiUrl"] == user_out["EndpointURL"]
+    assert gateway_params["ProductApiUrl"] == product_out["EndpointURL"]
+    gateway_env = _function_env(aws, naming.stack(GATEWAY))
+    assert gateway_env["USER_API_URL"] == user_out["EndpointURL"]
+    assert gateway_env["PRODUCT_API_URL"] == product_out["EndpointURL"]
+
+    # Each data service's function names the table its stack made, on-demand. (Its point-in-time
+    # recovery is checked on the template only: moto's CloudFormation ignores that property.)
+    dynamodb = aws.client("dynamodb")
+    jwks = aws.client("ssm").get_parameter(Name=naming.jwks_parameter)["Parameter"]["Value"]
+    secret_arn = aws.client("secretsmanager").describe_secret(SecretId=naming.signing_key_secret)[
+        "ARN"
+    ]
+    for service, outputs in ((USER, user_out), (PRODUCT, product_out)):
+        function_env = _function_env(aws, naming.stack(service))
+        assert function_env["TABLE_NAME"] == outputs["TableName"]
+        table = dynamodb.describe_table(TableName=outputs["TableName"])["Table"]
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert function_env["JWT_JWKS"] == jwks
+    assert (
+        _function_env(aws, naming.stack(USER))["JWT_SIGNING_KEY"] == f"secretsmanager:{secret_arn}"
+    )
+    assert "JWT_SIGNING_KEY" not in _function_env(aws, naming.stack(PRODUCT))
+    assert gateway_env["JWT_JWKS"] == jwks
+
+    # The data policy was attached with the real table ARN (and the secret, for user_api only).
+    iam = aws.client("iam")
+    for service, outputs in ((USER, user_out), (PRODUCT, product_out)):
+        resources = cfn.describe_stack_resources(StackName=naming.stack(service))["StackResources"]
+        role = next(
+            r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "ApiHandlerRole"
+        )
+        documents = [
+            json.dumps(iam.get_role_policy(RoleName=role, PolicyName=p)["PolicyDocument"])
+            for p in iam.list_role_policies(RoleName=role)["PolicyNames"]
+        ]
+        table_arn = dynamodb.describe_table(TableName=outputs["TableName"])["Table"]["TableArn"]
+        assert any(table_arn in d for d in documents)
+        assert any(secret_arn in d for d in documents) == (service is USER)
+
+    # The code each function runs is the zip the deploy uploaded.
+    s3 = aws.client("s3")
+    bucket = deployer.bucket().name
+    objects = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
+    assert objects == sorted(
+        f"{s.name}/{deploy.content_key(packaged[s.name].zip_path)}.zip" for s in SERVICES
+    )
+
+    # No key material reached the output.
+    pem = aws.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
+    printed = out.getvalue() + said.text
+    assert pem.splitlines()[1] not in printed
+    assert "PRIVATE KEY" not in printed
+
+    # A second deploy reuses the key, the bucket and the uploads.
+    deployer.deploy()
+    assert "keys: reusing" in said.text
+    assert "bucket: reusing" in said.text
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == objects
+    assert aws.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"] == pem
+
+    # Destroy: the gateway first, then everything the deploy made is gone.
+    said.lines.clear()
+    deployer.destroy()
+    deleted = [
+        line.split()[1].rstrip(":")
+        for line in said.lines
+        if line.endswith(": deleted") and line.startswith("stack")
+    ]
+    assert deleted == [naming.stack(GATEWAY), naming.stack(PRODUCT), naming.stack(USER)]
+    assert all(stacks.status(naming.stack(s)) is None for s in SERVICES)
+    assert dynamodb.list_tables()["TableNames"] == []
+    assert aws.client("lambda").list_functions()["Functions"] == []
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert (
+        aws.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"] == []
+    )
+    assert aws.client("secretsmanager").list_secrets()["SecretList"] == []
+    with pytest.raises(aws.client("ssm").exceptions.ParameterNotFound):
+        aws.client("ssm").get_parameter(Name=naming.jwks_parameter)
+    assert said.lines[-2] == f"Gateway URL (removed): {urls[GATEWAY.name]}"
+
+
+def test_cli_destroy_of_a_stage_never_deployed_succeeds_and_a_bad_stage_fails(
+    aws: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy.main(["destroy", "--stage", STAGE]) == 0
+    assert "stage dev destroyed" in capsys.readouterr().out
+    assert deploy.main(["deploy", "--stage", "nope"]) == 1
+    assert "no stage 'nope'" in capsys.readouterr().err
+
+
+def test_cli_localstack_mode_says_so_when_localstack_is_not_running(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+    assert deploy.main(["deploy", "--stage", STAGE, "--localstack"]) == 1
+    assert "Is LocalStack running" in capsys.readouterr().err
+    assert os.environ["AWS_ACCESS_KEY_ID"] == "test"  # LocalStack's, not the caller's

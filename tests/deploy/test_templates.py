@@ -1,0 +1,325 @@
+"""The packaged templates say what the deploy promises: lint-clean, least privilege, wired by Ref.
+
+These read ``sam.json`` as ``tools.package`` leaves it (the file CloudFormation receives, apart
+from the S3 place of the code), so a change to a ``resources.json``, a ``config.json`` or the app
+that breaks a promise fails here, before anyone deploys.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import lint
+
+from tools import package
+from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
+
+pytestmark = pytest.mark.deploy
+
+SERVICE_NAMES = [s.name for s in SERVICES]
+
+BY_NAME = {s.name: s for s in SERVICES}
+DATA_SERVICES = [USER.name, PRODUCT.name]
+TABLE_ARN = {"Fn::GetAtt": ["Table", "Arn"]}
+
+
+def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def function(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"][package.FUNCTION]["Properties"]
+
+
+def env(template: dict[str, Any]) -> dict[str, Any]:
+    return function(template)["Environment"]["Variables"]
+
+
+def role_statements(template: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every IAM statement that reaches the function: its role's inline policies and every
+    ``AWS::IAM::Policy`` attached to that role."""
+    role_ref = function(template)["Role"]
+    assert set(role_ref) == {"Fn::GetAtt"}, role_ref
+    role_id = role_ref["Fn::GetAtt"][0]
+    role = template["Resources"][role_id]
+    assert role["Type"] == "AWS::IAM::Role"
+    for policy in role["Properties"].get("Policies", []):
+        yield from policy["PolicyDocument"]["Statement"]
+    for policy in resources_of(template, "AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            yield from policy["Properties"]["PolicyDocument"]["Statement"]
+    for policy in resources_of(template, "AWS::IAM::Policy").values():
+        assert {"Ref": role_id} in policy["Properties"]["Roles"], "a policy attached to no function"
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+CALL = re.compile(r"dynamo\.client\(\)\s*\.\s*([a-z_]+)\(")
+
+
+def dynamodb_calls_in_code(service: ServiceDef) -> set[str]:
+    """The DynamoDB operations the service's own code makes, as IAM action names."""
+    sources = [
+        service.directory / "app.py",
+        *sorted((service.directory / "chalicelib").glob("*.py")),
+    ]
+    calls = {m for path in sources for m in CALL.findall(path.read_text())}
+    return {"dynamodb:" + "".join(part.title() for part in call.split("_")) for call in calls}
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_cfn_lint_finds_no_error_or_warning(
+    name: str, packaged: dict[str, package.Packaged]
+) -> None:
+    matches = lint(packaged[name].template_path.read_text())
+    problems = [str(m) for m in matches if m.rule.id[0] in "EW"]
+    assert problems == []
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_function_runs_python311_with_the_stage_settings(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    props = function(templates[name])
+    config = BY_NAME[name].config()
+    stage = {**config, **config["stages"]["dev"]}
+    assert props["Runtime"] == "python3.11"
+    assert props["Handler"] == "app.app"
+    assert props["MemorySize"] == stage["lambda_memory_size"]
+    assert props["Timeout"] == stage["lambda_timeout"]
+    assert props["ReservedConcurrentExecutions"] == stage["reserved_concurrency"]
+
+
+@pytest.mark.parametrize("name", DATA_SERVICES)
+def test_table_is_the_one_in_resources_json(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    service = BY_NAME[name]
+    declared = service.table_resource()["Properties"]
+    tables = resources_of(templates[name], "AWS::DynamoDB::Table")
+    assert list(tables) == ["Table"]
+    props = tables["Table"]["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["KeySchema"] == declared["KeySchema"]
+    assert props["AttributeDefinitions"] == declared["AttributeDefinitions"]
+    assert "TableName" not in props, "the stack names the table; no name is typed anywhere"
+    # The local run and the tests build their table from the same definition.
+    local = service.create_table_args("local")
+    assert local["KeySchema"] == props["KeySchema"]
+    assert local["AttributeDefinitions"] == props["AttributeDefinitions"]
+
+
+@pytest.mark.parametrize("name", DATA_SERVICES)
+def test_table_name_reaches_the_function_by_ref(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    assert env(templates[name])["TABLE_NAME"] == {"Ref": "Table"}
+    assert templates[name]["Outputs"]["TableName"]["Value"] == {"Ref": "Table"}
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_no_placeholder_or_local_setting_reaches_a_deployed_function(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    for key, value in env(templates[name]).items():
+        assert value != package.PLACEHOLDER, key
+        if isinstance(value, str):
+            assert not value.startswith("file:"), f"{key} points at a local file"
+            assert "127.0.0.1" not in value, key
+            assert "localhost" not in value, key
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_function_may_touch_only_its_own_table_with_the_calls_its_code_makes(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    statements = list(role_statements(templates[name]))
+    data_actions: set[str] = set()
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        actions = as_list(statement["Action"])
+        assert all("*" not in action for action in actions), f"wildcard action in {statement}"
+        services = {a.split(":")[0] for a in actions}
+        if services == {"logs"}:
+            continue  # CloudWatch Logs: writing the function's own log streams
+        assert "*" not in json.dumps(statement["Resource"]), f"wildcard resource in {statement}"
+        if services == {"dynamodb"}:
+            assert statement["Resource"] == TABLE_ARN, statement
+            data_actions.update(actions)
+        else:
+            assert services == {"secretsmanager"}, statement
+            assert name == USER.name, statement
+    expected = dynamodb_calls_in_code(BY_NAME[name]) if BY_NAME[name].owns_table else set()
+    assert data_actions == expected
+    if name == USER.name:
+        assert expected == {
+            "dynamodb:PutItem",
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Scan",
+        }
+    if name == PRODUCT.name:
+        assert expected == {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"}
+
+
+def test_only_user_api_can_read_the_signing_key(templates: dict[str, dict[str, Any]]) -> None:
+    user = templates[USER.name]
+    secret_statements = [
+        s
+        for s in role_statements(user)
+        if any(a.startswith("secretsmanager:") for a in as_list(s["Action"]))
+    ]
+    assert secret_statements == [
+        {
+            "Sid": "SigningKey",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": {"Ref": "SigningKeySecretArn"},
+        }
+    ]
+    assert env(user)["JWT_SIGNING_KEY"] == {"Fn::Sub": "secretsmanager:${SigningKeySecretArn}"}
+    for other in (PRODUCT.name, GATEWAY.name):
+        text = json.dumps(templates[other])
+        assert "secretsmanager" not in text
+        assert "SigningKey" not in text
+        assert "JWT_SIGNING_KEY" not in env(templates[other])
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_public_jwks_arrives_inline_from_the_ssm_parameter(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    template = templates[name]
+    assert env(template)["JWT_JWKS"] == {"Ref": "JwksParameterName"}
+    parameter = template["Parameters"]["JwksParameterName"]
+    assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
+    assert "Default" not in parameter  # the deploy names the stage's parameter
+
+
+def test_gateway_gets_the_service_urls_from_the_other_stacks(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    gateway = templates[GATEWAY.name]
+    assert env(gateway)["USER_API_URL"] == {"Ref": "UserApiUrl"}
+    assert env(gateway)["PRODUCT_API_URL"] == {"Ref": "ProductApiUrl"}
+    for parameter in ("UserApiUrl", "ProductApiUrl"):
+        assert "Default" not in gateway["Parameters"][parameter], "no URL typed by hand"
+    for name in (USER.name, PRODUCT.name):
+        assert "EndpointURL" in templates[name]["Outputs"]
+        assert "RestAPIId" in templates[name]["Outputs"]
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_route_goes_to_the_one_function_without_an_api_gateway_authorizer(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    """Tokens are verified in the app (svckit), whose 401 has the contract's shape; an API
+    Gateway authorizer would answer with its own body. Write routes' 401 is proven on the zip."""
+    body = templates[name]["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    assert "securityDefinitions" not in body
+    operations = [
+        (path, method, op) for path, item in body["paths"].items() for method, op in item.items()
+    ]
+    assert len(operations) >= 3
+    for path, method, op in operations:
+        assert "security" not in op, (path, method)
+        integration = op["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy"
+        assert "${APIHandler.Arn}" in integration["uri"]["Fn::Sub"], (path, method)
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_api_gateway_own_errors_use_the_contract_shape(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    body = templates[name]["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    responses = body["x-amazon-apigateway-gateway-responses"]
+    for required in ("DEFAULT_4XX", "DEFAULT_5XX", "THROTTLED", "MISSING_AUTHENTICATION_TOKEN"):
+        assert required in responses
+    for kind, response in responses.items():
+        text = response["responseTemplates"]["application/json"]
+        # API Gateway substitutes the message already quoted as a JSON string.
+        rendered = json.loads(text.replace("$context.error.messageString", '"some message"'))
+        assert set(rendered) == {"Code", "Message"}, kind
+        assert rendered["Code"].endswith("Error"), kind
+    assert responses["THROTTLED"]["statusCode"] == "429"
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
+    assert "statusCode" not in responses["DEFAULT_4XX"]  # keeps API Gateway's own status
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_stage_is_throttled_and_logs_expire_with_the_stack(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    template = templates[name]
+    settings = template["Resources"]["RestAPI"]["Properties"]["MethodSettings"]
+    assert settings == [
+        {
+            "ResourcePath": "/*",
+            "HttpMethod": "*",
+            "ThrottlingRateLimit": {"Ref": "ThrottlingRateLimit"},
+            "ThrottlingBurstLimit": {"Ref": "ThrottlingBurstLimit"},
+        }
+    ]
+    assert template["Parameters"]["ThrottlingRateLimit"]["Default"] > 0
+    assert template["Parameters"]["ThrottlingBurstLimit"]["Default"] > 0
+    log_group = template["Resources"]["APIHandlerLogGroup"]
+    assert log_group["Properties"]["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${APIHandler}"}
+    assert log_group["DeletionPolicy"] == "Delete"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_zip_carries_the_current_shared_library_and_no_copy_stays_behind(
+    name: str, packaged: dict[str, package.Packaged], svckit_at_packaging: dict[str, bytes]
+) -> None:
+    with zipfile.ZipFile(packaged[name].zip_path) as archive:
+        shipped = {n: archive.read(n) for n in archive.namelist() if n.startswith("svckit/")}
+    assert {n: b for n, b in shipped.items() if n.endswith(".py")} == svckit_at_packaging
+    assert not any(n.endswith(".pyc") for n in shipped)
+    assert not (BY_NAME[name].directory / "vendor" / "svckit").exists()
+
+
+def test_merge_follows_chalice_own_merge_rule() -> None:
+    from chalice.package import TemplateDeepMerger
+
+    base = {"A": {"x": 1, "l": [1, 2]}, "B": 2}
+    fragment = {"A": {"y": 3, "l": [9]}, "C": {"z": 4}}
+    assert package.deep_merge(base, fragment) == TemplateDeepMerger().merge(fragment, base)
+    assert package.deep_merge(base, fragment)["A"] == {"x": 1, "y": 3, "l": [9]}
+
+
+def test_check_template_refuses_a_wrong_runtime_or_an_unwired_variable() -> None:
+    good = {
+        "Resources": {
+            package.FUNCTION: {
+                "Properties": {"Runtime": "python3.11", "Environment": {"Variables": {"A": "1"}}}
+            }
+        }
+    }
+    package.check_template(USER, good)
+    wrong_runtime = json.loads(json.dumps(good))
+    wrong_runtime["Resources"][package.FUNCTION]["Properties"]["Runtime"] = "python3.12"
+    with pytest.raises(package.PackageError, match=r"python3\.11"):
+        package.check_template(USER, wrong_runtime)
+    unwired = json.loads(json.dumps(good))
+    unwired["Resources"][package.FUNCTION]["Properties"]["Environment"]["Variables"]["B"] = (
+        package.PLACEHOLDER
+    )
+    with pytest.raises(package.PackageError, match="B still"):
+        package.check_template(USER, unwired)
+
+
+def test_resources_json_files_are_valid_fragments() -> None:
+    """Every fragment merges into a template section CloudFormation knows."""
+    for service in SERVICES:
+        fragment = json.loads(Path(service.directory / "resources.json").read_text())
+        assert set(fragment) <= {"Parameters", "Resources", "Outputs", "Conditions"}

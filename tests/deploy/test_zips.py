@@ -1,0 +1,413 @@
+"""Each deployment.zip is complete: unpacked alone, it runs as Lambda would run it.
+
+Every zip is extracted into an empty folder and driven in a fresh ``python -I -S`` whose
+``sys.path`` holds only that folder and boto3 with its dependencies (what the Lambda runtime
+provides; see ``tools.bench_package.RUNTIME_PACKAGES``). The child imports the template's handler
+(``app.app``) and answers API Gateway REST proxy events, with the function's environment taken
+from the packaged template, each ``Ref`` resolved to what CloudFormation would put there.
+
+AWS is moto in server mode on a free local port (``AWS_ENDPOINT_URL``), holding a table created
+from the template's own ``Table`` and the signing key as a Secrets Manager secret, so user_api's
+login reads its key through the same ``secretsmanager:ARN`` reference it gets when deployed.
+
+Not covered here, because it needs Docker or AWS: Lambda's own bootstrap (``awslambdaric``) and
+its exact boto3/urllib3 versions, and API Gateway in front (its routing and gateway responses are
+checked on the template in test_templates.py).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from svckit import keys
+from svckit.tokens import TokenIssuer, TokenVerifier
+from tools import package
+from tools.bench_package import run_isolated, unpack
+from tools.services import GATEWAY, PRODUCT, SERVICES, USER
+
+pytestmark = pytest.mark.deploy
+
+SERVICE_NAMES = [s.name for s in SERVICES]
+
+REGION = "us-east-1"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+# Runs inside the isolated child: import the handler, answer each event, print the answers.
+CHILD = """
+import json, types
+request = json.loads(sys.stdin.read())
+module_name, _, attribute = request["handler"].partition(".")
+module = __import__(module_name)
+handler = getattr(module, attribute)
+context = types.SimpleNamespace(
+    function_name="fn", function_version="$LATEST", memory_limit_in_mb=512,
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:fn",
+    aws_request_id="req-1", log_group_name="/aws/lambda/fn", log_stream_name="s",
+    get_remaining_time_in_millis=lambda: 10000,
+)
+answers = [handler(event, context) for event in request["events"]]
+print("\\n=== answers ===")
+print(json.dumps({"answers": answers, "paths": [p for p in sys.path]}))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proxy_event(
+    method: str,
+    resource: str,
+    path: str | None = None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    path_parameters: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An API Gateway REST (v1) Lambda proxy event, as the ``api`` stage sends it."""
+    path = path or resource
+    all_headers = {"Host": "example.execute-api.us-east-1.amazonaws.com", **(headers or {})}
+    if body is not None:
+        all_headers.setdefault("Content-Type", "application/json")
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": path_parameters,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": f"/api{path}",
+            "stage": "api",
+            "requestId": "apigw-req-1",
+            "identity": {"sourceIp": "203.0.113.9"},
+        },
+        "body": json.dumps(body) if body is not None else None,
+        "isBase64Encoded": False,
+    }
+
+
+def resolve(value: Any, refs: dict[str, str]) -> str:
+    """What CloudFormation puts in an environment variable: ``Ref`` and ``Fn::Sub`` of refs."""
+    if isinstance(value, str):
+        return value
+    if set(value) == {"Ref"}:
+        return refs[value["Ref"]]
+    if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+        text = value["Fn::Sub"]
+        for name, resolved in refs.items():
+            text = text.replace("${" + name + "}", resolved)
+        assert "${" not in text, f"unresolved reference in {value}"
+        return text
+    raise AssertionError(f"unexpected intrinsic in the environment: {value}")
+
+
+def function_env(template: dict[str, Any], refs: dict[str, str]) -> dict[str, str]:
+    variables = template["Resources"][package.FUNCTION]["Properties"]["Environment"]["Variables"]
+    return {key: resolve(value, refs) for key, value in variables.items()}
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def key_material() -> tuple[str, str]:
+    return keys.new_key_material()
+
+
+@pytest.fixture(scope="session")
+def stage_aws(moto_server: str, key_material: tuple[str, str]) -> dict[str, str]:
+    """The AWS side of a deployed stage, in moto: the signing-key secret."""
+    secrets = boto3.client(
+        "secretsmanager", endpoint_url=moto_server, region_name=REGION, **_keys()
+    )
+    arn = secrets.create_secret(Name="shop/zipcheck/jwt-signing-key", SecretString=key_material[0])[
+        "ARN"
+    ]
+    return {"SigningKeySecretArn": arn, "JwksParameterName": key_material[1]}
+
+
+def _keys() -> dict[str, str]:
+    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def make_table(moto_server: str, template: dict[str, Any], name: str) -> str:
+    props = template["Resources"]["Table"]["Properties"]
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_server, region_name=REGION, **_keys())
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=props["KeySchema"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        BillingMode=props["BillingMode"],
+    )
+    return name
+
+
+@pytest.fixture(scope="session")
+def task_dirs(
+    packaged: dict[str, package.Packaged], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    return {
+        name: unpack(p.zip_path, tmp_path_factory.mktemp(f"task-{name}"))
+        for name, p in packaged.items()
+    }
+
+
+def invoke(
+    name: str,
+    task_dirs: dict[str, Path],
+    lambda_runtime: Path,
+    template: dict[str, Any],
+    env: dict[str, str],
+    events: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Run ``events`` through the handler of the unpacked zip in one fresh interpreter."""
+    request = {
+        "handler": template["Resources"][package.FUNCTION]["Properties"]["Handler"],
+        "events": events,
+    }
+    result = run_isolated(
+        CHILD, task_dirs[name], lambda_runtime, {**CREDENTIALS, **env}, stdin=json.dumps(request)
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    payload = json.loads(result.stdout.split("=== answers ===", 1)[1])
+    # Nothing but the task folder, the runtime stand-in and the standard library was importable.
+    extra = [
+        p
+        for p in payload["paths"]
+        if "site-packages" in p and not p.startswith(str(lambda_runtime))
+    ]
+    assert extra == [], extra
+    return list(payload["answers"])
+
+
+def body(answer: dict[str, Any]) -> Any:
+    return json.loads(answer["body"])
+
+
+def test_child_sees_no_package_from_this_virtualenv(
+    task_dirs: dict[str, Path], lambda_runtime: Path
+) -> None:
+    """The isolation the other checks rely on: pytest, moto and the venv's svckit are absent."""
+    result = run_isolated(
+        "import importlib.util as u\n"
+        "print([m for m in ('pytest', 'moto', 'svckit', 'argon2', 'boto3') if u.find_spec(m)])",
+        task_dirs[PRODUCT.name],
+        lambda_runtime,
+    )
+    assert result.returncode == 0, result.stderr
+    # svckit comes from the zip's vendored copy, boto3 from the runtime stand-in.
+    assert result.stdout.strip() == "['svckit', 'boto3']"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_zip_holds_its_handler_and_dependencies_and_no_test_or_venv_leftovers(
+    name: str, task_dirs: dict[str, Path]
+) -> None:
+    task = task_dirs[name]
+    assert (task / "app.py").is_file()
+    assert (task / "chalice" / "app.py").is_file()
+    assert (task / "svckit" / "web.py").is_file()
+    assert (task / "jwt").is_dir()
+    assert (task / "cryptography").is_dir()
+    assert not (task / "boto3").exists()
+    assert not (task / "botocore").exists()
+    assert not list(task.rglob("*.pem")), "a key file was packaged"
+    assert not (task / "tests").exists()
+    assert not (task / ".chalice").exists()
+
+
+def test_user_api_zip_registers_logs_in_with_the_secret_key_and_guards_writes(
+    moto_server: str,
+    stage_aws: dict[str, str],
+    key_material: tuple[str, str],
+    templates: dict[str, dict[str, Any]],
+    task_dirs: dict[str, Path],
+    lambda_runtime: Path,
+) -> None:
+    template = templates[USER.name]
+    table = make_table(moto_server, template, "users-zipcheck")
+    env = function_env(template, {"Table": table, **stage_aws})
+    assert env["JWT_SIGNING_KEY"] == "secretsmanager:" + stage_aws["SigningKeySecretArn"]
+    credentials = {"username": "zip_user", "password": "correct-horse-1234"}
+    health, registered, logged_in, promote = invoke(
+        USER.name,
+        task_dirs,
+        lambda_runtime,
+        template,
+        {**env, "AWS_ENDPOINT_URL": moto_server},
+        [
+            proxy_event("GET", "/health"),
+            proxy_event("POST", "/register", body=credentials),
+            proxy_event("POST", "/login", body=credentials),
+            proxy_event(
+                "PUT",
+                "/user/promote/{username}",
+                "/user/promote/zip_user",
+                path_parameters={"username": "zip_user"},
+            ),
+        ],
+    )
+    assert health["statusCode"] == 200
+    assert body(health)["service"] == "user_api"
+    assert "X-Request-Id" in health["headers"]
+    assert registered["statusCode"] == 201, registered
+    assert body(registered)["user"]["username"] == "zip_user"
+    assert logged_in["statusCode"] == 200, logged_in
+    principal = TokenVerifier(key_material[1]).verify(body(logged_in)["access_token"])
+    assert principal.username == "zip_user"
+    assert promote["statusCode"] == 401
+    assert body(promote)["Code"] == "UnauthorizedError"
+    assert set(body(promote)) == {
+        "Code",
+        "Message",
+    }
+    # The write really went to the table the template names.
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_server, region_name=REGION, **_keys())
+    assert dynamodb.scan(TableName=table)["Count"] == 1
+
+
+def test_product_api_zip_refuses_a_write_without_token_and_takes_one_with(
+    moto_server: str,
+    stage_aws: dict[str, str],
+    key_material: tuple[str, str],
+    templates: dict[str, dict[str, Any]],
+    task_dirs: dict[str, Path],
+    lambda_runtime: Path,
+) -> None:
+    template = templates[PRODUCT.name]
+    table = make_table(moto_server, template, "products-zipcheck")
+    env = function_env(template, {"Table": table, **stage_aws})
+    assert "JWT_SIGNING_KEY" not in env
+    token = TokenIssuer(key_material[0], ttl_seconds=300).issue("zip_user")
+    product = {"product_id": "zip-1", "product_name": "Laptop"}
+    health, anonymous, added, listed = invoke(
+        PRODUCT.name,
+        task_dirs,
+        lambda_runtime,
+        template,
+        {**env, "AWS_ENDPOINT_URL": moto_server},
+        [
+            proxy_event("GET", "/health"),
+            proxy_event("POST", "/add_product", body=product),
+            proxy_event(
+                "POST", "/add_product", body=product, headers={"Authorization": f"Bearer {token}"}
+            ),
+            proxy_event("GET", "/get_products"),
+        ],
+    )
+    assert health["statusCode"] == 200
+    assert body(health)["service"] == "product_api"
+    assert anonymous["statusCode"] == 401
+    assert body(anonymous)["Code"] == "UnauthorizedError"
+    assert set(body(anonymous)) == {
+        "Code",
+        "Message",
+    }
+    assert added["statusCode"] == 201, added
+    assert body(added)["product"]["created_by"] == "zip_user"
+    assert listed["statusCode"] == 200
+    assert [p["product_id"] for p in body(listed)] == ["zip-1"]
+
+
+class _Upstream(BaseHTTPRequestHandler):
+    """Both services behind the gateway, answering only their health route."""
+
+    seen: list[str] = []  # noqa: RUF012 - shared record of the paths called
+
+    def do_GET(self) -> None:
+        _Upstream.seen.append(self.path)
+        payload = json.dumps({"status": "ok", "service": self.path.split("/")[1]}).encode()
+        self.send_response(200 if self.path.endswith("/health") else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_POST(self) -> None:
+        _Upstream.seen.append(self.path)
+        self.send_response(500)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def upstreams() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Upstream.seen.clear()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_gateway_zip_reaches_the_services_by_the_urls_it_is_given_and_checks_tokens_first(
+    upstreams: str,
+    stage_aws: dict[str, str],
+    templates: dict[str, dict[str, Any]],
+    task_dirs: dict[str, Path],
+    lambda_runtime: Path,
+) -> None:
+    template = templates[GATEWAY.name]
+    refs = {
+        **stage_aws,
+        "UserApiUrl": f"{upstreams}/user/api/",  # the shape of a stack's EndpointURL output
+        "ProductApiUrl": f"{upstreams}/product/api/",
+    }
+    health, greet, anonymous = invoke(
+        GATEWAY.name,
+        task_dirs,
+        lambda_runtime,
+        template,
+        function_env(template, refs),
+        [
+            proxy_event("GET", "/health"),
+            proxy_event("GET", "/greet/{name}", "/greet/Ann", path_parameters={"name": "Ann"}),
+            proxy_event("POST", "/add_product", body={"product_id": "1", "product_name": "Laptop"}),
+        ],
+    )
+    assert health["statusCode"] == 200, health
+    assert sorted(_Upstream.seen) == ["/product/api/health", "/user/api/health"]
+    assert greet["statusCode"] == 200
+    assert greet["body"] == "Hello, Ann!"
+    assert anonymous["statusCode"] == 401
+    assert body(anonymous)["Code"] == "UnauthorizedError"
+    assert set(body(anonymous)) == {
+        "Code",
+        "Message",
+    }
+    assert all("add_product" not in path for path in _Upstream.seen), "forwarded without a token"
