@@ -5,6 +5,7 @@ come from someone with access to the table, which is the operator. Tokens carry 
 next login on.
 
     python -m tools.admin grant-role alice admin [--stage local]
+    python -m tools.admin grant-role alice admin --stage dev [--localstack]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from tools import services
+from tools import deploy, services
 
 
 def grant_role(dynamodb: Any, table: str, username: str, role: str) -> bool:
@@ -38,6 +39,16 @@ def grant_role(dynamodb: Any, table: str, username: str, role: str) -> bool:
     return True
 
 
+def deployed_table(cloudformation: Any, stage: str) -> str:
+    """A deployed stage's users table: CloudFormation named it, the stack's output says how."""
+    stack = deploy.Naming(stage).stack(services.USER)
+    outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+    for output in outputs:
+        if output["OutputKey"] == "TableName":
+            return str(output["OutputValue"])
+    raise SystemExit(f"stack {stack} has no TableName output: is stage {stage!r} deployed?")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.admin")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -45,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     grant.add_argument("username")
     grant.add_argument("role", choices=["admin"])
     grant.add_argument("--stage", default="local")
+    grant.add_argument("--localstack", action="store_true", help="a stage deployed to LocalStack")
     args = parser.parse_args(argv)
 
     if args.stage == "local":
@@ -54,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             os.environ.setdefault(name, "local")
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    table = services.USER.stage_env(args.stage)["TABLE_NAME"]
+        table = services.USER.stage_env(args.stage)["TABLE_NAME"]
+    else:
+        if args.localstack:
+            deploy.localstack_environment()
+        table = deployed_table(boto3.client("cloudformation"), args.stage)
     if not grant_role(boto3.client("dynamodb"), table, args.username, args.role):
         print(f"no user {args.username!r} in {table}", file=sys.stderr)
         return 1
