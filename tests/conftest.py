@@ -42,7 +42,10 @@ def local_keys() -> Path:
 def tables(local_keys: Path) -> Iterator[Any]:
     """moto's in-process DynamoDB with every service's local-stage table, built from its
     ``resources.json``; a fresh client is made inside the mock."""
-    with mock_aws():
+    # Keeping boto3's default session across tests keeps botocore's parsed service models, which
+    # moto would otherwise make every client re-read from JSON (0.4 s a test). The environment
+    # above is the same fake one for every test, so nothing real can leak between them.
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
         dynamo.client.cache_clear()
         ddb = boto3.client("dynamodb", region_name=REGION)
         services.create_tables(ddb, "local")
