@@ -12,10 +12,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from chalice import BadRequestError, ConflictError, NotFoundError, Response
+from chalice import ConflictError, Response
 
 from chalicelib import products
 from svckit import validation
+from svckit.errors import not_found
 from svckit.pagination import page_response
 from svckit.web import Service
 
@@ -56,14 +57,6 @@ def public_view(product: dict[str, Any]) -> dict[str, Any]:
     view["created_by"] = product["created_by"]
     view["created_at"] = product["created_at"]
     return view
-
-
-def _product_id(raw: str) -> str:
-    """A path id gets the same rule as a body one; a bad one cannot exist, so 404."""
-    try:
-        return validation.PRODUCT_ID.check("product_id", raw)
-    except BadRequestError as exc:
-        raise NotFoundError(f"product {raw[:64]!r} was not found") from exc
 
 
 def _add(schema: validation.Schema) -> Response:
@@ -109,9 +102,9 @@ def list_products() -> Response:
 
 @app.route("/products/{product_id}", methods=["GET"])
 def get_product(product_id: str) -> dict[str, Any]:
-    product = products.get(_product_id(product_id))
+    product = products.get(validation.path_value(validation.PRODUCT_ID, product_id, "product"))
     if product is None:
-        raise NotFoundError(f"product {product_id!r} was not found")
+        raise not_found("product", product_id)
     return public_view(product)
 
 

@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from chalice import (
-    BadRequestError,
     ConflictError,
     ForbiddenError,
-    NotFoundError,
     Response,
     UnauthorizedError,
 )
 
 from chalicelib import passwords, users
 from svckit import config, keys, validation
+from svckit.errors import not_found
 from svckit.pagination import page_response
 from svckit.tokens import Principal, TokenIssuer
 from svckit.web import Service
@@ -64,11 +63,7 @@ def public_view(user: dict[str, Any], viewer: Principal | None) -> dict[str, Any
 
 
 def _username(raw: str) -> str:
-    """A path username gets the same rule as a body one; a bad one cannot exist, so 404."""
-    try:
-        return validation.USERNAME.check("username", raw)
-    except BadRequestError as exc:
-        raise NotFoundError(f"user {raw[:64]!r} was not found") from exc
+    return validation.path_value(validation.USERNAME, raw, "user")
 
 
 @app.route("/register", methods=["POST"])
@@ -124,7 +119,7 @@ def get_user(username: str) -> dict[str, Any]:
     viewer = service.principal(required=False)
     user = users.get(_username(username))
     if user is None:
-        raise NotFoundError(f"user {username!r} was not found")
+        raise not_found("user", username)
     return public_view(user, viewer)
 
 
@@ -137,7 +132,7 @@ def promote(username: str) -> dict[str, Any]:
     for _ in range(3):
         user = users.get(_username(username))
         if user is None:
-            raise NotFoundError(f"user {username!r} was not found")
+            raise not_found("user", username)
         try:
             return public_view(users.set_status(username, int(user.get("points", 0))), caller)
         except users.StaleReadError:
@@ -157,7 +152,7 @@ def grant_points(username: str) -> dict[str, Any]:
     try:
         user = users.add_points(_username(username), body["points"])
     except users.UserNotFoundError as exc:
-        raise NotFoundError(f"user {username!r} was not found") from exc
+        raise not_found("user", username) from exc
     service.log.info("points granted", username=user["username"], points=body["points"])
     return public_view(user, caller)
 

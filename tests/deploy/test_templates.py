@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from cfnlint.api import lint
 
+from svckit import dynamo
 from tools import package
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
 
@@ -63,16 +64,20 @@ def as_list(value: Any) -> list[Any]:
 
 
 CALL = re.compile(r"dynamo\.client\(\)\s*\.\s*([a-z_]+)\(")
+HELPER_CALL = re.compile(r"dynamo\.(" + "|".join(dynamo.HELPER_ACTIONS) + r")\(")
 
 
 def dynamodb_calls_in_code(service: ServiceDef) -> set[str]:
-    """The DynamoDB operations the service's own code makes, as IAM action names."""
+    """The DynamoDB operations the service's own code makes, as IAM action names: direct client
+    calls, and the svckit helpers it calls (each declares its one action)."""
     sources = [
         service.directory / "app.py",
         *sorted((service.directory / "chalicelib").glob("*.py")),
     ]
-    calls = {m for path in sources for m in CALL.findall(path.read_text())}
-    return {"dynamodb:" + "".join(part.title() for part in call.split("_")) for call in calls}
+    text = "\n".join(path.read_text() for path in sources)
+    direct = {"".join(part.title() for part in call.split("_")) for call in CALL.findall(text)}
+    helpers = {dynamo.HELPER_ACTIONS[name] for name in HELPER_CALL.findall(text)}
+    return {"dynamodb:" + action for action in direct | helpers}
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)

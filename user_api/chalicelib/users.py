@@ -57,51 +57,19 @@ def create(username: str, password_hash: str, email: str | None) -> dict[str, An
         "created_at": utc_now(),
     }
     try:
-        dynamo.client().put_item(
-            TableName=dynamo.table_name(),
-            Item=dynamo.to_item(item),
-            ConditionExpression="attribute_not_exists(#k)",
-            ExpressionAttributeNames={"#k": KEY},
-        )
-    except ClientError as exc:
-        if dynamo.error_code(exc) == "ConditionalCheckFailedException":
-            raise UserExistsError(username) from exc
-        dynamo.raise_if_throttled(exc)
-        raise
-    return item
+        return dynamo.put_new(item, KEY)
+    except dynamo.ItemExistsError as exc:
+        raise UserExistsError(username) from exc
 
 
 def get(username: str) -> dict[str, Any] | None:
-    """One strongly consistent GetItem, so a login right after registering finds the user."""
-    try:
-        response = dynamo.client().get_item(
-            TableName=dynamo.table_name(), Key=_key(username), ConsistentRead=True
-        )
-    except ClientError as exc:
-        dynamo.raise_if_throttled(exc)
-        raise
-    item = response.get("Item")
-    return dynamo.from_item(item) if item else None
+    """A consistent read, so a login right after registering finds the user."""
+    return dynamo.get({KEY: username.lower()})
 
 
 def list_page(page: PageRequest) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
-    """One Scan page of public attributes; DynamoDB's order, which is stable across pages."""
-    kwargs: dict[str, Any] = {
-        "TableName": dynamo.table_name(),
-        "Limit": page.limit,
-        "ProjectionExpression": ", ".join(_PUBLIC),
-        "ExpressionAttributeNames": {"#s": "status"},
-    }
-    if page.start_key:
-        kwargs["ExclusiveStartKey"] = {k: {"S": v} for k, v in page.start_key.items()}
-    try:
-        response = dynamo.client().scan(**kwargs)
-    except ClientError as exc:
-        dynamo.raise_if_throttled(exc)
-        raise
-    items = [dynamo.from_item(i) for i in response.get("Items", [])]
-    last = response.get("LastEvaluatedKey")
-    return items, ({k: v["S"] for k, v in last.items()} if last else None)
+    """One Scan page of public attributes only."""
+    return dynamo.scan_page(page.limit, page.start_key, ", ".join(_PUBLIC), {"#s": "status"})
 
 
 def _update(

@@ -8,7 +8,7 @@ so it builds the same shape with :func:`error_response`.
 
 from __future__ import annotations
 
-from chalice import ChaliceViewError, Response
+from chalice import ChaliceViewError, NotFoundError, Response
 
 
 class PayloadTooLargeError(ChaliceViewError):
@@ -34,3 +34,8 @@ def error_body(error: ChaliceViewError) -> dict[str, str]:
 def error_response(error: ChaliceViewError, headers: dict[str, str] | None = None) -> Response:
     """The response Chalice itself would give for ``error``, for code paths outside a view."""
     return Response(body=error_body(error), status_code=error.STATUS_CODE, headers=headers or {})
+
+
+def not_found(what: str, value: str) -> NotFoundError:
+    """The one wording of a 404 for a named thing; long values are cut so a body stays small."""
+    return NotFoundError(f"{what} {value[:64]!r} was not found")

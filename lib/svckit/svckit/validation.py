@@ -17,6 +17,8 @@ from typing import Any
 
 from chalice import BadRequestError
 
+from svckit.errors import not_found
+
 
 def _check_unicode(name: str, value: str) -> None:
     """Lone surrogates are valid JSON escapes but not storable text (boto3 cannot encode them)."""
@@ -113,6 +115,15 @@ class IntRange:
         if not self.minimum <= value <= self.maximum:
             raise BadRequestError(f"{name} must be between {self.minimum} and {self.maximum}")
         return value
+
+
+def path_value(rule: Text, value: str, what: str) -> str:
+    """A path parameter gets the same rule as the body field it names; a value that breaks it
+    names nothing that can exist, so it is a 404, and the table is never asked."""
+    try:
+        return rule.check(what, value)
+    except BadRequestError as exc:
+        raise not_found(what, value) from exc
 
 
 @dataclass(frozen=True)
