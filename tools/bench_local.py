@@ -1,6 +1,6 @@
 """Local latency and throughput: stock ``chalice local`` against ``tools.devserver``.
 
-``python -m tools.bench_local`` (``make bench`` runs it through ``tools.bench``) starts the
+``python -m tools.bench_local`` (part of ``make bench``) starts the
 system on free ports with ``LocalSystem`` plus one stock ``chalice local --no-autoreload`` for
 user_api beside it, on the same moto endpoint, and measures with a bounded number of requests:
 
@@ -8,7 +8,8 @@ user_api beside it, on the same moto endpoint, and measures with a bounded numbe
   so the server's own overhead) and ``GET /users?limit=10`` (one DynamoDB Scan);
 * throughput with ``--clients`` concurrent keep-alive clients on ``GET /health``, and how many
   of them failed to connect or were reset (the listen backlog);
-* for reference, the gateway's forwarded ``GET /get_products?limit=10`` on the devserver.
+* the gateway's added latency: ``GET /get_products?limit=10`` direct on product_api and the same
+  route through the gateway, both on the devserver, and the difference of the medians.
 
 Why it exists: the issue's claim (stock ~44 ms a request because of Nagle's algorithm and the
 client's delayed ACK, a backlog of 5 that resets bursts) should be re-measurable on any machine
@@ -156,8 +157,16 @@ def run(requests: int, clients: int, per_client: int) -> tuple[list[Latency], li
             keep_alive_latency(f"{our_label} GET /health", ours, "/health", requests),
             keep_alive_latency(f"{stock_label} GET {route}", stock_port, route, requests // 2),
             keep_alive_latency(f"{our_label} GET {route}", ours, route, requests // 2),
+            # The same route direct and through the gateway: the difference is what the gateway
+            # adds (token-free read, one pooled keep-alive hop).
             keep_alive_latency(
-                "gateway (devserver)  GET /get_products?limit=10",
+                "product_api direct   GET /get_products?limit=10",
+                system.ports.product,
+                "/get_products?limit=10",
+                requests // 2,
+            ),
+            keep_alive_latency(
+                "via gateway_api      GET /get_products?limit=10",
                 system.ports.gateway,
                 "/get_products?limit=10",
                 requests // 2,
@@ -182,6 +191,13 @@ def render(latencies: Sequence[Latency], rates: Sequence[Throughput]) -> str:
         f"{row.label:<{width}}  {row.requests:>5}  {row.median_ms:>9.2f}  {row.p95_ms:>8.2f}"
         for row in latencies
     ]
+    direct = next((r for r in latencies if r.label.startswith("product_api direct")), None)
+    gateway = next((r for r in latencies if r.label.startswith("via gateway_api")), None)
+    if direct and gateway:
+        added = gateway.median_ms - direct.median_ms
+        lines.append(
+            f"{'gateway added latency (median difference)':<{width}}  {'':>5}  {added:>9.2f}"
+        )
     lines += [
         "",
         f"{'throughput (concurrent keep-alive clients)':<{width}}  {'clients':>7}  {'ok':>5}  "
