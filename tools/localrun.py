@@ -403,10 +403,11 @@ class LocalSystem:
             if not self.external_dynamodb:
                 moto = [self.python, "-m", "tools.motoserver"]
                 self._spawn("dynamodb", [*moto, "-H", HOST, "-p", str(self.ports.dynamodb)])
-            # The apps make their boto3 clients on first use, so they can boot while moto does.
+            # Tables before services: once a service answers /health it must be usable, or a
+            # client polling /health (a script, a test) could write before its table exists.
+            self.create_tables(time.monotonic() + DYNAMODB_STARTUP_SECONDS)
             for svc in self.services:
                 self.start_service(svc, wait=False)
-            self.create_tables(time.monotonic() + DYNAMODB_STARTUP_SECONDS)
             deadline = time.monotonic() + SERVICE_STARTUP_SECONDS
             partial = len(self.services) < len(services.SERVICES)
             for svc in self.services:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.system import get, post, wait_until
 from tools import services
 from tools.localrun import Ports, http_status, port_in_use
 
@@ -137,3 +138,15 @@ def _alive(pid: int) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_a_healthy_gateway_means_writes_work(runner: Runner) -> None:
+    """Clients (scripts, CI jobs) poll ``/health`` rather than read our output: the moment the
+    gateway says 200, a registration must succeed, so the tables must exist before any service
+    starts answering. (Once, services came up first and the first write hit a missing table.)"""
+    base = f"http://127.0.0.1:{runner.ports.gateway}"
+    assert wait_until(lambda: get(base, "/health").status == 200 or None, timeout=60)
+    registered = post(
+        base, "/register_user", {"username": "first_caller", "password": "correct-horse-1234"}
+    )
+    assert registered.status == 201, registered
