@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from chalice import BadRequestError, Chalice, ChaliceViewError, Response, UnauthorizedError
+from chalice import BadRequestError, Chalice, Response, UnauthorizedError
 from chalice.app import Request
 
 from svckit import config, keys, logs
@@ -139,6 +139,3 @@ class Service:
         principal = self.principal(required=True)
         assert principal is not None
         return principal
-
-
-__all__ = ["MAX_BODY_BYTES", "REQUEST_ID_HEADER", "ChaliceViewError", "Service"]
