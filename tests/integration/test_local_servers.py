@@ -1,12 +1,9 @@
-"""The devserver keeps up: keep-alive requests are not held back by Nagle's algorithm, and a
-burst of new connections is queued, not dropped; and plain ``chalice local`` still works.
+"""The local servers under real clients: keep-alive connections stay open across requests, a
+burst of simultaneous new connections is served in full, and plain ``chalice local`` still works.
 
-Stock ``chalice local`` answers a keep-alive client in about 44 ms a request on Linux (the body
-waits for the client's delayed ACK), and its listen backlog of 5 drops the SYNs of a burst
-(measured here: 32 simultaneous clients wait a second for the retransmission, 128 time out; a
-host with ``tcp_abort_on_overflow`` resets them instead). The bounds below sit far above what
-the devserver does and at or below those floors, so they fail when TCP_NODELAY or the backlog
-is lost, not because a machine is busy.
+Why the devserver is faster (``TCP_NODELAY``, a listen backlog of 128) is checked as socket facts
+in ``tests/tools/test_devserver.py``; how much faster is measured by ``make bench``. Nothing here
+asserts a duration.
 """
 
 from __future__ import annotations
@@ -15,9 +12,7 @@ import concurrent.futures
 import functools
 import http.client
 import signal
-import statistics
 import threading
-import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -29,10 +24,8 @@ from tools.localrun import Child, LocalSystem, free_ports
 
 pytestmark = pytest.mark.integration
 
-NAGLE_FLOOR_MS = 40.0
 BURST_CLIENTS = 64
 REQUESTS_PER_CLIENT = 3
-SYN_RETRY_SECONDS = 1.0
 
 
 def _connection(base_url: str) -> http.client.HTTPConnection:
@@ -41,43 +34,41 @@ def _connection(base_url: str) -> http.client.HTTPConnection:
 
 
 @pytest.mark.parametrize("service", ["user_api", "product_api", "gateway"])
-def test_keep_alive_requests_are_not_delayed(service: str, request: pytest.FixtureRequest) -> None:
+def test_keep_alive_connections_serve_many_requests(
+    service: str, request: pytest.FixtureRequest
+) -> None:
     base_url = request.getfixturevalue(service)
     conn = _connection(base_url)
-    timings = []
     try:
+        conn.connect()
+        local_port = conn.sock.getsockname()[1]
         for _ in range(30):
-            started = time.perf_counter()
             conn.request("GET", "/health" if service != "gateway" else "/greet/Ada")
             response = conn.getresponse()
             response.read()
-            timings.append((time.perf_counter() - started) * 1000)
             assert response.status == 200
             assert not response.will_close, "the server closed a keep-alive connection"
+        assert conn.sock.getsockname()[1] == local_port, "a new connection was opened"
     finally:
         conn.close()
-    assert statistics.median(timings) < NAGLE_FLOOR_MS / 2, timings
 
 
 def test_a_burst_of_new_connections_is_served(user_api: str) -> None:
-    """A backlog of 5 drops the SYNs beyond it, and the client's first retransmission comes
-    after one second, so a connect that slow means the burst overflowed the listen queue."""
+    """Every one of a burst of simultaneous clients is connected and answered, none reset."""
     ready = threading.Barrier(BURST_CLIENTS)
 
-    def client() -> tuple[float, list[int]]:
+    def client() -> list[int]:
         conn = _connection(user_api)
         ready.wait(timeout=10)
-        started = time.perf_counter()
         try:
             conn.connect()  # all at the same moment
-            connect_seconds = time.perf_counter() - started
             statuses = []
             for _ in range(REQUESTS_PER_CLIENT):
                 conn.request("GET", "/health")
                 response = conn.getresponse()
                 response.read()
                 statuses.append(response.status)
-            return connect_seconds, statuses
+            return statuses
         finally:
             conn.close()
 
@@ -85,8 +76,7 @@ def test_a_burst_of_new_connections_is_served(user_api: str) -> None:
         futures = [pool.submit(client) for _ in range(BURST_CLIENTS)]
         results = [future.result(timeout=30) for future in futures]
 
-    assert [statuses for _, statuses in results] == [[200] * REQUESTS_PER_CLIENT] * BURST_CLIENTS
-    assert max(seconds for seconds, _ in results) < SYN_RETRY_SECONDS, sorted(results)[-3:]
+    assert results == [[200] * REQUESTS_PER_CLIENT] * BURST_CLIENTS
 
 
 def test_plain_chalice_local_still_serves_each_app(system: LocalSystem) -> None:
