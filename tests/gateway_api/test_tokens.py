@@ -11,9 +11,10 @@ import pytest
 from chalice.test import Client
 
 from svckit import keys
-from svckit.tokens import AUDIENCE, ISSUER, TokenIssuer
+from svckit.tokens import TokenIssuer
 from tests.conftest import bearer
 from tests.gateway_api.stubs import Stub, json_reply
+from tests.support.tokens import claims, kid_of, local_signing_key
 
 WRITE_ROUTES = [
     ("POST", "/add_product", "product", "/add_product"),
@@ -24,27 +25,20 @@ WRITE_ROUTES = [
 WRITE_IDS = [f"{m} {p}" for m, p, _, _ in WRITE_ROUTES]
 
 
-def _local_kid(local_keys: Path) -> str:
-    private = keys.load_private_key((local_keys / keys.SIGNING_KEY_FILE).read_text())
-    return keys.key_id(private.public_key())
-
-
 def _other_key_pem() -> str:
     pem, _ = keys.new_key_material()
     return pem
 
 
 def _claims(**changes: object) -> dict[str, object]:
-    now = int(time.time())
-    return {"sub": "john_doe", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600,
-            **changes}
+    return claims(sub="john_doe", **changes)
 
 
 def _bad_authorizations(local_keys: Path) -> dict[str, dict[str, str]]:
     """Each way a caller's credentials can be wrong, as the header it would send."""
     other = keys.load_private_key(_other_key_pem())
-    local = keys.load_private_key((local_keys / keys.SIGNING_KEY_FILE).read_text())
-    kid = _local_kid(local_keys)
+    local = local_signing_key(local_keys)
+    kid = kid_of(local)
     return {
         "missing": {},
         "not bearer": {"Authorization": "Basic am9objpwdw=="},
@@ -65,15 +59,20 @@ def _bad_authorizations(local_keys: Path) -> dict[str, dict[str, str]]:
         "wrong issuer": bearer(
             jwt.encode(_claims(iss="someone-else"), local, algorithm="EdDSA", headers={"kid": kid})
         ),
-        "alg none": bearer(
-            jwt.encode(_claims(), None, algorithm="none", headers={"kid": kid})
-        ),
+        "alg none": bearer(jwt.encode(_claims(), None, algorithm="none", headers={"kid": kid})),
     }
 
 
 BAD_KINDS = [
-    "missing", "not bearer", "empty bearer", "malformed", "expired", "unknown key",
-    "wrong key, right kid", "wrong issuer", "alg none",
+    "missing",
+    "not bearer",
+    "empty bearer",
+    "malformed",
+    "expired",
+    "unknown key",
+    "wrong key, right kid",
+    "wrong issuer",
+    "alg none",
 ]
 
 

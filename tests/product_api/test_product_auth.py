@@ -7,12 +7,8 @@ expired, signed by another key under the real kid, ``alg: none``, HS256 keyed wi
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import time
-import uuid
 
 import jwt
 import pytest
@@ -21,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from svckit import keys
-from svckit.tokens import AUDIENCE, ISSUER
 from tests.conftest import JSON, bearer
+from tests.support.tokens import b64, claims, eddsa, hs256, kid_of, local_signing_key, unsigned
 from tools import services
 
 TABLE = services.PRODUCT.stage_env("local")["TABLE_NAME"]
@@ -33,44 +29,12 @@ WRONG_ALG = "token is invalid: The specified alg value is not allowed"
 
 @pytest.fixture
 def signing_key(local_keys) -> Ed25519PrivateKey:
-    return keys.load_private_key((local_keys / keys.SIGNING_KEY_FILE).read_text())
+    return local_signing_key(local_keys)
 
 
 @pytest.fixture
 def kid(signing_key) -> str:
-    return keys.key_id(signing_key.public_key())
-
-
-def claims(**overrides) -> dict:
-    """What user_api puts in a token; an override of None removes the claim."""
-    now = int(time.time())
-    base = {
-        "sub": "alice",
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "iat": now,
-        "nbf": now,
-        "exp": now + 3600,
-        "jti": uuid.uuid4().hex,
-        "roles": [],
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unsigned(header: dict, payload: dict) -> str:
-    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
-
-
-def hs256(secret: bytes, payload: dict, kid: str) -> str:
-    """HS256 by hand: PyJWT refuses PEM-shaped HMAC keys, an attacker's tooling does not."""
-    signing_input = unsigned({"alg": "HS256", "typ": "JWT", "kid": kid}, payload)
-    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64(signature)}"
+    return kid_of(signing_key)
 
 
 def post(client, path: str, headers: dict):
@@ -91,21 +55,15 @@ def _public_pem(key, _kid, _dir):
 
 
 def _public_raw(key, _kid, _dir):
-    return key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _jwks_text(_key, _kid, directory):
     return (directory / keys.JWKS_FILE).read_bytes()
 
 
-def _eddsa(key, kid, payload, **headers):
-    return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": kid, **headers})
-
-
 def _tampered(key, kid, _dir):
-    header, _, signature = _eddsa(key, kid, claims()).split(".")
+    header, _, signature = eddsa(key, kid, claims()).split(".")
     return f"{header}.{b64(json.dumps(claims(sub='admin')).encode())}.{signature}"
 
 
@@ -123,27 +81,27 @@ CASES = {
         "Authorization header must be 'Bearer <token>'",
     ),
     "bare token without scheme": (
-        lambda k, kid, d: {"Authorization": _eddsa(k, kid, claims())},
+        lambda k, kid, d: {"Authorization": eddsa(k, kid, claims())},
         "Authorization header must be 'Bearer <token>'",
     ),
     "garbage": (lambda k, kid, d: bearer("not-a-jwt"), "token is malformed"),
     "three garbage segments": (lambda k, kid, d: bearer("a.b.c"), "token is malformed"),
     "expired": (
         lambda k, kid, d: bearer(
-            _eddsa(k, kid, claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 120))
+            eddsa(k, kid, claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 120))
         ),
         "token has expired",
     ),
     "not yet valid": (
-        lambda k, kid, d: bearer(_eddsa(k, kid, claims(nbf=int(time.time()) + 600))),
+        lambda k, kid, d: bearer(eddsa(k, kid, claims(nbf=int(time.time()) + 600))),
         "token is invalid: The token is not yet valid (nbf)",
     ),
     "issued in the future": (
-        lambda k, kid, d: bearer(_eddsa(k, kid, claims(iat=int(time.time()) + 600))),
+        lambda k, kid, d: bearer(eddsa(k, kid, claims(iat=int(time.time()) + 600))),
         "token is invalid: The token is not yet valid (iat)",
     ),
     "other ed25519 key, same kid": (
-        lambda k, kid, d: bearer(_eddsa(Ed25519PrivateKey.generate(), kid, claims())),
+        lambda k, kid, d: bearer(eddsa(Ed25519PrivateKey.generate(), kid, claims())),
         "token is invalid: Signature verification failed",
     ),
     "payload tampered after signing": (
@@ -151,7 +109,7 @@ CASES = {
         "token is invalid: Signature verification failed",
     ),
     "unknown kid": (
-        lambda k, kid, d: bearer(_eddsa(k, "someone-elses-key", claims())),
+        lambda k, kid, d: bearer(eddsa(k, "someone-elses-key", claims())),
         "token is signed by an unknown key",
     ),
     "no kid": (
@@ -170,7 +128,7 @@ CASES = {
         lambda k, kid, d: bearer(
             unsigned({"alg": "none", "kid": kid}, claims())
             + "."
-            + _eddsa(k, kid, claims()).split(".")[2]
+            + eddsa(k, kid, claims()).split(".")[2]
         ),
         WRONG_ALG,
     ),
@@ -198,31 +156,31 @@ CASES = {
         WRONG_ALG,
     ),
     "wrong issuer": (
-        lambda k, kid, d: bearer(_eddsa(k, kid, claims(iss="evil_api"))),
+        lambda k, kid, d: bearer(eddsa(k, kid, claims(iss="evil_api"))),
         "token is invalid: Invalid issuer",
     ),
     "wrong audience": (
-        lambda k, kid, d: bearer(_eddsa(k, kid, claims(aud="another-shop"))),
+        lambda k, kid, d: bearer(eddsa(k, kid, claims(aud="another-shop"))),
         "token is invalid: Audience doesn't match",
     ),
     "missing sub": (
-        lambda k, kid, d: bearer(_eddsa(k, kid, claims(sub=None))),
+        lambda k, kid, d: bearer(eddsa(k, kid, claims(sub=None))),
         'token is invalid: Token is missing the "sub" claim',
     ),
     "missing exp": (
-        lambda k, kid, d: bearer(_eddsa(k, kid, claims(exp=None))),
+        lambda k, kid, d: bearer(eddsa(k, kid, claims(exp=None))),
         'token is invalid: Token is missing the "exp" claim',
     ),
     "missing iss": (
-        lambda k, kid, d: bearer(_eddsa(k, kid, claims(iss=None))),
+        lambda k, kid, d: bearer(eddsa(k, kid, claims(iss=None))),
         'token is invalid: Token is missing the "iss" claim',
     ),
     "missing aud": (
-        lambda k, kid, d: bearer(_eddsa(k, kid, claims(aud=None))),
+        lambda k, kid, d: bearer(eddsa(k, kid, claims(aud=None))),
         'token is invalid: Token is missing the "aud" claim',
     ),
     "sub not a string": (
-        lambda k, kid, d: bearer(_eddsa(k, kid, claims(sub=42))),
+        lambda k, kid, d: bearer(eddsa(k, kid, claims(sub=42))),
         "token is invalid: Subject must be a string",
     ),
 }
@@ -252,7 +210,7 @@ def test_the_bearer_scheme_is_case_insensitive(product_client, issue_token):
 
 def test_expiry_within_the_clock_skew_allowance_is_accepted(product_client, signing_key, kid):
     now = int(time.time())
-    token = _eddsa(signing_key, kid, claims(iat=now - 3600, exp=now - 5))
+    token = eddsa(signing_key, kid, claims(iat=now - 3600, exp=now - 5))
     assert post(product_client, "/add_product", bearer(token)).status_code == 201
 
 

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from svckit import keys
-from svckit.tokens import AUDIENCE, ISSUER, TokenIssuer, TokenVerifier
+from svckit.tokens import TokenIssuer, TokenVerifier
+from tests.support.tokens import claims, hs256
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +35,6 @@ def verifier(material):
 @pytest.fixture(scope="module")
 def kid(material):
     return json.loads(material[1])["keys"][0]["kid"]
-
-
-def claims(**overrides):
-    now = int(time.time())
-    base = {
-        "sub": "alice",
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "iat": now,
-        "exp": now + 600,
-        "roles": [],
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
 
 
 def reason(verifier, token) -> str:
@@ -72,17 +59,7 @@ def test_hs256_signed_with_the_public_key_is_rejected(verifier, material, kid):
     """Algorithm confusion: the public key used as an HMAC secret."""
     x = json.loads(material[1])["keys"][0]["x"]
     secret = base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
-    header = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "kid": kid}).encode()).rstrip(
-        b"="
-    )
-    payload = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=")
-    import hashlib
-    import hmac
-
-    signature = base64.urlsafe_b64encode(
-        hmac.new(secret, header + b"." + payload, hashlib.sha256).digest()
-    ).rstrip(b"=")
-    token = (header + b"." + payload + b"." + signature).decode()
+    token = hs256(secret, claims(), kid)
     assert reason(verifier, token).startswith("token is invalid")
 
 
