@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from urllib.parse import urlencode
 
 import pytest
 from chalice import BadRequestError
@@ -94,3 +95,52 @@ def test_page_response_links_only_when_more_remain():
     more = pagination.page_response([1], {"product_id": "p1"}, 10)
     cursor = more.headers["X-Next-Cursor"]
     assert more.headers["Link"] == f'<?cursor={cursor}&limit=10>; rel="next"'
+
+
+# Characters str.isdigit() accepts that int() refuses (superscripts, circled digits), digits
+# int() would read from other scripts, signs and spaces int() tolerates, and a number too long
+# for int() at all (Python caps str-to-int conversion at 4300 digits).
+NON_ASCII_OR_LOOSE_LIMITS = [
+    "²",
+    "①",
+    "1²",
+    "٣",
+    "\uff11\uff10",  # fullwidth 10
+    "+5",
+    " 5",
+    "5 ",
+    "1_0",
+    "9" * 5000,
+]
+
+
+@pytest.mark.parametrize("raw", NON_ASCII_OR_LOOSE_LIMITS)
+def test_parse_page_accepts_only_ascii_digits(raw):
+    with pytest.raises(BadRequestError, match="limit must be an integer between 1 and 1000"):
+        pagination.parse_page({"limit": raw}, ("product_id",))
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", 1), ("0010", 10), ("1000", 1000)])
+def test_parse_page_reads_ascii_limits(raw, expected):
+    assert pagination.parse_page({"limit": raw}, ("product_id",)).limit == expected
+
+
+LIST_ROUTES = [
+    ("user_client", "/users"),
+    ("product_client", "/products"),
+    ("product_client", "/get_products"),
+]
+
+
+@pytest.mark.parametrize(("client_fixture", "path"), LIST_ROUTES)
+@pytest.mark.parametrize("raw", ["²", "①", "٣", "9" * 5000])
+def test_every_list_route_answers_a_non_ascii_limit_with_400_not_500(
+    request, client_fixture, path, raw
+):
+    client = request.getfixturevalue(client_fixture)
+    response = client.http.get(f"{path}?{urlencode({'limit': raw})}")
+    assert response.status_code == 400
+    assert response.json_body == {
+        "Code": "BadRequestError",
+        "Message": "limit must be an integer between 1 and 1000",
+    }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,11 @@ from chalice import BadRequestError, Response
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_CURSOR_LENGTH = 1024
+# ASCII digits only, and few of them. ``str.isdigit()`` also accepts superscripts and circled
+# digits that ``int()`` then refuses (a 500), ``int()`` itself reads other scripts' digits, signs,
+# spaces and underscores, and refuses more than 4300 digits: none of that is a client's limit.
+# Leading zeros are harmless; the length bound keeps ``int()`` cheap and always successful.
+_LIMIT_SHAPE = re.compile(r"[0-9]{1,16}")
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ def parse_page(query: Mapping[str, str] | None, key_attributes: Sequence[str]) -
     raw_limit = query.get("limit")
     limit = DEFAULT_LIMIT
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        if not _LIMIT_SHAPE.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise BadRequestError(f"limit must be an integer between 1 and {MAX_LIMIT}")
         limit = int(raw_limit)
     cursor = query.get("cursor")
