@@ -10,15 +10,17 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from chalice import (
     ConflictError,
     ForbiddenError,
     Response,
+    TooManyRequestsError,
     UnauthorizedError,
 )
 
 from chalicelib import passwords, users
-from svckit import config, keys, validation
+from svckit import config, dynamo, keys, validation
 from svckit.errors import not_found
 from svckit.pagination import page_response
 from svckit.tokens import Principal, TokenIssuer
@@ -84,6 +86,23 @@ def register() -> Response:
     )
 
 
+def _upgrade_hash(username: str, stored: str, password: str) -> None:
+    """Store the password under the stage's current Argon2 parameters, at best effort.
+
+    The caller has already proven the password, and the old hash keeps working: the upgrade is an
+    optimisation that the next login retries, so no failure of its write (a concurrent change,
+    throttling, a timeout, any AWS error) may turn a correct login into a 429 or a 500. Only the
+    error's kind is logged, never the password, a hash or AWS's message (which may quote values).
+    """
+    try:
+        users.replace_hash(username, stored, passwords.hash_password(password))
+    except users.StaleReadError:
+        service.log.info("rehash skipped: password changed concurrently", username=username)
+    except (ClientError, BotoCoreError, TooManyRequestsError) as exc:
+        code = dynamo.error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+        service.log.warning("rehash failed; the old hash stays", username=username, error=code)
+
+
 @app.route("/login", methods=["POST"])
 def login() -> dict[str, Any]:
     body = CREDENTIALS.check(service.json_body())
@@ -92,10 +111,7 @@ def login() -> dict[str, Any]:
     if not passwords.verify(stored, body["password"]) or user is None:
         raise UnauthorizedError(BAD_CREDENTIALS)
     if passwords.needs_rehash(stored):
-        try:
-            users.replace_hash(user["username"], stored, passwords.hash_password(body["password"]))
-        except users.StaleReadError:
-            service.log.info("rehash skipped: password changed concurrently")
+        _upgrade_hash(user["username"], stored, body["password"])
     issuer = token_issuer()
     token = issuer.issue(user["username"], user.get("roles", ()))
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -159,3 +160,30 @@ def test_a_non_ed25519_signing_key_is_refused():
     )
     with pytest.raises(ValueError, match="Ed25519"):
         keys.load_private_key(pem.decode())
+
+
+def test_the_signing_key_is_read_with_short_timeouts_and_bounded_retries(monkeypatch):
+    """boto3's defaults (60 s connect and read) outlast the function's own timeout, so a slow
+    Secrets Manager would hang a cold start until Lambda kills it; the client is bounded like
+    svckit.dynamo's."""
+    import boto3
+    from moto import mock_aws
+
+    made = []
+    real_client = boto3.client
+
+    def recording_client(*args, **kwargs):
+        client = real_client(*args, **kwargs)
+        made.append(client)
+        return client
+
+    monkeypatch.setattr(boto3, "client", recording_client)
+    with mock_aws():
+        secrets = real_client("secretsmanager", region_name="us-east-1")
+        arn = secrets.create_secret(Name="shop/t/jwt-signing-key", SecretString="pem")["ARN"]
+        assert keys.resolve(f"secretsmanager:{arn}", Path(".")) == "pem"
+    [client] = made
+    assert client.meta.service_model.service_name == "secretsmanager"
+    config = client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (2, 5)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 3}  # 3 calls in all

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import jwt
 import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
 
-from svckit import keys
+from svckit import dynamo, keys
 from svckit.tokens import AUDIENCE, ISSUER
 from tests.conftest import post_json
 from tests.support.apps import load_app
@@ -144,3 +146,53 @@ def test_the_body_never_carries_the_hash_or_password(register, user_client):
     text = json.dumps(response.json_body)
     assert "argon2" not in text
     assert "correct-horse" not in text
+
+
+def _throttled() -> Exception:
+    return ClientError(
+        {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+        "UpdateItem",
+    )
+
+
+def _failed() -> Exception:
+    return ClientError({"Error": {"Code": "InternalServerError", "Message": "boom"}}, "UpdateItem")
+
+
+def _timed_out() -> Exception:
+    return ReadTimeoutError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com/")
+
+
+@pytest.mark.parametrize("failure", [_throttled, _failed, _timed_out])
+def test_a_failed_rehash_write_does_not_fail_a_correct_login(
+    register, user_client, tables, monkeypatch, caplog, failure
+):
+    """The rehash is an optimisation: its write failing is logged (without the password or a
+    hash) and the login with the right password still succeeds, keeping the old hash."""
+    register()
+    key = {"username_key": {"S": "john_doe"}}
+    before = tables.get_item(TableName=TABLE, Key=key)["Item"]["password_hash"]["S"]
+    monkeypatch.setenv("ARGON2_TIME_COST", "3")  # the stored hash is now behind: rehash due
+    client = dynamo.client()
+    writes = []
+
+    def failing_update_item(**kwargs):
+        writes.append(kwargs)
+        raise failure()
+
+    monkeypatch.setattr(client, "update_item", failing_update_item)
+    caplog.set_level(logging.INFO)
+    response = post_json(
+        user_client, "/login", {"username": "john_doe", "password": "correct-horse-1234"}
+    )
+    assert response.status_code == 200, response.json_body
+    assert response.json_body["access_token"]
+    assert len(writes) == 1  # the rehash was attempted
+    monkeypatch.undo()
+    assert tables.get_item(TableName=TABLE, Key=key)["Item"]["password_hash"]["S"] == before
+
+    warnings = [r for r in caplog.records if "rehash" in r.getMessage()]
+    assert [r.levelname for r in warnings] == ["WARNING"]
+    logged = json.dumps([r.__dict__ for r in caplog.records], default=str)
+    assert "correct-horse" not in logged
+    assert "$argon2" not in logged

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -37,13 +38,31 @@ def resolve(reference: str, base_dir: Path) -> str:
             path = base_dir / path
         return path.read_text(encoding="utf-8")
     if reference.startswith("secretsmanager:"):
-        import boto3  # deferred: only the signing service pays for this client, once
-
-        secret = boto3.client("secretsmanager").get_secret_value(
-            SecretId=reference[len("secretsmanager:") :]
-        )
+        secret = _secrets_client().get_secret_value(SecretId=reference[len("secretsmanager:") :])
         return str(secret["SecretString"])
     return reference
+
+
+def _secrets_client() -> Any:
+    """A Secrets Manager client bounded like ``svckit.dynamo.client()``.
+
+    boto3's defaults wait 60 s to connect and 60 s to read, longer than the function's whole
+    timeout: a slow endpoint would hang the cold start until Lambda kills it. Short timeouts and
+    three attempts in all (``total_max_attempts``; botocore's ``max_attempts`` counts retries, so
+    3 there would mean 4 calls) fail the request within seconds instead, and the next request
+    tries again. Made per call: the key is read once per cold start, so there is nothing to cache.
+    """
+    import boto3  # deferred: only the signing service pays for this import
+    from botocore.config import Config
+
+    return boto3.client(
+        "secretsmanager",
+        config=Config(
+            connect_timeout=2,
+            read_timeout=5,
+            retries={"mode": "standard", "total_max_attempts": 3},
+        ),
+    )
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
