@@ -1,11 +1,12 @@
 """Operator commands that act on a stage's tables directly, outside the public API.
 
 Roles are not something any API route can grant, including to an admin: the first admin has to
-come from someone with access to the table, which is the operator. Tokens carry roles from the
-next login on.
+come from someone with access to the table, which is the operator. user_api reads the role from
+the table on every admin action, so a grant or a revocation applies at once, to tokens already
+issued too (a token's ``roles`` claim only catches up at the next login).
 
     python -m tools.admin grant-role alice admin [--stage local]
-    python -m tools.admin grant-role alice admin --stage dev [--localstack]
+    python -m tools.admin revoke-role alice admin --stage dev [--localstack]
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ def grant_role(dynamodb: Any, table: str, username: str, role: str) -> bool:
     return True
 
 
+def revoke_role(dynamodb: Any, table: str, username: str, role: str) -> bool:
+    """Remove ``role`` from ``username``'s roles; False when there is no such user."""
+    try:
+        dynamodb.update_item(
+            TableName=table,
+            Key={"username_key": {"S": username.lower()}},
+            UpdateExpression="DELETE #r :r",
+            ConditionExpression="attribute_exists(username_key)",
+            ExpressionAttributeNames={"#r": "roles"},
+            ExpressionAttributeValues={":r": {"SS": [role]}},
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
 def deployed_table(cloudformation: Any, stage: str) -> str:
     """A deployed stage's users table: CloudFormation named it, the stack's output says how."""
     stack = deploy.Naming(stage).stack(services.USER)
@@ -52,11 +71,15 @@ def deployed_table(cloudformation: Any, stage: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.admin")
     commands = parser.add_subparsers(dest="command", required=True)
-    grant = commands.add_parser("grant-role", help="give a user a role (e.g. admin)")
-    grant.add_argument("username")
-    grant.add_argument("role", choices=["admin"])
-    grant.add_argument("--stage", default="local")
-    grant.add_argument("--localstack", action="store_true", help="a stage deployed to LocalStack")
+    for command, help_text in (
+        ("grant-role", "give a user a role (e.g. admin)"),
+        ("revoke-role", "take a role away from a user"),
+    ):
+        sub = commands.add_parser(command, help=help_text)
+        sub.add_argument("username")
+        sub.add_argument("role", choices=["admin"])
+        sub.add_argument("--stage", default="local")
+        sub.add_argument("--localstack", action="store_true", help="a stage deployed to LocalStack")
     args = parser.parse_args(argv)
 
     if args.stage == "local":
@@ -71,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.localstack:
             deploy.localstack_environment()
         table = deployed_table(boto3.client("cloudformation"), args.stage)
-    if not grant_role(boto3.client("dynamodb"), table, args.username, args.role):
+    granting = args.command == "grant-role"
+    change = grant_role if granting else revoke_role
+    if not change(boto3.client("dynamodb"), table, args.username, args.role):
         print(f"no user {args.username!r} in {table}", file=sys.stderr)
         return 1
-    print(f"{args.username} now has role {args.role!r}; it takes effect at their next login")
+    verb = "now has" if granting else "no longer has"
+    print(f"{args.username} {verb} role {args.role!r}, effective at once")
     return 0
 
 

@@ -40,6 +40,8 @@ CREDENTIALS = validation.Schema(
 )
 POINTS_GRANT = validation.Schema(required={"points": validation.IntRange(1, 1000)})
 BAD_CREDENTIALS = "Invalid username or password"
+CALLER_GONE = "token is invalid: its user does not exist"
+ADMIN_ROLE = "admin"
 
 
 @functools.lru_cache(maxsize=2)
@@ -62,6 +64,22 @@ def public_view(user: dict[str, Any], viewer: Principal | None) -> dict[str, Any
     if viewer is not None and viewer.is_user(user["username"]) and user.get("email"):
         view["email"] = user["email"]
     return view
+
+
+def _require_admin(caller: Principal, refusal: str) -> None:
+    """Refuse unless the caller's row says admin now; one consistent GetItem.
+
+    A token's ``roles`` are what the table said at login, frozen for the token's lifetime: a
+    role removed since, or a user removed since (or never stored), would keep their rights until
+    it expired. So the token only says who is calling; what they may do is read from the table
+    at the moment they do it, and a caller without a row acts for nobody (401, like any token
+    that no longer stands for a user).
+    """
+    record = users.get(caller.username)
+    if record is None:
+        raise UnauthorizedError(CALLER_GONE)
+    if ADMIN_ROLE not in record.get("roles", ()):
+        raise ForbiddenError(refusal)
 
 
 def _username(raw: str) -> str:
@@ -141,13 +159,16 @@ def get_user(username: str) -> dict[str, Any]:
 
 @app.route("/user/promote/{username}", methods=["PUT"])
 def promote(username: str) -> dict[str, Any]:
-    """Recompute status from points (seed 003). Users may promote themselves; admins anyone."""
+    """Recompute status from points (seed 003). Users may promote themselves; admins anyone,
+    with the admin role read from the table, not from the token (see ``_require_admin``)."""
     caller = service.require_principal()
-    if not (caller.is_user(username) or caller.is_admin):
-        raise ForbiddenError("only the user or an admin may promote a user")
+    if not caller.is_user(username):
+        _require_admin(caller, "only the user or an admin may promote a user")
     for _ in range(3):
         user = users.get(_username(username))
         if user is None:
+            if caller.is_user(username):
+                raise UnauthorizedError(CALLER_GONE)  # promoting themselves: they do not exist
             raise not_found("user", username)
         try:
             return public_view(users.set_status(username, int(user.get("points", 0))), caller)
@@ -158,10 +179,10 @@ def promote(username: str) -> dict[str, Any]:
 
 @app.route("/users/{username}/points", methods=["POST"])
 def grant_points(username: str) -> dict[str, Any]:
-    """Admins grant points; nobody can raise their own."""
+    """Admins grant points; nobody can raise their own. The role is checked in the table, so a
+    revoked admin's unexpired token grants nothing (see ``_require_admin``)."""
     caller = service.require_principal()
-    if not caller.is_admin:
-        raise ForbiddenError("only an admin may grant points")
+    _require_admin(caller, "only an admin may grant points")
     if caller.is_user(username):
         raise ForbiddenError("a user may not grant points to themselves")
     body = POINTS_GRANT.check(service.json_body())

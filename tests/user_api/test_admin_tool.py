@@ -41,3 +41,16 @@ def test_a_deployed_stage_table_comes_from_the_stack_output(tables):
     assert admin.deployed_table(cloudformation, "dev") == "shop-dev-users-XYZ"
     with pytest.raises(SystemExit, match="is stage 'qa' deployed"):
         admin.deployed_table(cloudformation, "qa")
+
+
+def test_revoke_role_applies_at_once_to_a_token_already_issued(
+    register, login, tables, user_client
+):
+    register("alice")
+    register("boss", "boss-password-1")
+    assert admin.grant_role(tables, TABLE, "boss", "admin")
+    token = {"Authorization": f"Bearer {login('boss', 'boss-password-1')}"}
+    assert post_json(user_client, "/users/alice/points", {"points": 1}, token).status_code == 200
+    assert admin.revoke_role(tables, TABLE, "BOSS", "admin")
+    assert post_json(user_client, "/users/alice/points", {"points": 1}, token).status_code == 403
+    assert admin.revoke_role(tables, TABLE, "ghost", "admin") is False

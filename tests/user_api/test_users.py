@@ -190,3 +190,69 @@ def test_status_rule_matches_seed_003():
         "Silver",
         "Gold",
     ]
+
+
+# --- rights come from the table at each request, not from the token (issue 7, item 6) --------
+
+
+def _revoke_admin(tables, username):
+    tables.update_item(
+        TableName=TABLE,
+        Key={"username_key": {"S": username.lower()}},
+        UpdateExpression="DELETE #r :r",
+        ExpressionAttributeNames={"#r": "roles"},
+        ExpressionAttributeValues={":r": {"SS": ["admin"]}},
+    )
+
+
+def test_a_token_whose_admin_role_was_removed_grants_no_points(
+    register, user_client, tables, admin_token
+):
+    register("alice")
+    _revoke_admin(tables, "boss")  # the token still says admin for the rest of its lifetime
+    response = post_json(user_client, "/users/alice/points", {"points": 5}, bearer(admin_token))
+    assert response.status_code == 403
+    assert response.json_body == {
+        "Code": "ForbiddenError",
+        "Message": "only an admin may grant points",
+    }
+    assert user_client.http.get("/users/alice").json_body["points"] == 0
+
+
+def test_a_token_whose_admin_role_was_removed_promotes_nobody_else(
+    register, user_client, tables, admin_token
+):
+    register("alice")
+    _revoke_admin(tables, "boss")
+    response = user_client.http.put("/user/promote/alice", headers=bearer(admin_token))
+    assert response.status_code == 403
+    assert response.json_body["Message"] == "only the user or an admin may promote a user"
+
+
+def test_a_token_for_a_user_who_does_not_exist_cannot_grant_or_promote(
+    register, user_client, issue_token
+):
+    """A validly signed token whose subject has no row (never registered, or since removed)
+    acts for nobody, whatever roles it claims."""
+    register("alice")
+    ghost = bearer(issue_token("ghost", ["admin"]))
+    expected = {"Code": "UnauthorizedError", "Message": "token is invalid: its user does not exist"}
+    granted = post_json(user_client, "/users/alice/points", {"points": 5}, ghost)
+    assert (granted.status_code, granted.json_body) == (401, expected)
+    promoted = user_client.http.put("/user/promote/alice", headers=ghost)
+    assert (promoted.status_code, promoted.json_body) == (401, expected)
+    own = user_client.http.put("/user/promote/ghost", headers=ghost)
+    assert (own.status_code, own.json_body) == (401, expected)
+    assert user_client.http.get("/users/alice").json_body["points"] == 0
+
+
+def test_an_admin_role_granted_in_the_table_applies_without_a_new_login(
+    register, login, user_client, tables
+):
+    register("alice")
+    register("boss", "boss-password-1")
+    token = login("boss", "boss-password-1")  # issued before the grant: no admin role in it
+    assert admin.grant_role(tables, TABLE, "boss", "admin")
+    response = post_json(user_client, "/users/alice/points", {"points": 5}, bearer(token))
+    assert response.status_code == 200
+    assert response.json_body["points"] == 5
