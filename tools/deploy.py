@@ -4,10 +4,11 @@
 
 1. ``tools.package``: one SAM template and ``deployment.zip`` per service; the reserved
    concurrency they ask for is checked against the account's limit before anything is created;
-2. the token keys: an Ed25519 signing key in Secrets Manager (only user_api's role may read it)
+2. an S3 bucket for the artifacts (created once, public access blocked, then reused only if
+   this account owns it; every S3 call names the expected owner); each zip is uploaded under a
+   key derived from its contents, so an unchanged service is not redeployed;
+3. the token keys: an Ed25519 signing key in Secrets Manager (only user_api's role may read it)
    and its public JWKS in an SSM String parameter, created once and then reused, never printed;
-3. an S3 bucket for the artifacts (created once, then reused); each zip is uploaded under a key
-   derived from its contents, so an unchanged service is not redeployed;
 4. the user_api and product_api stacks (created, or updated when something changed), then
    their ``EndpointURL`` outputs become the gateway stack's ``UserApiUrl``/``ProductApiUrl``
    parameters, then the gateway_api stack; the gateway's URL is printed last.
@@ -306,36 +307,53 @@ def content_key(path: Path) -> str:
 
 
 class ArtifactBucket:
-    """The stage's private S3 bucket for deployment zips (and templates too big to send inline)."""
+    """The stage's private S3 bucket for deployment zips (and templates too big to send inline).
 
-    def __init__(self, s3: Any, name: str, region: str, say: Say = _say) -> None:
+    Its name is predictable (stage, account, region), and bucket names are global: anyone can
+    create it first, with a policy that lets them read or replace what we upload. So the bucket is
+    used only once it is proven ours. Every bucket and object call carries ``ExpectedBucketOwner``
+    (the deploying account), which S3 itself enforces with a 403; and since not every endpoint
+    enforces it (moto ignores it), a bucket that answers is also looked up in our own
+    ``ListBuckets``. A bucket that is not ours stops the deploy before anything is uploaded.
+    """
+
+    def __init__(self, s3: Any, name: str, region: str, owner: str, say: Say = _say) -> None:
         self._s3 = s3
         self.name = name
         self._region = region
+        self.owner = owner
         self._say = say
 
-    def exists(self) -> bool:
+    @property
+    def _owned(self) -> dict[str, str]:
+        return {"ExpectedBucketOwner": self.owner}
+
+    def _not_ours(self) -> DeployError:
+        return DeployError(
+            f"bucket {self.name} exists but is not owned by account {self.owner}; refusing to "
+            "upload into it. Its name is predictable, so another account may have created it "
+            "first: if that account is yours, delete the bucket there; otherwise deploy under "
+            "another stage name"
+        )
+
+    def _listed_as_ours(self) -> bool:
+        buckets = self._s3.list_buckets(Prefix=self.name).get("Buckets", [])
+        return any(b.get("Name") == self.name for b in buckets)
+
+    def state(self) -> str:
+        """``absent``, ``ours`` or ``foreign``."""
         try:
-            self._s3.head_bucket(Bucket=self.name)
-            return True
+            self._s3.head_bucket(Bucket=self.name, **self._owned)
         except ClientError as exc:
             code = _error_code(exc)
             if code in ("404", "NoSuchBucket", "NotFound"):
-                return False
+                return "absent"
             if code in ("403", "AccessDenied"):
-                raise DeployError(
-                    f"bucket {self.name} exists but this account cannot use it"
-                ) from exc
+                return "foreign"  # S3's answer to an ExpectedBucketOwner that does not match
             raise
+        return "ours" if self._listed_as_ours() else "foreign"
 
-    def ensure(self) -> None:
-        if self.exists():
-            self._say(f"bucket: reusing s3://{self.name}")
-            return
-        kwargs: dict[str, Any] = {"Bucket": self.name}
-        if self._region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
-        self._s3.create_bucket(**kwargs)
+    def _block_public_access(self) -> None:
         self._s3.put_public_access_block(
             Bucket=self.name,
             PublicAccessBlockConfiguration={
@@ -344,23 +362,46 @@ class ArtifactBucket:
                 "BlockPublicPolicy": True,
                 "RestrictPublicBuckets": True,
             },
+            **self._owned,
         )
+
+    def ensure(self) -> None:
+        """Create the bucket, or reuse it only if this account owns it; keep it private."""
+        state = self.state()
+        if state == "foreign":
+            raise self._not_ours()
+        if state == "ours":
+            self._block_public_access()  # idempotent; repairs a block removed by hand
+            self._say(f"bucket: reusing s3://{self.name}")
+            return
+        kwargs: dict[str, Any] = {"Bucket": self.name}
+        if self._region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+        try:
+            self._s3.create_bucket(**kwargs)
+        except ClientError as exc:
+            # Another account took the name between our check and our create.
+            if _error_code(exc) == "BucketAlreadyExists":
+                raise self._not_ours() from exc
+            if _error_code(exc) != "BucketAlreadyOwnedByYou":
+                raise
+        self._block_public_access()
         self._say(f"bucket: created s3://{self.name}")
 
     def upload(self, path: Path, prefix: str) -> str:
         """Upload ``path`` under a content-derived key (skipped when already there); the key."""
         key = f"{prefix}/{content_key(path)}{path.suffix}"
         try:
-            self._s3.head_object(Bucket=self.name, Key=key)
+            self._s3.head_object(Bucket=self.name, Key=key, **self._owned)
             return key
         except ClientError as exc:
             if _error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
                 raise
-        self._s3.upload_file(str(path), self.name, key)
+        self._s3.upload_file(str(path), self.name, key, ExtraArgs=self._owned)
         return key
 
     def put_text(self, key: str, text: str) -> None:
-        self._s3.put_object(Bucket=self.name, Key=key, Body=text.encode())
+        self._s3.put_object(Bucket=self.name, Key=key, Body=text.encode(), **self._owned)
 
     def url(self, key: str, endpoint_url: str | None) -> str:
         if endpoint_url:
@@ -368,19 +409,25 @@ class ArtifactBucket:
         return f"https://{self.name}.s3.{self._region}.amazonaws.com/{key}"
 
     def destroy(self) -> None:
-        if not self.exists():
+        state = self.state()
+        if state == "absent":
+            return
+        if state == "foreign":
+            # Nothing of ours can be in it (the deploy never uploads there): leave it, finish
+            # the rest of the teardown.
+            self._say(f"bucket: s3://{self.name} is not owned by this account: left alone")
             return
         paginator = self._s3.get_paginator("list_object_versions")
-        for page in paginator.paginate(Bucket=self.name):
+        for page in paginator.paginate(Bucket=self.name, **self._owned):
             objects = [
                 {"Key": o["Key"], "VersionId": o["VersionId"]}
                 for o in page.get("Versions", []) + page.get("DeleteMarkers", [])
             ]
             if objects:
                 self._s3.delete_objects(
-                    Bucket=self.name, Delete={"Objects": objects, "Quiet": True}
+                    Bucket=self.name, Delete={"Objects": objects, "Quiet": True}, **self._owned
                 )
-        self._s3.delete_bucket(Bucket=self.name)
+        self._s3.delete_bucket(Bucket=self.name, **self._owned)
         self._say(f"bucket: deleted s3://{self.name}")
 
 
@@ -620,8 +667,14 @@ class Deployer:
             session.client("cloudformation"), target.poll_seconds, target.max_wait_seconds, say
         )
         self.keys = KeyStore(session.client("secretsmanager"), session.client("ssm"), naming, say)
+        self._account_id: str | None = None
 
     def _account(self) -> str:
+        if self._account_id is None:
+            self._account_id = self._caller_account()
+        return self._account_id
+
+    def _caller_account(self) -> str:
         try:
             return str(self._session.client("sts").get_caller_identity()["Account"])
         except EndpointConnectionError as exc:
@@ -634,8 +687,11 @@ class Deployer:
             ) from exc
 
     def bucket(self) -> ArtifactBucket:
-        name = self.naming.bucket(self._account(), self.target.region)
-        return ArtifactBucket(self._session.client("s3"), name, self.target.region, self._say)
+        account = self._account()
+        name = self.naming.bucket(account, self.target.region)
+        return ArtifactBucket(
+            self._session.client("s3"), name, self.target.region, account, self._say
+        )
 
     def check_concurrency(self, templates: Iterable[Mapping[str, Any]]) -> None:
         """Fail before any stack if the reserved concurrency cannot fit the account's limit."""
@@ -673,9 +729,11 @@ class Deployer:
         if missing:
             raise DeployError(f"packaging produced nothing for {', '.join(missing)}")
         self.check_concurrency(p.template() for p in built.values())
-        refs = self.keys.ensure()
+        # The bucket before the keys: a bucket that is not ours stops the deploy with nothing
+        # of the stage created yet.
         bucket = self.bucket()
         bucket.ensure()
+        refs = self.keys.ensure()
 
         def template_url(service: ServiceDef) -> Callable[[str], str]:
             def store(body: str) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from svckit import keys
@@ -171,7 +172,7 @@ def test_bucket_is_private_reused_uploads_once_and_is_emptied_on_destroy(
     with mock_aws():
         s3 = boto3.client("s3", region_name=region)
         bucket = deploy.ArtifactBucket(
-            s3, "shop-dev-artifacts-123456789012-" + region, region, Recorder()
+            s3, "shop-dev-artifacts-123456789012-" + region, region, "123456789012", Recorder()
         )
         bucket.ensure()
         bucket.ensure()
@@ -185,6 +186,116 @@ def test_bucket_is_private_reused_uploads_once_and_is_emptied_on_destroy(
         bucket.destroy()
         assert bucket.name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
         bucket.destroy()  # already gone: fine
+
+
+ACCOUNT = "123456789012"  # moto's default account: the deploy's caller
+SQUATTER = "111111111111"
+
+
+def _other_account(account: str) -> Any:
+    """A session in another AWS account (moto maps assumed-role credentials to that account)."""
+    creds = boto3.client("sts", region_name=REGION).assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/squatter", RoleSessionName="squatter"
+    )["Credentials"]
+    return boto3.session.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        region_name=REGION,
+    )
+
+
+def test_every_bucket_and_object_call_names_the_expected_owner(aws: Any, tmp_path: Path) -> None:
+    """S3 refuses a call whose ExpectedBucketOwner is not the bucket's owner, so no call can reach
+    a bucket another account made under our predictable name. (CreateBucket and ListBuckets take
+    no owner: the first makes the bucket ours, the second lists only ours.)"""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append((model.name, dict(params)))
+
+    aws.events.register("before-parameter-build.s3", record)
+    deployer = deploy.Deployer(
+        aws, deploy.Target(REGION, poll_seconds=0), deploy.Naming(STAGE), say=Recorder()
+    )
+    bucket = deployer.bucket()
+    bucket.ensure()
+    bucket.ensure()
+    key = bucket.upload(_zip(tmp_path / "a.zip", {"app.py": "x"}, (2024, 1, 1, 0, 0, 0)), "svc")
+    assert bucket.upload(tmp_path / "a.zip", "svc") == key
+    bucket.put_text("svc/templates/t.json", "{}")
+    bucket.destroy()
+
+    operations = {name for name, _ in calls}
+    assert {"HeadBucket", "PutPublicAccessBlock", "HeadObject", "PutObject"} <= operations
+    assert {"ListObjectVersions", "DeleteObjects", "DeleteBucket"} <= operations
+    unchecked = [
+        (name, params.get("ExpectedBucketOwner"))
+        for name, params in calls
+        if name not in ("CreateBucket", "ListBuckets")
+        and params.get("ExpectedBucketOwner") != ACCOUNT
+    ]
+    assert unchecked == []
+
+
+def test_a_bucket_another_account_made_under_our_name_is_refused_before_anything_is_made(
+    aws: Any,
+    packaged: dict[str, package.Packaged],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The name is predictable (stage, account, region); someone who creates it first with an
+    open policy must not receive the zips. The deploy stops with a clear error and exit 1."""
+    name = deploy.Naming(STAGE).bucket(ACCOUNT, REGION)
+    squatter = _other_account(SQUATTER).client("s3")
+    squatter.create_bucket(Bucket=name)
+    open_policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": f"arn:aws:s3:::{name}/*",
+            }
+        ],
+    }
+    squatter.put_bucket_policy(Bucket=name, Policy=json.dumps(open_policy))
+    monkeypatch.setattr(package, "package_all", lambda stage: list(packaged.values()))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+    assert deploy.main(["deploy", "--stage", STAGE]) == 1
+    err = capsys.readouterr().err
+    assert f"bucket {name} exists but is not owned by account {ACCOUNT}" in err
+    assert squatter.list_objects_v2(Bucket=name).get("KeyCount", 0) == 0
+    assert aws.client("secretsmanager").list_secrets()["SecretList"] == []
+    assert aws.client("cloudformation").describe_stacks()["Stacks"] == []
+
+    # destroy leaves a bucket that is not ours alone, and finishes the rest
+    assert deploy.main(["destroy", "--stage", STAGE]) == 0
+    assert "not owned by this account: left alone" in capsys.readouterr().out
+    assert squatter.head_bucket(Bucket=name)["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+@pytest.mark.parametrize(
+    ("failing_call", "code"), [("head_bucket", "403"), ("create_bucket", "BucketAlreadyExists")]
+)
+def test_a_bucket_aws_reports_as_foreign_or_taken_is_refused(failing_call: str, code: str) -> None:
+    """What AWS answers when ExpectedBucketOwner does not match (403), or when another account
+    created the name between our check and our create (BucketAlreadyExists)."""
+
+    class S3:
+        def head_bucket(self, **kwargs: Any) -> None:
+            if failing_call == "head_bucket":
+                raise ClientError({"Error": {"Code": code}}, "HeadBucket")
+            raise ClientError({"Error": {"Code": "404"}}, "HeadBucket")
+
+        def create_bucket(self, **kwargs: Any) -> None:
+            raise ClientError({"Error": {"Code": code}}, "CreateBucket")
+
+    bucket = deploy.ArtifactBucket(S3(), "shop-dev-x", REGION, ACCOUNT, Recorder())
+    with pytest.raises(deploy.DeployError, match=f"not owned by account {ACCOUNT}"):
+        bucket.ensure()
 
 
 def test_local_code_uris_are_uploaded_and_replaced(tmp_path: Path) -> None:
@@ -257,7 +368,7 @@ def test_stack_is_created_left_alone_when_unchanged_updated_and_deleted(aws: Any
 def test_oversized_template_goes_through_the_bucket(aws: Any) -> None:
     s3 = aws.client("s3")
     bucket = deploy.ArtifactBucket(
-        s3, "shop-dev-artifacts-123456789012-us-east-1", REGION, Recorder()
+        s3, "shop-dev-artifacts-123456789012-us-east-1", REGION, "123456789012", Recorder()
     )
     bucket.ensure()
     big = json.loads(json.dumps(SMALL_TEMPLATE))
