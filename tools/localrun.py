@@ -1,17 +1,21 @@
 """``make run``: the whole system on 127.0.0.1, one command, Ctrl-C stops all of it.
 
-What it starts, in order: the local token keys (once, into the git-ignored ``.local/keys``),
-moto's server mode as the DynamoDB endpoint (on its own port, default 5100: moto's default 5000
-is the gateway's), the tables from each service's ``resources.json``, then the three apps
-through ``tools.devserver`` (Chalice's own local server with ``TCP_NODELAY`` and a real listen
-backlog) on 5000-5002. It waits until each answers ``/health``, prints the URLs, prefixes every
-child's log line with its name and, when a child dies or on Ctrl-C/SIGTERM, stops every process
-group it started.
+What it starts, in order: the local token keys (once, into the git-ignored ``.local/keys``), the
+DynamoDB engine on its own port (default 5100; AWS's DynamoDB Local with its data in
+``.local/dynamodb-data``, or moto's server where Java 17+ or npm is missing: see
+``tools.local.dynamodb``), the tables from each service's ``resources.json`` (only those
+missing), then the three apps through ``tools.devserver`` (Chalice's own local server with
+``TCP_NODELAY`` and a real listen backlog) on 5000-5002. It waits until each answers
+``/health``, prints the URLs, and then supervises: every child's line is printed with its name;
+a child that exits unexpectedly is restarted with backoff while the others keep serving
+(``tools.local.supervisor``); a saved source file restarts the services it touches
+(``tools.local.reload``); Ctrl-C or SIGTERM stops every process group it started.
 
 Environment: ``GATEWAY_API_PORT``, ``USER_API_PORT``, ``PRODUCT_API_PORT`` and
-``DYNAMODB_PORT`` move the ports; ``DYNAMODB_ENDPOINT=http://host:port`` uses an endpoint that is
-already running (DynamoDB Local, another moto) instead of starting moto; ``NO_COLOR`` turns
-colours off.
+``DYNAMODB_PORT`` move the ports; ``LOCAL_DYNAMODB=dynamodb-local|moto`` forces an engine;
+``DYNAMODB_DATA_DIR`` moves DynamoDB Local's data; ``DYNAMODB_ENDPOINT=http://host:port`` uses an
+endpoint that is already running instead of starting one; ``RELOAD=0`` (or ``--no-reload``)
+turns hot reload off; ``NO_COLOR`` turns colours off.
 
 ``python -m tools.localrun --print-env`` prints the ``export`` lines that point a plain
 ``chalice local --stage local`` at the same DynamoDB endpoint; ``--without user_api`` leaves one
@@ -25,29 +29,49 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import http.client
 import os
 import shlex
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import IO, Any, TextIO
+from typing import TextIO
 
 from tools import services
+from tools.local import dynamodb
+from tools.local.dynamodb import Engine, EngineUnavailable
+from tools.local.printer import LinePrinter
+from tools.local.process import (
+    HOST,
+    Child,
+    Sink,
+    free_port,
+    free_ports,
+    http_status,
+    port_in_use,
+)
+from tools.local.reload import ReloadMap, Watcher
+from tools.local.supervisor import Program, RestartPolicy, State, Supervisor
 from tools.services import ServiceDef
 
-HOST = "127.0.0.1"
-DEFAULT_DYNAMODB_PORT = 5100
-REGION = "us-east-1"
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+__all__ = [
+    "HOST",
+    "Child",
+    "LocalSystem",
+    "Ports",
+    "StartupError",
+    "free_port",
+    "free_ports",
+    "http_status",
+    "port_in_use",
+]
+
+DEFAULT_DYNAMODB_PORT = dynamodb.DEFAULT_PORT
+DYNAMODB = "dynamodb"  # the engine's program name and output prefix
+REGION = dynamodb.REGION
+FAKE_CREDENTIALS = dynamodb.FAKE_CREDENTIALS
 # Variables that could send a child to a real account or another endpoint; the run sets its own.
 _SCRUBBED_ENV = (
     "AWS_PROFILE",
@@ -61,45 +85,19 @@ _SCRUBBED_ENV = (
 GATEWAY_SERVICE_URLS: Mapping[str, ServiceDef] = {
     s.url_env: s for s in services.SERVICES if s.url_env
 }
-DYNAMODB_STARTUP_SECONDS = 30.0
+DYNAMODB_STARTUP_SECONDS = 60.0
 SERVICE_STARTUP_SECONDS = 45.0
-STOP_GRACE_SECONDS = 5.0
-
-Sink = Callable[[str, str], None]
+TICK_SECONDS = 0.1
+SHARED_SOURCES = ("lib/svckit",)
 
 
 class StartupError(RuntimeError):
     """A process did not come up in time or died while starting; the message says which."""
 
 
-# --------------------------------------------------------------------------------------------
-# ports
-
-
-def free_port(host: str = HOST) -> int:
-    """A port nobody listens on right now (the kernel's pick for port 0)."""
-    return free_ports(1, host)[0]
-
-
-def free_ports(count: int, host: str = HOST) -> list[int]:
-    """``count`` distinct free ports, all held open together so the kernel cannot repeat one."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in socks]
-
-
-def port_in_use(port: int, host: str = HOST) -> bool:
-    """True when something already listens on ``host:port`` (so our bind would fail)."""
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 @dataclass(frozen=True)
 class Ports:
-    """Where each process listens; ``dynamodb`` is moto's port."""
+    """Where each process listens; ``dynamodb`` is the DynamoDB engine's port."""
 
     gateway: int
     user: int
@@ -114,7 +112,7 @@ class Ports:
             raw = environ.get(name, "").strip()
             if not raw:
                 return default
-            if not raw.isdigit() or not 0 < int(raw) < 65536:
+            if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 65536:
                 raise ValueError(f"{name} must be a port number, got {raw!r}")
             return int(raw)
 
@@ -128,8 +126,8 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Four free ports, for tests and benchmarks that must not collide with ``make run``."""
-        gateway, user, product, dynamodb = free_ports(4)
-        return cls(gateway=gateway, user=user, product=product, dynamodb=dynamodb)
+        gateway, user, product, dynamodb_port = free_ports(4)
+        return cls(gateway=gateway, user=user, product=product, dynamodb=dynamodb_port)
 
     def of(self, service: ServiceDef) -> int:
         return {
@@ -139,191 +137,13 @@ class Ports:
         }[service.name]
 
 
-# --------------------------------------------------------------------------------------------
-# child processes
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child if this process dies without cleanup
-    (SIGKILL, a crashed test runner), so no moto or devserver is left holding a port.
-
-    Linux ties it to the thread that forks; every caller here starts children from its main
-    thread. Elsewhere there is no such call and the normal stop path is all there is.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def _set() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return _set
-
-
-_PREEXEC = _parent_death_signal()
-
-
-class Child:
-    """One subprocess in its own process group, its merged output kept and passed to a sink.
-
-    Its own session means a terminal's Ctrl-C reaches only the runner, which then stops the
-    children in order, and stopping a child signals its whole group, so nothing it spawned
-    outlives it.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        env: Mapping[str, str],
-        sink: Sink | None = None,
-        keep_lines: int = 20_000,
-    ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self._sink = sink
-        self._lines: deque[str] = deque(maxlen=keep_lines)
-        self._changed = threading.Condition()
-        self._finished = False
-        self.process = subprocess.Popen(
-            self.argv,
-            cwd=services.ROOT,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_PREEXEC,  # only a prctl call, see _parent_death_signal
-        )
-        self._reader = threading.Thread(target=self._pump, name=f"log-{name}", daemon=True)
-        self._reader.start()
-
-    def _pump(self) -> None:
-        stream: IO[bytes] | None = self.process.stdout
-        assert stream is not None
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            with self._changed:
-                self._lines.append(line)
-                self._changed.notify_all()
-            if self._sink is not None:
-                self._sink(self.name, line)
-        stream.close()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.poll()
-
-    def lines(self) -> list[str]:
-        """Every output line kept so far (both stdout and stderr)."""
-        with self._changed:
-            return list(self._lines)
-
-    def tail(self, count: int = 30) -> str:
-        return "\n".join(self.lines()[-count:])
-
-    def wait_for_line(self, predicate: Callable[[str], bool], timeout: float) -> str | None:
-        """The first kept line matching ``predicate``, waiting at most ``timeout`` seconds for it
-        (output arrives through a pipe and a thread, a moment after the request that caused it)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for line in self._lines:
-                    if predicate(line):
-                        return line
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._changed.wait(remaining)
-
-    def signal_group(self, signum: int) -> None:
-        """Send ``signum`` to the child's process group (its pid: it leads its own session);
-        nothing once ``finish`` has run, so a recycled pid can never be hit."""
-        if self._finished:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signum)
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self.process.wait(timeout=max(timeout, 0.0))
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
-        """SIGTERM the group, SIGKILL it after ``grace`` seconds; return the exit code."""
-        self.signal_group(signal.SIGTERM)
-        code = self.wait(grace)
-        if code is None:
-            self.signal_group(signal.SIGKILL)
-            code = self.process.wait()
-        self.finish()
-        return code
-
-    def finish(self) -> None:
-        """After the child exited: kill any stragglers in its group, drain its output."""
-        self.signal_group(signal.SIGKILL)
-        self._finished = True
-        self._reader.join(timeout=2.0)
-
-
-# --------------------------------------------------------------------------------------------
-# probes
-
-
-def http_status(
-    url_host: str, port: int, path: str = "/health", timeout: float = 1.0
-) -> int | None:
-    """The status of ``GET path``, or None when nothing answers in ``timeout`` seconds."""
-    conn = http.client.HTTPConnection(url_host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"X-Request-Id": "localrun-health-probe"})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
-def dynamodb_client(endpoint: str, region: str = REGION) -> Any:
-    """A boto3 DynamoDB client for the local endpoint: fake credentials, no retries, short
-    timeouts, so a probe loop decides how long to wait rather than botocore's backoff."""
-    import boto3  # deferred: --print-env and the devserver children do not need it here
-    from botocore.config import Config
-
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        config=Config(connect_timeout=1, read_timeout=5, retries={"total_max_attempts": 1}),
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# the system
-
-
 class LocalSystem:
-    """moto's DynamoDB, the tables and the three devservers, started and stopped as one.
+    """The DynamoDB engine, the tables and the three devservers, started, supervised and
+    stopped as one.
 
-    ``LocalSystem(Ports.free()).start()`` is what the integration tests run; ``make run`` uses
-    the same class with API.md's ports and a printing sink.
+    ``LocalSystem(Ports.free()).start()`` is what the integration tests run (DynamoDB Local in
+    memory unless an ``engine`` is given); ``make run`` uses the same class with API.md's ports,
+    the persistent engine, a printing sink and ``supervise()``.
     """
 
     def __init__(
@@ -332,10 +152,12 @@ class LocalSystem:
         *,
         stage: str = "local",
         sink: Sink | None = None,
+        engine: Engine | None = None,
         dynamodb_endpoint: str | None = None,
         without: Sequence[str] = (),
         python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
+        policy: RestartPolicy | None = None,
     ) -> None:
         self.ports = ports
         self.stage = stage
@@ -344,15 +166,41 @@ class LocalSystem:
         self.extra_env = dict(extra_env or {})
         self.external_dynamodb = dynamodb_endpoint is not None
         self.dynamodb_endpoint = dynamodb_endpoint or f"http://{HOST}:{ports.dynamodb}"
+        self.engine = None if self.external_dynamodb else engine
         self.services = tuple(s for s in services.SERVICES if s.name not in set(without))
-        self.children: dict[str, Child] = {}
-        self._expected_exits: set[str] = set()
+        self.supervisor = Supervisor(
+            self.child_env, sink, self.say, policy=policy, cwd=services.ROOT
+        )
+        if not self.external_dynamodb:
+            self.supervisor.add(Program(DYNAMODB, self._engine_argv))
+        for svc in self.services:
+            self.supervisor.add(Program(svc.name, self._argv_of(svc)))
 
     # -- addresses and environment --
+
+    def say(self, text: str) -> None:
+        """The runner's own messages go to the same sink as the children's lines."""
+        if self.sink is None:
+            return
+        say = getattr(self.sink, "say", None)
+        if say is not None:
+            say(text)
+        else:
+            for line in text.splitlines():
+                self.sink("localrun", line)
 
     def url(self, service: ServiceDef | str) -> str:
         svc = service if isinstance(service, ServiceDef) else _service(service)
         return f"http://{HOST}:{self.ports.of(svc)}"
+
+    @property
+    def children(self) -> dict[str, Child]:
+        """The current process of each program that has been started."""
+        return {
+            name: program.child
+            for name, program in self.supervisor.programs.items()
+            if program.child is not None
+        }
 
     def aws_env(self) -> dict[str, str]:
         """What a service process needs to reach the local endpoint and nothing else: fake
@@ -390,6 +238,13 @@ class LocalSystem:
             argv += ["--set", f"{key}={value}"]
         return argv
 
+    def _argv_of(self, service: ServiceDef) -> Callable[[], list[str]]:
+        return lambda: self.devserver_argv(service)
+
+    def _engine_argv(self) -> list[str]:
+        assert self.engine is not None
+        return self.engine.argv(self.python, HOST, self.ports.dynamodb)
+
     # -- start --
 
     def start(self) -> LocalSystem:
@@ -399,21 +254,30 @@ class LocalSystem:
 
         try:
             keys.ensure_local_keys(services.KEYS_DIR)
+            if not self.external_dynamodb and self.engine is None:
+                self.engine = dynamodb.choose(data_dir=None, say=self.say)
             self._check_ports_free()
-            if not self.external_dynamodb:
-                moto = [self.python, "-m", "tools.motoserver"]
-                self._spawn("dynamodb", [*moto, "-H", HOST, "-p", str(self.ports.dynamodb)])
+            if self.engine is not None:
+                self.engine.prepare()
+                self.supervisor.start(DYNAMODB)
             # Tables before services: once a service answers /health it must be usable, or a
             # client polling /health (a script, a test) could write before its table exists.
             self.create_tables(time.monotonic() + DYNAMODB_STARTUP_SECONDS)
+            if self.engine is not None:
+                # From now on a restarted engine gets its missing tables back (moto forgets
+                # them; DynamoDB Local keeps them on disk) before anyone needs them.
+                self.supervisor.programs[DYNAMODB].after_start = self._tables_after_restart
             for svc in self.services:
-                self.start_service(svc, wait=False)
+                self.supervisor.start(svc.name)
             deadline = time.monotonic() + SERVICE_STARTUP_SECONDS
             partial = len(self.services) < len(services.SERVICES)
             for svc in self.services:
                 # With a service left out the gateway's /health says 503 until the developer
                 # starts it; then any answer means the gateway itself is up.
                 self.wait_healthy(svc, deadline, any_answer=partial and svc is services.GATEWAY)
+        except EngineUnavailable as exc:
+            self.stop()
+            raise StartupError(str(exc)) from exc
         except BaseException:
             self.stop()
             raise
@@ -422,49 +286,46 @@ class LocalSystem:
     def _check_ports_free(self) -> None:
         wanted = [(svc.name, self.ports.of(svc), svc.port_env) for svc in self.services]
         if not self.external_dynamodb:
-            wanted.append(("DynamoDB (moto)", self.ports.dynamodb, "DYNAMODB_PORT"))
+            wanted.append(("DynamoDB", self.ports.dynamodb, "DYNAMODB_PORT"))
         busy = [
             f"{name} port {port} (set {env})" for name, port, env in wanted if port_in_use(port)
         ]
         if busy:
             raise StartupError("already in use: " + ", ".join(busy))
 
-    def _spawn(self, name: str, argv: Sequence[str]) -> Child:
-        self._expected_exits.discard(name)
-        child = Child(name, argv, self.child_env(), self.sink)
-        self.children[name] = child
-        return child
-
     def start_service(self, service: ServiceDef | str, wait: bool = True) -> Child:
         """Start (or restart) one app's devserver; with ``wait``, return once it is healthy."""
         svc = service if isinstance(service, ServiceDef) else _service(service)
-        old = self.children.get(svc.name)
-        if old is not None and old.running:
-            raise RuntimeError(f"{svc.name} is already running")
-        child = self._spawn(svc.name, self.devserver_argv(svc))
+        child = self.supervisor.start(svc.name)
         if wait:
             self.wait_healthy(svc, time.monotonic() + SERVICE_STARTUP_SECONDS)
         return child
 
     def create_tables(self, deadline: float) -> list[str]:
-        """Create the stage's tables once the endpoint answers; doubles as its readiness probe."""
-        from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
+        """Create the stage's missing tables once the endpoint answers; doubles as its readiness
+        probe, and fails at once (with the engine's last lines) if the engine died."""
+        engine = self.supervisor.programs.get(DYNAMODB)
 
-        client = dynamodb_client(self.dynamodb_endpoint)
-        while True:
-            try:
-                return services.create_tables(client, self.stage)
-            except (EndpointConnectionError, ConnectionClosedError) as exc:
-                moto = self.children.get("dynamodb")
-                if moto is not None and not moto.running:
-                    raise StartupError(
-                        f"moto server exited with {moto.returncode}:\n{moto.tail()}"
-                    ) from exc
-                if time.monotonic() > deadline:
-                    raise StartupError(
-                        f"DynamoDB endpoint {self.dynamodb_endpoint} did not answer in time"
-                    ) from exc
-                time.sleep(0.1)
+        def alive() -> bool:
+            return engine is None or engine.child is None or engine.child.running
+
+        try:
+            return dynamodb.create_tables_when_ready(
+                self.dynamodb_endpoint, self.stage, deadline, alive
+            )
+        except EngineUnavailable as exc:
+            tail = engine.child.tail() if engine and engine.child else ""
+            raise StartupError(f"{exc}:\n{tail}" if tail else str(exc)) from exc
+
+    def _tables_after_restart(self, child: Child) -> None:
+        created = dynamodb.create_tables_when_ready(
+            self.dynamodb_endpoint,
+            self.stage,
+            time.monotonic() + DYNAMODB_STARTUP_SECONDS,
+            lambda: child.running,
+        )
+        if created:
+            self.say(f"created tables again: {', '.join(created)}")
 
     def wait_healthy(
         self, service: ServiceDef | str, deadline: float, any_answer: bool = False
@@ -491,48 +352,36 @@ class LocalSystem:
 
     # -- run --
 
-    def unexpected_exit(self) -> Child | None:
-        """A child that exited without being asked to, if any."""
-        for name, child in self.children.items():
-            if name not in self._expected_exits and not child.running:
-                return child
-        return None
+    def reload_map(self) -> ReloadMap:
+        return ReloadMap(services.ROOT, [s.name for s in self.services], SHARED_SOURCES)
 
-    def watch(self, poll_seconds: float = 0.2) -> Child:
-        """Block until some child exits unexpectedly and return it (``make run``'s main loop)."""
-        while True:
-            dead = self.unexpected_exit()
-            if dead is not None:
-                return dead
-            time.sleep(poll_seconds)
+    def on_source_change(self, targets: Mapping[str, str]) -> None:
+        """Hot reload (called from the watcher thread): restart each touched service."""
+        for name, path in targets.items():
+            self.supervisor.request_restart([name], f"{path} changed")
+
+    def supervise(self, until: float | None = None) -> None:
+        """``make run``'s main loop: restarts, reloads and crash loops until interrupted (or
+        until the monotonic time ``until``)."""
+        while until is None or time.monotonic() < until:
+            self.supervisor.tick()
+            time.sleep(TICK_SECONDS)
+
+    def state(self, name: str) -> State:
+        return self.supervisor.state(name)
 
     # -- stop --
 
-    def stop_service(self, service: ServiceDef | str, signum: int = signal.SIGTERM) -> int:
-        """Stop one child on purpose (SIGKILL simulates a crash); the rest keep running."""
+    def stop_service(self, service: ServiceDef | str, signum: int = signal.SIGTERM) -> int | None:
+        """Stop one child on purpose (SIGKILL simulates a crash); the rest keep running and the
+        supervisor does not restart it."""
         name = service.name if isinstance(service, ServiceDef) else service
-        child = self.children[name]
-        self._expected_exits.add(name)
-        if signum == signal.SIGTERM:
-            return child.stop()
-        child.signal_group(signum)
-        code = child.process.wait(timeout=STOP_GRACE_SECONDS)
-        child.finish()
-        return code
+        return self.supervisor.stop(name, signum)
 
     def stop(self) -> None:
         """Stop every child: SIGTERM all groups at once, SIGKILL what is left after the grace
         period. Safe to call twice and after a failed start."""
-        children = list(self.children.items())
-        self._expected_exits.update(name for name, _ in children)
-        for _, child in reversed(children):
-            child.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for _, child in children:
-            if child.wait(deadline - time.monotonic()) is None:
-                child.signal_group(signal.SIGKILL)
-                child.process.wait()
-            child.finish()
+        self.supervisor.stop_all()
 
     def __enter__(self) -> LocalSystem:
         return self.start()
@@ -552,42 +401,21 @@ def _service(name: str) -> ServiceDef:
 # make run
 
 
-_COLORS = {"dynamodb": "35", "user_api": "36", "product_api": "33", "gateway_api": "32"}
-
-
-class LinePrinter:
-    """The sink ``make run`` uses: ``[name] line``, name coloured on a terminal, whole lines
-    written under one lock so concurrent children never interleave mid-line."""
-
-    def __init__(self, stream: TextIO = sys.stdout, color: bool | None = None) -> None:
-        self.stream = stream
-        if color is None:
-            color = stream.isatty() and not os.environ.get("NO_COLOR")
-        self.color = color
-        self.width = max(len(name) for name in _COLORS)
-        self._lock = threading.Lock()
-
-    def __call__(self, name: str, line: str) -> None:
-        label = f"[{name}]".ljust(self.width + 2)
-        if self.color:
-            label = f"\033[{_COLORS.get(name, '37')}m{label}\033[0m"
-        with self._lock, contextlib.suppress(OSError, ValueError):
-            # A closed terminal or pipe must not kill the reader thread: the child would then
-            # block on a full pipe. Its lines are still kept by Child.
-            self.stream.write(f"{label} {line}\n")
-            self.stream.flush()
-
-    def say(self, text: str) -> None:
-        self("localrun", text)
-
-
-def banner(system: LocalSystem) -> str:
-    """The URLs and the first step of API.md's walk-through, with the ports actually used."""
+def banner(system: LocalSystem, reload: bool) -> str:
+    """The URLs, where the data is, and the first step of API.md's walk-through."""
     gateway = f"localhost:{system.ports.gateway}"
+    engine = system.engine.label if system.engine else "an external endpoint"
     lines = [
-        f"ready: stage {system.stage}, DynamoDB at {system.dynamodb_endpoint}",
+        f"ready: stage {system.stage}; DynamoDB at {system.dynamodb_endpoint}: {engine}",
     ]
     lines += [f"  {svc.name:<12} {system.url(svc)}" for svc in system.services]
+    if system.engine is not None and system.engine.persistent:
+        lines.append("data survives restarts; `make wipe` deletes it")
+    lines.append(
+        "hot reload on: saving a file under a service (or lib/svckit) restarts it"
+        if reload
+        else "hot reload off"
+    )
     lines += [
         "walk-through (API.md):",
         f"  curl -s -X POST {gateway}/register_user -H 'Content-Type: application/json' \\",
@@ -637,7 +465,7 @@ def _signals_ignored() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run until Ctrl-C/SIGTERM (exit 0) or until a child dies (exit 1)."""
+    """Run until Ctrl-C/SIGTERM (exit 0); exit 1 when the system cannot start."""
     parser = argparse.ArgumentParser(
         prog="python -m tools.localrun", description=__doc__.split("\n")[0]
     )
@@ -650,11 +478,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="leave this service out (run it yourself with --print-env's settings)",
     )
     parser.add_argument("--stage", default="local")
+    parser.add_argument(
+        "--no-reload", action="store_true", help="do not restart services when files change"
+    )
     args = parser.parse_args(argv)
     try:
         ports = Ports.from_env()
     except ValueError as exc:
         parser.error(str(exc))
+    reload = not args.no_reload and os.environ.get("RELOAD", "1").strip() not in ("0", "false")
     endpoint = os.environ.get("DYNAMODB_ENDPOINT", "").strip() or None
     printer = LinePrinter()
     system = LocalSystem(
@@ -671,21 +503,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Also when started with SIGINT ignored (a script's `cmd &`): `kill -INT` must still stop it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 0
+    watcher: Watcher | None = None
     try:
+        if endpoint is None:
+            system.engine = dynamodb.choose(data_dir=dynamodb.data_dir_from_env(), say=printer.say)
         printer.say(f"starting {', '.join(s.name for s in system.services)} (stage {args.stage})")
         system.start()
-        for line in banner(system).splitlines():
-            printer.say(line)
-        dead = system.watch()
-        printer.say(f"{dead.name} exited with {dead.returncode}; stopping everything")
-        code = 1
-    except StartupError as exc:
+        if reload:
+            watcher = Watcher(system.reload_map(), system.on_source_change).start()
+        printer.say(banner(system, reload))
+        system.supervise()
+    except (StartupError, EngineUnavailable) as exc:
         printer.say(f"could not start: {exc}")
         code = 1
     except (KeyboardInterrupt, _Terminate):
         printer.say("stopping")
     finally:
         with _signals_ignored():
+            if watcher is not None:
+                watcher.stop()
             system.stop()
     printer.say("stopped")
     return code

