@@ -13,10 +13,13 @@ Three things happen here rather than in a config file, each for a reason:
   collected, and symlinks are not followed). The copy is removed afterwards, so nobody edits it.
 * A fragment common to every service (:data:`COMMON_FRAGMENT`) is deep-merged under the service's
   own one: API Gateway's own errors in the contract's ``{"Code", "Message"}`` shape, stage
-  throttling for the contract's 429, the public JWKS from an SSM parameter, and a log group with
-  a retention, so that deleting the stack deletes the logs too.
+  throttling for the contract's 429, the public JWKS from an SSM parameter, a log group with
+  a retention, so that deleting the stack deletes the logs too, and the function's name (its
+  stack's), which is what lets each ``.chalice/policy-<stage>.json`` grant logs on that
+  function's own log group instead of every Lambda's.
 * The result is checked before anyone deploys it: runtime ``python3.11``, no ``set-by-deploy``
-  placeholder left in the environment. A wrong template fails here, not half-way through a stack.
+  placeholder left in the environment, no logs permission wider than the function's own log
+  group. A wrong template fails here, not half-way through a stack.
 
 Dependencies are downloaded by Chalice as manylinux wheels from PyPI. Chalice caches the built
 package in ``<service>/.chalice/deployments/`` keyed by the requirements, the app code and
@@ -47,6 +50,14 @@ RUNTIME = "python3.11"
 # stack, a URL of another stack, the public key). The merge must replace every one of them.
 PLACEHOLDER = "set-by-deploy"
 FUNCTION = "APIHandler"  # Chalice's logical id for the function that serves the REST API
+FUNCTION_NAME = {"Ref": "AWS::StackName"}  # the function's name: its stack's, so its stage's
+# The one log group the function may write to: its own (see FunctionName in COMMON_FRAGMENT).
+# Each service's .chalice/policy-<stage>.json must grant logs on exactly this ARN;
+# check_template refuses anything wider.
+OWN_LOG_GROUP_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
+    ":log-group:/aws/lambda/${AWS::StackName}:*"
+}
 KEEP_CACHED_PACKAGES = 3  # per service, in .chalice/deployments (each is several MB)
 
 
@@ -132,7 +143,13 @@ COMMON_FRAGMENT: dict[str, Any] = {
             }
         },
         FUNCTION: {
-            "Properties": {"Environment": {"Variables": {"JWT_JWKS": {"Ref": "JwksParameterName"}}}}
+            "Properties": {
+                # Named after its stack (so after the stage) rather than by CloudFormation at
+                # random: the role's logs permission must name the function's log group, and it
+                # cannot refer to the function itself (the function needs the role first).
+                "FunctionName": FUNCTION_NAME,
+                "Environment": {"Variables": {"JWT_JWKS": {"Ref": "JwksParameterName"}}},
+            }
         },
         "APIHandlerLogGroup": {
             # Lambda would create this group itself, with no retention, and it would outlive the
@@ -208,6 +225,17 @@ def _chalice_env() -> dict[str, str]:
     return env
 
 
+def _role_statements(template: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The IAM statements of every role's inline policies (Chalice puts the policy file there)."""
+    return [
+        statement
+        for resource in template.get("Resources", {}).values()
+        if resource.get("Type") == "AWS::IAM::Role"
+        for policy in resource.get("Properties", {}).get("Policies", [])
+        for statement in policy.get("PolicyDocument", {}).get("Statement", [])
+    ]
+
+
 def check_template(service: ServiceDef, template: Mapping[str, Any]) -> None:
     """Refuse a template the deploy would fail on later, or that would run with wrong settings."""
     function = template["Resources"][FUNCTION]["Properties"]
@@ -216,6 +244,19 @@ def check_template(service: ServiceDef, template: Mapping[str, Any]) -> None:
             f"{service.name}: runtime is {function.get('Runtime')!r}, expected {RUNTIME!r}; "
             f"Chalice takes it from the interpreter, so package with Python 3.11"
         )
+    if function.get("FunctionName") != FUNCTION_NAME:
+        raise PackageError(f"{service.name}: FunctionName must be the stack's name")
+    for statement in _role_statements(template):
+        actions = statement.get("Action", [])
+        actions = actions if isinstance(actions, list) else [actions]
+        if any(str(a).startswith("logs:") for a in actions) and (
+            statement.get("Resource") != OWN_LOG_GROUP_ARN
+        ):
+            raise PackageError(
+                f"{service.name}: a logs permission must name only the function's own log "
+                f"group, {OWN_LOG_GROUP_ARN['Fn::Sub']} (see .chalice/policy-<stage>.json), "
+                f"not {json.dumps(statement.get('Resource'))}"
+            )
     variables = function.get("Environment", {}).get("Variables", {})
     unset = sorted(k for k, v in variables.items() if v == PLACEHOLDER)
     if unset:

@@ -26,6 +26,7 @@ from typing import Any
 from tools.deploy import Stacks
 
 _FUNCTION_PROPERTIES = (
+    "FunctionName",
     "Handler",
     "Runtime",
     "Role",

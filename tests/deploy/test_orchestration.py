@@ -565,6 +565,24 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
         assert any(table_arn in d for d in documents)
         assert any(secret_arn in d for d in documents) == (service is USER)
 
+    # Each function is named after its stack, and its role may write only its own log group.
+    for service in SERVICES:
+        stack = naming.stack(service)
+        resources = cfn.describe_stack_resources(StackName=stack)["StackResources"]
+        by_id = {r["LogicalResourceId"]: r.get("PhysicalResourceId") for r in resources}
+        assert by_id["APIHandler"] == stack
+        role_policies = json.dumps(
+            [
+                iam.get_role_policy(RoleName=by_id["ApiHandlerRole"], PolicyName=p)
+                for p in iam.list_role_policies(RoleName=by_id["ApiHandlerRole"])["PolicyNames"]
+            ],
+            default=str,
+        )
+        assert f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/{stack}:*" in (
+            role_policies
+        )
+        assert "/aws/lambda/*" not in role_policies
+
     # The code each function runs is the zip the deploy uploaded.
     s3 = aws.client("s3")
     bucket = deployer.bucket().name

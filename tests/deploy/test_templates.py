@@ -176,6 +176,52 @@ def test_function_may_touch_only_its_own_table_with_the_calls_its_code_makes(
         assert expected == {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"}
 
 
+PSEUDO = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "eu-west-1",
+    "AWS::AccountId": "123456789012",
+}
+
+
+def resolved(value: Any, refs: dict[str, str]) -> str:
+    """A string as CloudFormation would resolve it: ``Ref`` and ``Fn::Sub`` of known names."""
+    if isinstance(value, str):
+        return value
+    if set(value) == {"Ref"}:
+        return refs[value["Ref"]]
+    assert set(value) == {"Fn::Sub"}, value
+    assert isinstance(value["Fn::Sub"], str), value
+    text = value["Fn::Sub"]
+    for name, replacement in refs.items():
+        text = text.replace("${" + name + "}", replacement)
+    assert "${" not in text, f"unresolved in {text}"
+    return text
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_logs_permission_is_only_the_function_own_log_group(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    """The function may write log streams of its own log group and of no other: not every
+    Lambda's group in every region and account (what ``/aws/lambda/*`` allowed)."""
+    template = templates[name]
+    refs = {**PSEUDO, "AWS::StackName": f"shop-dev-{name.replace('_', '-')}"}
+    function_name = resolved(function(template)["FunctionName"], refs)
+    refs["APIHandler"] = function_name  # what Ref gives for a function
+    log_group = template["Resources"]["APIHandlerLogGroup"]["Properties"]["LogGroupName"]
+    assert resolved(log_group, refs) == f"/aws/lambda/{function_name}"
+    logs = [
+        s
+        for s in role_statements(template)
+        if any(a.startswith("logs:") for a in as_list(s["Action"]))
+    ]
+    assert len(logs) == 1, logs
+    assert sorted(as_list(logs[0]["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert [resolved(r, refs) for r in as_list(logs[0]["Resource"])] == [
+        f"arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/{function_name}:*"
+    ]
+
+
 def test_only_user_api_can_read_the_signing_key(templates: dict[str, dict[str, Any]]) -> None:
     user = templates[USER.name]
     secret_statements = [
@@ -306,11 +352,45 @@ def test_check_template_refuses_a_wrong_runtime_or_an_unwired_variable() -> None
     good = {
         "Resources": {
             package.FUNCTION: {
-                "Properties": {"Runtime": "python3.11", "Environment": {"Variables": {"A": "1"}}}
-            }
+                "Properties": {
+                    "FunctionName": {"Ref": "AWS::StackName"},
+                    "Runtime": "python3.11",
+                    "Environment": {"Variables": {"A": "1"}},
+                }
+            },
+            "ApiHandlerRole": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "Policies": [
+                        {
+                            "PolicyName": "p",
+                            "PolicyDocument": {
+                                "Statement": [
+                                    {
+                                        "Effect": "Allow",
+                                        "Action": ["logs:PutLogEvents"],
+                                        "Resource": package.OWN_LOG_GROUP_ARN,
+                                    }
+                                ]
+                            },
+                        }
+                    ]
+                },
+            },
         }
     }
     package.check_template(USER, good)
+    every_group = json.loads(json.dumps(good))
+    statement = every_group["Resources"]["ApiHandlerRole"]["Properties"]["Policies"][0][
+        "PolicyDocument"
+    ]["Statement"][0]
+    statement["Resource"] = "arn:*:logs:*:*:log-group:/aws/lambda/*:*"
+    with pytest.raises(package.PackageError, match="only the function's own log group"):
+        package.check_template(USER, every_group)
+    unnamed = json.loads(json.dumps(good))
+    del unnamed["Resources"][package.FUNCTION]["Properties"]["FunctionName"]
+    with pytest.raises(package.PackageError, match="FunctionName"):
+        package.check_template(USER, unnamed)
     wrong_runtime = json.loads(json.dumps(good))
     wrong_runtime["Resources"][package.FUNCTION]["Properties"]["Runtime"] = "python3.12"
     with pytest.raises(package.PackageError, match=r"python3\.11"):
