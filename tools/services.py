@@ -39,28 +39,52 @@ class ServiceDef:
         env.update(cfg["stages"][stage].get("environment_variables", {}))
         return env
 
-    def table_resource(self) -> dict[str, Any]:
-        """The ``AWS::DynamoDB::Table`` this service declares in its ``resources.json``."""
-        template = json.loads((self.directory / "resources.json").read_text())
-        tables = [
-            r for r in template["Resources"].values() if r.get("Type") == "AWS::DynamoDB::Table"
-        ]
-        if len(tables) != 1:
-            raise ValueError(f"{self.name}/resources.json must declare exactly one table")
-        return tables[0]
+    def resources(self) -> dict[str, Any]:
+        return json.loads((self.directory / "resources.json").read_text())["Resources"]
 
-    def create_table_args(self, stage: str) -> dict[str, Any]:
-        """``CreateTable`` arguments for ``stage``, built from the CloudFormation definition."""
-        props = self.table_resource()["Properties"]
+    def tables(self) -> dict[str, dict[str, Any]]:
+        """Every ``AWS::DynamoDB::Table`` in ``resources.json``, by logical id."""
+        return {
+            logical_id: resource
+            for logical_id, resource in self.resources().items()
+            if resource.get("Type") == "AWS::DynamoDB::Table"
+        }
+
+    def table_resource(self, logical_id: str = "Table") -> dict[str, Any]:
+        """One table this service declares (``Table``, its main one, unless named)."""
+        try:
+            return self.tables()[logical_id]
+        except KeyError:
+            raise ValueError(f"{self.name}/resources.json declares no table {logical_id}") from None
+
+    def table_env(self, logical_id: str) -> str:
+        """The environment variable that carries the table's name to the function: the one
+        ``resources.json`` wires to it with ``{"Ref": logical_id}``."""
+        handler = self.resources().get("APIHandler", {})
+        variables = handler.get("Properties", {}).get("Environment", {}).get("Variables", {})
+        for name, value in variables.items():
+            if value == {"Ref": logical_id}:
+                return str(name)
+        raise ValueError(f"{self.name}/resources.json passes table {logical_id} to no variable")
+
+    def create_table_args(self, stage: str, logical_id: str = "Table") -> dict[str, Any]:
+        """``CreateTable`` arguments for ``stage``, built from the CloudFormation definition;
+        the name is the stage's value of the table's variable."""
+        props = self.table_resource(logical_id)["Properties"]
         args = {
-            "TableName": self.stage_env(stage)["TABLE_NAME"],
+            "TableName": self.stage_env(stage)[self.table_env(logical_id)],
             "AttributeDefinitions": props["AttributeDefinitions"],
             "KeySchema": props["KeySchema"],
             "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
         }
-        if "GlobalSecondaryIndexes" in props:
-            args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        for optional in ("GlobalSecondaryIndexes", "StreamSpecification"):
+            if optional in props:
+                args[optional] = props[optional]
         return args
+
+    def time_to_live(self, logical_id: str) -> dict[str, Any] | None:
+        """The table's ``TimeToLiveSpecification``, for ``UpdateTimeToLive`` after creation."""
+        return self.table_resource(logical_id)["Properties"].get("TimeToLiveSpecification")
 
 
 GATEWAY = ServiceDef("gateway_api", 5000, "GATEWAY_API_PORT", owns_table=False)
@@ -73,12 +97,19 @@ DATA_SERVICES = tuple(s for s in SERVICES if s.owns_table)
 
 
 def create_tables(dynamodb: Any, stage: str) -> list[str]:
-    """Create each data service's table if missing; return the names created."""
+    """Create every table of every data service if missing; return the names created."""
     existing = set(dynamodb.list_tables()["TableNames"])
     created = []
     for svc in DATA_SERVICES:
-        args = svc.create_table_args(stage)
-        if args["TableName"] not in existing:
+        for logical_id in svc.tables():
+            args = svc.create_table_args(stage, logical_id)
+            if args["TableName"] in existing:
+                continue
             dynamodb.create_table(**args)
+            ttl = svc.time_to_live(logical_id)
+            if ttl:
+                dynamodb.update_time_to_live(
+                    TableName=args["TableName"], TimeToLiveSpecification=ttl
+                )
             created.append(args["TableName"])
     return created
