@@ -82,7 +82,10 @@ def _error_code(exc: ClientError) -> str:
 
 @dataclass(frozen=True)
 class Naming:
-    """Every name the deploy gives, derived from the stage, so two stages never collide."""
+    """Every name the deploy gives, derived from the stage name alone, so two stages never
+    collide. Never from a stage's settings: a new stage starts as a copy of another's section
+    in ``config.json``, and a name read from there would be the other stage's name (the signing
+    key's once was, so a copied stage shared dev's key and its destroy deleted it)."""
 
     stage: str
 
@@ -98,10 +101,7 @@ class Naming:
 
     @property
     def signing_key_secret(self) -> str:
-        """The secret user_api's stage config names (``secretsmanager:NAME``), else the default."""
-        reference = USER.stage_env(self.stage).get("JWT_SIGNING_KEY", "")
-        if reference.startswith("secretsmanager:"):
-            return reference[len("secretsmanager:") :]
+        """The key's secret; the function gets its ARN from the stack (``SigningKeySecretArn``)."""
         return f"{PROJECT}/{self.stage}/jwt-signing-key"
 
     @property

@@ -6,7 +6,7 @@ keeps generating the function, the REST API and the role, and the service's own
 ``resources.json`` adds what Chalice cannot express: its table, a data-access policy scoped to that
 table's ARN, and the environment wired by ``Ref`` instead of names typed into a config file.
 
-Three things happen here rather than in a config file, each for a reason:
+Four things happen here rather than in a config file, each for a reason:
 
 * ``lib/svckit`` is copied into the app's ``vendor/`` first, because Chalice packages only
   ``app.py``, ``chalicelib/`` and ``vendor/`` (a local pip package in ``requirements.txt`` is not
@@ -17,6 +17,9 @@ Three things happen here rather than in a config file, each for a reason:
   a retention, so that deleting the stack deletes the logs too, and the function's name (its
   stack's), which is what lets each ``.chalice/policy-<stage>.json`` grant logs on that
   function's own log group instead of every Lambda's.
+* The function's ``STAGE`` setting is the stage being packaged (:func:`stage_fragment`), not a
+  value from ``config.json``, where a new stage starts as a copy of another's section: tokens
+  name their stage, so one stage's tokens fail in another.
 * The result is checked before anyone deploys it: runtime ``python3.11``, no ``set-by-deploy``
   placeholder left in the environment, no logs permission wider than the function's own log
   group. A wrong template fails here, not half-way through a stack.
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from svckit.tokens import STAGE_SETTING
 from tools.services import ROOT, SERVICES, ServiceDef
 
 BUILD_DIR = ROOT / "build"
@@ -177,11 +181,23 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def merge_fragment(service: ServiceDef) -> dict[str, Any]:
-    """What ``--merge-template`` gets: the common fragment under the service's own fragment."""
+def stage_fragment(stage: str) -> dict[str, Any]:
+    """The function's ``STAGE`` setting, from the stage being packaged.
+
+    Tokens name their stage in ``iss`` and ``aud`` (``svckit.tokens``), so a token of one stage
+    fails in another. The value is the name passed to ``--stage``, merged last, so it cannot come
+    from a stage's ``environment_variables`` copied from another stage.
+    """
+    variables = {STAGE_SETTING: stage}
+    return {"Resources": {FUNCTION: {"Properties": {"Environment": {"Variables": variables}}}}}
+
+
+def merge_fragment(service: ServiceDef, stage: str) -> dict[str, Any]:
+    """What ``--merge-template`` gets: the common fragment under the service's own fragment,
+    and the stage's name over both."""
     own_path = service.directory / "resources.json"
     own = json.loads(own_path.read_text()) if own_path.exists() else {}
-    return deep_merge(COMMON_FRAGMENT, own)
+    return deep_merge(deep_merge(COMMON_FRAGMENT, own), stage_fragment(stage))
 
 
 def vendor_svckit(service: ServiceDef) -> Path:
@@ -236,9 +252,15 @@ def _role_statements(template: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def check_template(service: ServiceDef, template: Mapping[str, Any]) -> None:
+def check_template(service: ServiceDef, template: Mapping[str, Any], stage: str) -> None:
     """Refuse a template the deploy would fail on later, or that would run with wrong settings."""
     function = template["Resources"][FUNCTION]["Properties"]
+    variables = function.get("Environment", {}).get("Variables", {})
+    if variables.get(STAGE_SETTING) != stage:
+        raise PackageError(
+            f"{service.name}: {STAGE_SETTING} is {variables.get(STAGE_SETTING)!r}, not the "
+            f"packaged stage {stage!r}; tokens would not name the right stage"
+        )
     if function.get("Runtime") != RUNTIME:
         raise PackageError(
             f"{service.name}: runtime is {function.get('Runtime')!r}, expected {RUNTIME!r}; "
@@ -257,7 +279,6 @@ def check_template(service: ServiceDef, template: Mapping[str, Any]) -> None:
                 f"group, {OWN_LOG_GROUP_ARN['Fn::Sub']} (see .chalice/policy-<stage>.json), "
                 f"not {json.dumps(statement.get('Resource'))}"
             )
-    variables = function.get("Environment", {}).get("Variables", {})
     unset = sorted(k for k, v in variables.items() if v == PLACEHOLDER)
     if unset:
         raise PackageError(
@@ -291,7 +312,7 @@ def package_service(service: ServiceDef, stage: str, out_root: Path) -> Packaged
         shutil.rmtree(out_dir)
     out_root.mkdir(parents=True, exist_ok=True)
     merge_path = out_root / f".{service.name}.merge.json"
-    merge_path.write_text(json.dumps(merge_fragment(service), indent=2))
+    merge_path.write_text(json.dumps(merge_fragment(service, stage), indent=2))
     started = time.perf_counter()
     vendor_svckit(service)
     try:
@@ -323,7 +344,7 @@ def package_service(service: ServiceDef, stage: str, out_root: Path) -> Packaged
             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         )
     packaged = Packaged(service, out_dir, time.perf_counter() - started)
-    check_template(service, packaged.template())
+    check_template(service, packaged.template(), stage)
     _prune_chalice_cache(service)
     return packaged
 

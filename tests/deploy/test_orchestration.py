@@ -19,9 +19,11 @@ test_templates.py and test_zips.py, and otherwise only by a real `make deploy-lo
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
+import shutil
 import socket
 import zipfile
 from collections.abc import Iterator
@@ -32,13 +34,14 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from chalice import UnauthorizedError
 from moto import mock_aws
 
 from svckit import keys
 from svckit.tokens import TokenIssuer, TokenVerifier
 from tests.deploy.samlite import SamLiteStacks
 from tools import deploy, package
-from tools.services import GATEWAY, PRODUCT, SERVICES, USER
+from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
 
 pytestmark = pytest.mark.deploy
 
@@ -74,9 +77,12 @@ def naming() -> deploy.Naming:
 # --- keys ----------------------------------------------------------------------------------
 
 
-def test_signing_key_secret_is_the_one_user_api_config_names(naming: deploy.Naming) -> None:
-    assert USER.stage_env(STAGE)["JWT_SIGNING_KEY"] == f"secretsmanager:{naming.signing_key_secret}"
+def test_key_names_come_from_the_stage_name_alone(naming: deploy.Naming) -> None:
+    assert naming.signing_key_secret == f"shop/{STAGE}/jwt-signing-key"
     assert naming.jwks_parameter == f"/shop/{STAGE}/jwt-jwks"
+    # Nothing in the stage's config names the key: the stack hands the function the ARN.
+    assert USER.stage_env(STAGE)["JWT_SIGNING_KEY"] == package.PLACEHOLDER
+    assert deploy.Naming("prod").signing_key_secret == "shop/prod/jwt-signing-key"
 
 
 def test_keys_are_created_once_and_the_public_half_verifies_the_private_half(
@@ -624,6 +630,92 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
     with pytest.raises(aws.client("ssm").exceptions.ParameterNotFound):
         aws.client("ssm").get_parameter(Name=naming.jwks_parameter)
     assert said.lines[-2] == f"Gateway URL (removed): {urls[GATEWAY.name]}"
+
+
+def _restaged(
+    packaged: dict[str, package.Packaged], stage: str, out: Path
+) -> list[package.Packaged]:
+    """What packaging ``stage`` gives when its config is a copy of dev's: the same code and
+    settings, with the one value ``tools.package`` derives from the stage itself."""
+    result = []
+    for service in SERVICES:
+        source = packaged[service.name]
+        target = out / stage / service.name
+        shutil.copytree(source.directory, target)
+        template = source.template()
+        variables = template["Resources"][package.FUNCTION]["Properties"]["Environment"]
+        variables["Variables"]["STAGE"] = stage
+        (target / "sam.json").write_text(json.dumps(template))
+        result.append(package.Packaged(service, target, 0.0))
+    return result
+
+
+def test_a_stage_copied_from_dev_gets_its_own_key_and_destroying_it_leaves_dev_alone(
+    aws: Any,
+    packaged: dict[str, package.Packaged],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/deploy.md says a new stage is a copy of dev's section. Every per-stage name (secret,
+    parameter, stacks, functions, bucket) comes from the stage name, never from a copied
+    setting, so the copy has its own key, its tokens fail in dev, and its destroy spares dev."""
+    real_config = ServiceDef.config
+
+    def with_qa(self: ServiceDef) -> dict[str, Any]:
+        config = real_config(self)
+        config["stages"]["qa"] = copy.deepcopy(config["stages"]["dev"])
+        return config
+
+    monkeypatch.setattr(ServiceDef, "config", with_qa)
+    said = Recorder()
+    deployers = {}
+    for stage in ("dev", "qa"):
+        built = _restaged(packaged, stage, tmp_path)
+        deployers[stage] = deploy.Deployer(
+            aws,
+            deploy.Target(REGION, poll_seconds=0, max_wait_seconds=30),
+            deploy.Naming(stage),
+            packager=lambda _stage, built=built: built,
+            stacks=SamLiteStacks(aws.client("cloudformation"), 0, 30, said),
+            say=said,
+        )
+        deployers[stage].deploy()
+    dev, qa = deployers["dev"].naming, deployers["qa"].naming
+    assert qa.signing_key_secret == "shop/qa/jwt-signing-key" != dev.signing_key_secret
+    assert qa.jwks_parameter == "/shop/qa/jwt-jwks" != dev.jwks_parameter
+    assert {qa.stack(s) for s in SERVICES}.isdisjoint({dev.stack(s) for s in SERVICES})
+
+    secrets, ssm = aws.client("secretsmanager"), aws.client("ssm")
+    arn, pem, jwks = {}, {}, {}
+    for stage, naming in (("dev", dev), ("qa", qa)):
+        secret = secrets.get_secret_value(SecretId=naming.signing_key_secret)
+        arn[stage], pem[stage] = secret["ARN"], secret["SecretString"]
+        jwks[stage] = ssm.get_parameter(Name=naming.jwks_parameter)["Parameter"]["Value"]
+        user_env = _function_env(aws, naming.stack(USER))
+        assert user_env["JWT_SIGNING_KEY"] == f"secretsmanager:{arn[stage]}"
+        for service in SERVICES:
+            env = _function_env(aws, naming.stack(service))
+            assert env["JWT_JWKS"] == jwks[stage]
+            assert env["STAGE"] == stage
+    assert pem["dev"] != pem["qa"]
+    assert deploy._kids(jwks["dev"]).isdisjoint(deploy._kids(jwks["qa"]))
+
+    # A token as qa's user_api signs it verifies in qa and is refused by dev's settings.
+    monkeypatch.setenv("STAGE", "qa")
+    token = TokenIssuer(pem["qa"], ttl_seconds=60).issue("alice")
+    assert TokenVerifier(jwks["qa"]).verify(token).username == "alice"
+    monkeypatch.setenv("STAGE", "dev")
+    with pytest.raises(UnauthorizedError):
+        TokenVerifier(jwks["dev"]).verify(token)
+
+    # Destroying qa removes qa's key and nothing of dev's.
+    deployers["qa"].destroy()
+    assert secrets.get_secret_value(SecretId=dev.signing_key_secret)["SecretString"] == pem["dev"]
+    assert ssm.get_parameter(Name=dev.jwks_parameter)["Parameter"]["Value"] == jwks["dev"]
+    assert [s["Name"] for s in secrets.list_secrets()["SecretList"]] == [dev.signing_key_secret]
+    assert all(deployers["dev"].stacks.status(dev.stack(s)) == "CREATE_COMPLETE" for s in SERVICES)
+    assert deployers["dev"].bucket().state() == "ours"
+    assert deployers["qa"].bucket().state() == "absent"
 
 
 def test_cli_destroy_of_a_stage_never_deployed_succeeds_and_a_bad_stage_fails(

@@ -246,6 +246,32 @@ def test_only_user_api_can_read_the_signing_key(templates: dict[str, dict[str, A
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_the_stage_name_reaches_every_function_from_packaging_not_from_config(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    """Tokens name their stage (iss, aud) from STAGE; the value is the stage packaged, so a
+    stage whose config section was copied from another still names itself."""
+    assert env(templates[name])["STAGE"] == "dev"
+    config = BY_NAME[name].config()
+    for section in (config, *config["stages"].values()):
+        assert "STAGE" not in section.get("environment_variables", {})
+    merged = package.merge_fragment(BY_NAME[name], "prod")["Resources"][package.FUNCTION]
+    assert merged["Properties"]["Environment"]["Variables"]["STAGE"] == "prod"
+
+
+def test_no_per_stage_name_is_configured_in_a_deployed_stage() -> None:
+    """The signing key's secret once came from user_api's JWT_SIGNING_KEY, so a stage copied
+    from dev shared dev's key; now the deploy derives it and the stack wires its ARN."""
+    for service in SERVICES:
+        for stage, section in service.config()["stages"].items():
+            if stage == "local":
+                continue
+            for key, value in section.get("environment_variables", {}).items():
+                names_something = ("secretsmanager:", "/shop/", "shop-", f"-{stage}")
+                assert not any(m in value for m in names_something), (service.name, stage, key)
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
 def test_public_jwks_arrives_inline_from_the_ssm_parameter(
     name: str, templates: dict[str, dict[str, Any]]
 ) -> None:
@@ -355,7 +381,7 @@ def test_check_template_refuses_a_wrong_runtime_or_an_unwired_variable() -> None
                 "Properties": {
                     "FunctionName": {"Ref": "AWS::StackName"},
                     "Runtime": "python3.11",
-                    "Environment": {"Variables": {"A": "1"}},
+                    "Environment": {"Variables": {"A": "1", "STAGE": "dev"}},
                 }
             },
             "ApiHandlerRole": {
@@ -379,28 +405,30 @@ def test_check_template_refuses_a_wrong_runtime_or_an_unwired_variable() -> None
             },
         }
     }
-    package.check_template(USER, good)
+    package.check_template(USER, good, "dev")
     every_group = json.loads(json.dumps(good))
     statement = every_group["Resources"]["ApiHandlerRole"]["Properties"]["Policies"][0][
         "PolicyDocument"
     ]["Statement"][0]
     statement["Resource"] = "arn:*:logs:*:*:log-group:/aws/lambda/*:*"
     with pytest.raises(package.PackageError, match="only the function's own log group"):
-        package.check_template(USER, every_group)
+        package.check_template(USER, every_group, "dev")
     unnamed = json.loads(json.dumps(good))
     del unnamed["Resources"][package.FUNCTION]["Properties"]["FunctionName"]
     with pytest.raises(package.PackageError, match="FunctionName"):
-        package.check_template(USER, unnamed)
+        package.check_template(USER, unnamed, "dev")
+    with pytest.raises(package.PackageError, match="not the packaged stage 'prod'"):
+        package.check_template(USER, good, "prod")
     wrong_runtime = json.loads(json.dumps(good))
     wrong_runtime["Resources"][package.FUNCTION]["Properties"]["Runtime"] = "python3.12"
     with pytest.raises(package.PackageError, match=r"python3\.11"):
-        package.check_template(USER, wrong_runtime)
+        package.check_template(USER, wrong_runtime, "dev")
     unwired = json.loads(json.dumps(good))
     unwired["Resources"][package.FUNCTION]["Properties"]["Environment"]["Variables"]["B"] = (
         package.PLACEHOLDER
     )
     with pytest.raises(package.PackageError, match="B still"):
-        package.check_template(USER, unwired)
+        package.check_template(USER, unwired, "dev")
 
 
 def test_resources_json_files_are_valid_fragments() -> None:

@@ -30,7 +30,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from svckit import keys
-from svckit.tokens import TokenIssuer, TokenVerifier
+from svckit.tokens import TokenIssuer, TokenVerifier, audience_for, issuer_for
+from tests.deploy.conftest import STAGE
 from tools import package
 from tools.bench_package import run_isolated, unpack
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER
@@ -283,7 +284,10 @@ def test_user_api_zip_registers_logs_in_with_the_secret_key_and_guards_writes(
     assert registered["statusCode"] == 201, registered
     assert body(registered)["user"]["username"] == "zip_user"
     assert logged_in["statusCode"] == 200, logged_in
-    principal = TokenVerifier(key_material[1]).verify(body(logged_in)["access_token"])
+    token = body(logged_in)["access_token"]
+    principal = TokenVerifier(
+        key_material[1], issuer=issuer_for(STAGE), audience=audience_for(STAGE)
+    ).verify(token)
     assert principal.username == "zip_user"
     assert promote["statusCode"] == 401
     assert body(promote)["Code"] == "UnauthorizedError"
@@ -308,7 +312,7 @@ def test_product_api_zip_refuses_a_write_without_token_and_takes_one_with(
     table = make_table(moto_server, template, "products-zipcheck")
     env = function_env(template, {"Table": table, **stage_aws})
     assert "JWT_SIGNING_KEY" not in env
-    token = TokenIssuer(key_material[0], ttl_seconds=300).issue("zip_user")
+    token = TokenIssuer(key_material[0], ttl_seconds=300, stage=STAGE).issue("zip_user")
     product = {"product_id": "zip-1", "product_name": "Laptop"}
     health, anonymous, added, listed = invoke(
         PRODUCT.name,

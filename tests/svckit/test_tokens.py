@@ -187,3 +187,22 @@ def test_the_signing_key_is_read_with_short_timeouts_and_bounded_retries(monkeyp
     config = client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (2, 5)
     assert config.retries == {"mode": "standard", "total_max_attempts": 3}  # 3 calls in all
+
+
+def test_a_token_from_one_stage_is_refused_in_another_even_under_the_same_key(
+    material, monkeypatch
+):
+    """Issuer and audience name the stage (the ``STAGE`` setting, which ``make package`` sets), so
+    a stage that shares another's key, as one copied from it once did, still refuses its tokens."""
+    monkeypatch.setenv("STAGE", "dev")
+    token = TokenIssuer(material[0], ttl_seconds=600).issue("alice")
+    verifier = TokenVerifier(material[1])
+    assert verifier.verify(token).username == "alice"
+    claims_seen = jwt.decode(token, options={"verify_signature": False})
+    assert "dev" in claims_seen["iss"]
+    assert "dev" in claims_seen["aud"]
+    monkeypatch.setenv("STAGE", "prod")
+    assert reason(verifier, token).startswith("token is invalid")
+    assert reason(TokenVerifier(material[1]), token).startswith("token is invalid")
+    monkeypatch.delenv("STAGE")  # unset is the local stage: not dev either
+    assert reason(verifier, token).startswith("token is invalid")

@@ -196,3 +196,24 @@ def test_a_failed_rehash_write_does_not_fail_a_correct_login(
     logged = json.dumps([r.__dict__ for r in caplog.records], default=str)
     assert "correct-horse" not in logged
     assert "$argon2" not in logged
+
+
+def test_a_token_issued_in_one_stage_is_refused_with_401_in_another(
+    register, login, user_client, monkeypatch
+):
+    """Even when two stages share the key (a stage copied from another once did), the token
+    names its stage in iss and aud, and another stage refuses it."""
+    register("alice", email="alice@example.com")
+    monkeypatch.setenv("STAGE", "dev")
+    token = {"Authorization": f"Bearer {login('alice')}"}
+    own = user_client.http.get("/users/alice", headers=token)
+    assert own.status_code == 200
+    assert own.json_body["email"] == "alice@example.com"
+    monkeypatch.setenv("STAGE", "prod")
+    for response in (
+        user_client.http.get("/users/alice", headers=token),
+        user_client.http.put("/user/promote/alice", headers=token),
+    ):
+        assert response.status_code == 401
+        assert response.json_body["Code"] == "UnauthorizedError"
+        assert response.json_body["Message"].startswith("token is invalid")

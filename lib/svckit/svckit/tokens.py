@@ -16,14 +16,35 @@ from dataclasses import dataclass
 import jwt
 from chalice import UnauthorizedError
 
+from svckit import config
 from svckit.keys import key_id, load_private_key
 
 ALGORITHM = "EdDSA"
 CLOCK_SKEW_SECONDS = 30
-# Who issues and who accepts: fixed by the system's design, not by a stage. Stages are kept
-# apart by their keys (each stage has its own), so a token from one never verifies in another.
-ISSUER = "user_api"
-AUDIENCE = "shop"
+# Who issues and who accepts names the stage, so a token from one stage never verifies in
+# another even if both hold the same key (as a stage copied from dev once did). The stage is the
+# STAGE setting, which tools.package writes into every deployed function from the stage it
+# packages; unset, as in the local run and the tests, it is the local stage.
+STAGE_SETTING = "STAGE"
+DEFAULT_STAGE = "local"
+
+
+def current_stage() -> str:
+    """Read per use, like every setting (see ``svckit.config``)."""
+    return config.optional(STAGE_SETTING, DEFAULT_STAGE)
+
+
+def issuer_for(stage: str) -> str:
+    return f"shop/{stage}/user_api"
+
+
+def audience_for(stage: str) -> str:
+    return f"shop/{stage}"
+
+
+# The local stage's values, for tests and tools that build tokens by hand.
+ISSUER = issuer_for(DEFAULT_STAGE)
+AUDIENCE = audience_for(DEFAULT_STAGE)
 
 
 @dataclass(frozen=True)
@@ -43,17 +64,21 @@ class Principal:
 
 
 class TokenIssuer:
-    def __init__(self, private_key_pem: str, ttl_seconds: int) -> None:
+    """Signs tokens for ``stage``, or for the current stage (read at each issue) when None."""
+
+    def __init__(self, private_key_pem: str, ttl_seconds: int, stage: str | None = None) -> None:
         self._key = load_private_key(private_key_pem)
         self._kid = key_id(self._key.public_key())
         self.ttl_seconds = ttl_seconds
+        self._stage = stage
 
     def issue(self, username: str, roles: Iterable[str] = ()) -> str:
         now = int(time.time())
+        stage = self._stage or current_stage()
         claims = {
             "sub": username,
-            "iss": ISSUER,
-            "aud": AUDIENCE,
+            "iss": issuer_for(stage),
+            "aud": audience_for(stage),
             "iat": now,
             "nbf": now,
             "exp": now + self.ttl_seconds,
@@ -64,7 +89,13 @@ class TokenIssuer:
 
 
 class TokenVerifier:
-    def __init__(self, jwks_json: str, issuer: str = ISSUER, audience: str = AUDIENCE) -> None:
+    """Verifies against a JWKS; issuer and audience are the given ones, or the current stage's
+    (read at each verify, so a verifier cached across stage settings still checks the right one).
+    """
+
+    def __init__(
+        self, jwks_json: str, issuer: str | None = None, audience: str | None = None
+    ) -> None:
         keys = jwt.PyJWKSet.from_json(jwks_json)
         # Only Ed25519 keys bound to EdDSA are trusted, whatever else the set might list.
         self._keys = {k.key_id: k for k in keys.keys if k.key_id and k.algorithm_name == ALGORITHM}
@@ -86,8 +117,8 @@ class TokenVerifier:
                 token,
                 key.key,
                 algorithms=[ALGORITHM],
-                issuer=self._issuer,
-                audience=self._audience,
+                issuer=self._issuer or issuer_for(current_stage()),
+                audience=self._audience or audience_for(current_stage()),
                 leeway=CLOCK_SKEW_SECONDS,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
