@@ -13,7 +13,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +36,14 @@ _REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 def utc_now() -> str:
     """ISO 8601 in UTC with a ``Z``, the contract's timestamp form."""
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def request_id_for(headers: Mapping[str, str]) -> str:
+    """The caller's ``X-Request-Id`` when it has a safe shape, else a new one. Also used for
+    answers made outside the views (the local server's unknown-route 404), so every response
+    carries an id by the same rule."""
+    offered = headers.get(REQUEST_ID_HEADER.lower(), "") or headers.get(REQUEST_ID_HEADER, "")
+    return offered if _REQUEST_ID_SHAPE.fullmatch(offered) else uuid.uuid4().hex
 
 
 def _reject_constant(name: str) -> Any:
@@ -72,8 +80,7 @@ class Service:
         self, request: Request, get_response: Callable[[Request], Response]
     ) -> Response:
         started = time.perf_counter()
-        offered = request.headers.get(REQUEST_ID_HEADER.lower(), "")
-        request_id = offered if _REQUEST_ID_SHAPE.fullmatch(offered) else uuid.uuid4().hex
+        request_id = request_id_for(request.headers)
         request.context["request_id"] = request_id
         self.log.thread_safe_append_keys(request_id=request_id)
         try:
