@@ -23,32 +23,90 @@ the local runner uses them to point the gateway at services on other ports.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from chalice.cli.factory import CLIFactory
 from chalice.deploy.validate import validate_routes
 from chalice.local import (
     ChaliceRequestHandler,
     CustomLocalChalice,
+    ForbiddenError,
     LocalChalice,
     LocalDevServer,
+    LocalGateway,
+    LocalGatewayException,
     ThreadedHTTPServer,
 )
+
+from svckit.web import REQUEST_ID_HEADER, request_id_for
 
 LISTEN_BACKLOG = 128
 
 
+class RouteNotFound(LocalGatewayException):
+    """No route serves this method and path: the contract's 404, with a request id."""
+
+    CODE = 404
+
+
+class ContractGateway(LocalGateway):
+    """Chalice's local API Gateway, answering what no view serves the way the deployed stages
+    do (their gateway responses are rewritten by ``tools.package``): ``404 NotFoundError`` in the
+    contract's shape with an ``X-Request-Id``, instead of ``403 Missing Authentication Token``
+    and an empty ``200`` for ``OPTIONS``. A path whose route lacks the method is no route either:
+    API Gateway has no method there to call the function with.
+    """
+
+    def _generate_lambda_event(
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None
+    ) -> dict[str, Any]:
+        event: dict[str, Any] = super()._generate_lambda_event(method, path, headers, body)
+        if method not in self._app_object.routes[event["requestContext"]["resourcePath"]]:
+            raise ValueError(f"no {method} method on {path}")
+        return event
+
+    def handle_request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None
+    ) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = super().handle_request(method, path, headers, body)
+        except ForbiddenError as exc:  # raised only for "no route": the apps have no authorizer
+            request_id = request_id_for({k.lower(): v for k, v in headers.items()})
+            message = f"no route for {method} {path.split('?')[0]}"
+            raise RouteNotFound(
+                {REQUEST_ID_HEADER: request_id, "Content-Type": "application/json"},
+                json.dumps({"Code": "NotFoundError", "Message": message}).encode(),
+            ) from exc
+        return response
+
+
 class NoDelayRequestHandler(ChaliceRequestHandler):
     """Chalice's handler with ``TCP_NODELAY`` set on each accepted socket (by
-    ``StreamRequestHandler.setup``), so a response's header and body writes leave at once."""
+    ``StreamRequestHandler.setup``), so a response's header and body writes leave at once, and
+    the contract's answer for unknown routes (``ContractGateway``)."""
 
     disable_nagle_algorithm = True
+
+    def __init__(
+        self,
+        request: Any,
+        client_address: Any,
+        server: Any,
+        app_object: Any,
+        config: Any,
+    ) -> None:
+        # BaseHTTPRequestHandler serves the request inside __init__: the gateway must exist first.
+        self.local_gateway = ContractGateway(app_object, config)
+        BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """No access line: the app's middleware already logs each request as JSON with its id.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import json
 import socket
 import subprocess
 import threading
@@ -87,3 +88,60 @@ def test_accepted_sockets_and_listen_backlog(serve, server_cls, handler_cls, nod
         conn.close()
     assert [bool(flag) for flag in seen] == [nodelay]
     assert _listen_backlog(port) == backlog
+
+
+def _call(port: int, method: str, path: str, headers: dict[str, str] | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/no/such/route"),
+        ("GET", "/no/such/route?limit=5"),
+        ("OPTIONS", "/health"),
+        ("DELETE", "/greet/Ada"),
+    ],
+)
+def test_what_no_view_serves_is_the_contracts_404_with_a_request_id(serve, method, path):
+    """Stock ``chalice local`` answers ``403 {"message": "Missing Authentication Token"}`` (and an
+    empty 200 for OPTIONS); the deployed stages rewrite API Gateway's answer to the contract's 404,
+    and the devserver answers the same."""
+    port, _ = serve(devserver.BackloggedHTTPServer, devserver.NoDelayRequestHandler)
+
+    status, headers, body = _call(port, method, path)
+
+    assert status == 404
+    assert json.loads(body) == {
+        "Code": "NotFoundError",
+        "Message": f"no route for {method} {path.split('?')[0]}",
+    }
+    assert headers["Content-Type"] == "application/json"
+    assert len(headers["X-Request-Id"]) >= 16
+
+
+def test_an_unknown_route_echoes_the_callers_request_id(serve):
+    port, _ = serve(devserver.BackloggedHTTPServer, devserver.NoDelayRequestHandler)
+
+    _, headers, _ = _call(port, "GET", "/nowhere", {"X-Request-Id": "trace-me-1"})
+    _, unsafe, _ = _call(port, "GET", "/nowhere", {"X-Request-Id": "bad id\u00e9"})
+
+    assert headers["X-Request-Id"] == "trace-me-1"
+    assert unsafe["X-Request-Id"] != "bad id\u00e9"
+
+
+def test_stock_chalice_local_answers_unknown_routes_otherwise(serve):
+    """What the devserver changes, shown on stock Chalice (so the test above can fail)."""
+    port, _ = serve(ThreadedHTTPServer, ChaliceRequestHandler)
+
+    status, headers, body = _call(port, "GET", "/no/such/route")
+
+    assert status == 403
+    assert b"Missing Authentication Token" in body
+    assert "X-Request-Id" not in headers
