@@ -12,7 +12,8 @@ Four things happen here rather than in a config file, each for a reason:
   ``app.py``, ``chalicelib/`` and ``vendor/`` (a local pip package in ``requirements.txt`` is not
   collected, and symlinks are not followed). The copy is removed afterwards, so nobody edits it.
 * A fragment common to every service (:data:`COMMON_FRAGMENT`) is deep-merged under the service's
-  own one: API Gateway's own errors in the contract's ``{"Code", "Message"}`` shape, stage
+  own one: API Gateway's own errors in the contract's ``{"Code", "Message"}`` shape with an
+  ``X-Request-Id`` header (API Gateway's request id), stage
   throttling for the contract's 429, the public JWKS from an SSM parameter, a log group with
   a retention, so that deleting the stack deletes the logs too, and the function's name (its
   stack's), which is what lets each ``.chalice/policy-<stage>.json`` grant logs on that
@@ -65,20 +66,31 @@ OWN_LOG_GROUP_ARN = {
 KEEP_CACHED_PACKAGES = 3  # per service, in .chalice/deployments (each is several MB)
 
 
+# API Gateway's answers made without calling the function never pass through the middleware
+# that sets X-Request-Id (svckit.web), so the header is mapped here from API Gateway's own id for
+# the request, the one its access and execution logs carry.
+GATEWAY_RESPONSE_HEADERS = {"gatewayresponse.header.X-Request-Id": "context.requestId"}
+
+
 def _gateway_response(
     code: str, status: int | None = None, message: str | None = None
 ) -> dict[str, Any]:
-    """One of API Gateway's own error answers, rewritten into the contract's error shape.
+    """One of API Gateway's own error answers, rewritten into the contract's error shape and
+    given the ``X-Request-Id`` header every answer of the contract carries.
 
     ``$context.error.messageString`` is API Gateway's message already quoted as a JSON string.
     The templates go into the Swagger body (``x-amazon-apigateway-gateway-responses``) rather than
     separate ``AWS::ApiGateway::GatewayResponse`` resources: a SAM API re-imports its body on each
     deployment and separate gateway responses are then dropped from the deployed stage
     (aws/serverless-application-model#390, #623), while the body's own are part of every deployment.
+    A fixed ``message`` must hold no ``$`` or ``#``: the template is VTL.
     """
+    if message is not None and ("$" in message or "#" in message):
+        raise ValueError(f"gateway response message {message!r}: '$' and '#' are VTL syntax")
     text = json.dumps(message) if message is not None else "$context.error.messageString"
     response: dict[str, Any] = {
-        "responseTemplates": {"application/json": f'{{"Code": "{code}", "Message": {text}}}'}
+        "responseParameters": dict(GATEWAY_RESPONSE_HEADERS),
+        "responseTemplates": {"application/json": f'{{"Code": "{code}", "Message": {text}}}'},
     }
     if status is not None:
         response["statusCode"] = str(status)
@@ -91,6 +103,8 @@ GATEWAY_RESPONSES: dict[str, dict[str, Any]] = {
     "MISSING_AUTHENTICATION_TOKEN": _gateway_response(
         "NotFoundError", 404, "no route matches this method and path"
     ),
+    # Also a 404, which DEFAULT_4XX would name BadRequestError.
+    "RESOURCE_NOT_FOUND": _gateway_response("NotFoundError", 404),
     "THROTTLED": _gateway_response("TooManyRequestsError", 429, "too many requests, retry later"),
     "QUOTA_EXCEEDED": _gateway_response("TooManyRequestsError", 429),
     "REQUEST_TOO_LARGE": _gateway_response("PayloadTooLargeError", 413),

@@ -333,6 +333,63 @@ def test_api_gateway_own_errors_use_the_contract_shape(
     assert "statusCode" not in responses["DEFAULT_4XX"]  # keeps API Gateway's own status
 
 
+def gateway_responses(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every answer API Gateway makes without calling the function, by response type: those in
+    the API's Swagger body and any ``AWS::ApiGateway::GatewayResponse`` resource."""
+    body = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    found = dict(body.get("x-amazon-apigateway-gateway-responses", {}))
+    for resource in resources_of(template, "AWS::ApiGateway::GatewayResponse").values():
+        props = resource["Properties"]
+        found[props["ResponseType"]] = {
+            "statusCode": props.get("StatusCode"),
+            "responseParameters": props.get("ResponseParameters", {}),
+            "responseTemplates": props.get("ResponseTemplates", {}),
+        }
+    return found
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_api_gateway_own_answer_carries_a_request_id_and_the_contract_shape(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    """API Gateway answers some requests itself (no route, throttled, too large, its own
+    failures); those never reach the middleware that adds ``X-Request-Id``, so the header must
+    come from the gateway response, mapped from API Gateway's own request id."""
+    responses = gateway_responses(templates[name])
+    for required in (
+        "MISSING_AUTHENTICATION_TOKEN",
+        "RESOURCE_NOT_FOUND",
+        "REQUEST_TOO_LARGE",
+        "THROTTLED",
+        "QUOTA_EXCEEDED",
+        "DEFAULT_4XX",
+        "DEFAULT_5XX",
+    ):
+        assert required in responses, required
+    for kind, response in responses.items():
+        assert response.get("responseParameters") == {
+            "gatewayresponse.header.X-Request-Id": "context.requestId"
+        }, kind
+        templates_by_type = response["responseTemplates"]
+        assert set(templates_by_type) == {"application/json"}, kind
+        text = templates_by_type["application/json"]
+        rendered = json.loads(text.replace("$context.error.messageString", '"some message"'))
+        assert set(rendered) == {"Code", "Message"}, kind
+        assert isinstance(rendered["Message"], str), kind
+        assert rendered["Message"], kind
+        # The template is VTL: a literal '$' or '#' in our own text would be evaluated.
+        assert "#" not in text, kind
+        assert text.count("$") == text.count("$context.error.messageString"), kind
+    missing_route = responses["MISSING_AUTHENTICATION_TOKEN"]
+    assert missing_route["statusCode"] == "404"
+    assert json.loads(missing_route["responseTemplates"]["application/json"])["Code"] == (
+        "NotFoundError"
+    )
+    assert responses["RESOURCE_NOT_FOUND"]["statusCode"] == "404"
+    assert responses["REQUEST_TOO_LARGE"]["statusCode"] == "413"
+    assert responses["THROTTLED"]["statusCode"] == "429"
+
+
 @pytest.mark.parametrize("name", SERVICE_NAMES)
 def test_stage_is_throttled_and_logs_expire_with_the_stack(
     name: str, templates: dict[str, dict[str, Any]]
