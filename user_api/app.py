@@ -19,9 +19,9 @@ from chalice import (
     UnauthorizedError,
 )
 
-from chalicelib import passwords, users
+from chalicelib import login_limits, passwords, users
 from svckit import config, dynamo, keys, validation
-from svckit.errors import not_found
+from svckit.errors import error_response, not_found
 from svckit.pagination import page_response
 from svckit.tokens import Principal, TokenIssuer
 from svckit.web import Service
@@ -121,12 +121,38 @@ def _upgrade_hash(username: str, stored: str, password: str) -> None:
         service.log.warning("rehash failed; the old hash stays", username=username, error=code)
 
 
+def _source_address() -> str:
+    """The client's address as API Gateway saw it (``identity.sourceIp``).
+
+    Not ``X-Forwarded-For``: anyone calling this API directly can write that header, so trusting
+    it would hand every guesser a fresh per-address limit per request. Behind gateway_api the
+    address is the gateway's (see docs/login-limits.md).
+    """
+    identity = service.request.context.get("identity") or {}
+    return str(identity.get("sourceIp") or "unknown")
+
+
 @app.route("/login", methods=["POST"])
-def login() -> dict[str, Any]:
+def login() -> Response | dict[str, Any]:
+    """Issue a token for the right password, within the failed-login limits (login_limits)."""
     body = CREDENTIALS.check(service.json_body())
+    source = _source_address()
+    refusal = login_limits.check(body["username"], source)
+    if refusal is not None:
+        service.log.warning(
+            "login refused: too many failed logins",
+            limit=refusal.scope,
+            source=source,
+            retry_after=refusal.retry_after,
+        )
+        return error_response(
+            TooManyRequestsError(refusal.message),
+            headers={"Retry-After": str(refusal.retry_after)},
+        )
     user = users.get(body["username"])
     stored = user.get("password_hash") if user else None
     if not passwords.verify(stored, body["password"]) or user is None:
+        login_limits.record_failure(body["username"], source)
         raise UnauthorizedError(BAD_CREDENTIALS)
     if passwords.needs_rehash(stored):
         _upgrade_hash(user["username"], stored, body["password"])

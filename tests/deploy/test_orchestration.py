@@ -550,6 +550,13 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
         table = dynamodb.describe_table(TableName=outputs["TableName"])["Table"]
         assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
         assert function_env["JWT_JWKS"] == jwks
+    # user_api's second table, the failed-login counters, is the stack's too. (Its TTL, like
+    # PITR, is checked on the template only: moto's CloudFormation ignores that property.)
+    counters = _function_env(aws, naming.stack(USER))["LOGIN_ATTEMPTS_TABLE"]
+    assert counters == user_out["LoginAttemptsTableName"]
+    assert counters != user_out["TableName"]
+    counters_table = dynamodb.describe_table(TableName=counters)["Table"]
+    assert counters_table["KeySchema"] == [{"AttributeName": "counter_key", "KeyType": "HASH"}]
     assert (
         _function_env(aws, naming.stack(USER))["JWT_SIGNING_KEY"] == f"secretsmanager:{secret_arn}"
     )
@@ -569,6 +576,9 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
         ]
         table_arn = dynamodb.describe_table(TableName=outputs["TableName"])["Table"]["TableArn"]
         assert any(table_arn in d for d in documents)
+        if service is USER:
+            counters_arn = dynamodb.describe_table(TableName=counters)["Table"]["TableArn"]
+            assert any(counters_arn in d for d in documents)
         assert any(secret_arn in d for d in documents) == (service is USER)
 
     # Each function is named after its stack, and its role may write only its own log group.

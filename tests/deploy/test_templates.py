@@ -27,7 +27,6 @@ SERVICE_NAMES = [s.name for s in SERVICES]
 
 BY_NAME = {s.name: s for s in SERVICES}
 DATA_SERVICES = [USER.name, PRODUCT.name]
-TABLE_ARN = {"Fn::GetAtt": ["Table", "Arn"]}
 
 
 def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -65,19 +64,45 @@ def as_list(value: Any) -> list[Any]:
 
 CALL = re.compile(r"dynamo\.client\(\)\s*\.\s*([a-z_]+)\(")
 HELPER_CALL = re.compile(r"dynamo\.(" + "|".join(dynamo.HELPER_ACTIONS) + r")\(")
+MAIN_TABLE = "Table"  # the one svckit.dynamo's helpers and table_name() use, via TABLE_NAME
 
 
-def dynamodb_calls_in_code(service: ServiceDef) -> set[str]:
-    """The DynamoDB operations the service's own code makes, as IAM action names: direct client
-    calls, and the svckit helpers it calls (each declares its one action)."""
+def arn_of(logical_id: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+def dynamodb_calls_in_code(service: ServiceDef) -> dict[str, set[str]]:
+    """The DynamoDB operations the service's own code makes, as IAM action names, by the logical
+    id of the table they act on: direct client calls, and the svckit helpers it calls (each
+    declares its one action).
+
+    A source file's calls act on the main table unless the file names another table's variable
+    (the one ``resources.json`` wires to that table by ``Ref``, e.g. ``"LOGIN_ATTEMPTS_TABLE"``);
+    a file that names two is refused, so that no call can be put on the wrong table's account.
+    """
+    others = {
+        service.table_env(logical_id): logical_id
+        for logical_id in service.tables()
+        if logical_id != MAIN_TABLE
+    }
     sources = [
         service.directory / "app.py",
         *sorted((service.directory / "chalicelib").glob("*.py")),
     ]
-    text = "\n".join(path.read_text() for path in sources)
-    direct = {"".join(part.title() for part in call.split("_")) for call in CALL.findall(text)}
-    helpers = {dynamo.HELPER_ACTIONS[name] for name in HELPER_CALL.findall(text)}
-    return {"dynamodb:" + action for action in direct | helpers}
+    calls: dict[str, set[str]] = {}
+    for path in sources:
+        text = path.read_text()
+        named = {logical_id for variable, logical_id in others.items() if f'"{variable}"' in text}
+        assert len(named) <= 1, f"{path} names the variables of several tables: {named}"
+        table = named.pop() if named else MAIN_TABLE
+        direct = {"".join(part.title() for part in call.split("_")) for call in CALL.findall(text)}
+        helpers = {dynamo.HELPER_ACTIONS[name] for name in HELPER_CALL.findall(text)}
+        if table != MAIN_TABLE:
+            assert not helpers, f"{path}: svckit's helpers act on TABLE_NAME, not on {table}"
+        actions = {"dynamodb:" + action for action in direct | helpers}
+        if actions:
+            calls.setdefault(table, set()).update(actions)
+    return calls
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -104,23 +129,59 @@ def test_function_runs_python311_with_the_stage_settings(
 
 
 @pytest.mark.parametrize("name", DATA_SERVICES)
-def test_table_is_the_one_in_resources_json(
+def test_tables_are_the_ones_in_resources_json(
     name: str, templates: dict[str, dict[str, Any]]
 ) -> None:
     service = BY_NAME[name]
-    declared = service.table_resource()["Properties"]
     tables = resources_of(templates[name], "AWS::DynamoDB::Table")
-    assert list(tables) == ["Table"]
-    props = tables["Table"]["Properties"]
+    assert list(tables) == list(service.tables())
+    assert MAIN_TABLE in tables
+    for logical_id, table in tables.items():
+        declared = service.table_resource(logical_id)["Properties"]
+        props = table["Properties"]
+        assert props == declared, logical_id
+        assert props["BillingMode"] == "PAY_PER_REQUEST", logical_id
+        assert "TableName" not in props, "the stack names the table; no name is typed anywhere"
+        assert table["DeletionPolicy"] == "Delete", logical_id
+        # The local run and the tests build their tables from the same definition.
+        local = service.create_table_args("local", logical_id)
+        assert local["KeySchema"] == props["KeySchema"]
+        assert local["AttributeDefinitions"] == props["AttributeDefinitions"]
+        assert service.time_to_live(logical_id) == props.get("TimeToLiveSpecification")
+    # The data a user cannot recreate is recoverable to any second of the last 35 days.
+    main = tables[MAIN_TABLE]["Properties"]
+    assert main["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_login_attempt_counters_are_a_table_of_their_own_with_a_time_to_live(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    """Failed-login counters: keyed by ``counter_key``, expired by DynamoDB's TTL on
+    ``expires_at``, no point-in-time recovery (a counter lives minutes; restoring one would only
+    restore a lock-out), and their name reaches the function by ``Ref``."""
+    template = templates[USER.name]
+    table = template["Resources"]["LoginAttemptsTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert props["KeySchema"] == [{"AttributeName": "counter_key", "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "counter_key", "AttributeType": "S"}]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert props["BillingMode"] == "PAY_PER_REQUEST"
-    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert props["KeySchema"] == declared["KeySchema"]
-    assert props["AttributeDefinitions"] == declared["AttributeDefinitions"]
-    assert "TableName" not in props, "the stack names the table; no name is typed anywhere"
-    # The local run and the tests build their table from the same definition.
-    local = service.create_table_args("local")
-    assert local["KeySchema"] == props["KeySchema"]
-    assert local["AttributeDefinitions"] == props["AttributeDefinitions"]
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": False}
+    assert env(template)["LOGIN_ATTEMPTS_TABLE"] == {"Ref": "LoginAttemptsTable"}
+    assert USER.table_env("LoginAttemptsTable") == "LOGIN_ATTEMPTS_TABLE"
+    assert template["Outputs"]["LoginAttemptsTableName"]["Value"] == {"Ref": "LoginAttemptsTable"}
+    counters = [
+        s for s in role_statements(template) if s["Resource"] == arn_of("LoginAttemptsTable")
+    ]
+    assert len(counters) == 1
+    assert sorted(as_list(counters[0]["Action"])) == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:UpdateItem",
+    ]
+    # No other service has such a table or a way to it.
+    for other in (PRODUCT.name, GATEWAY.name):
+        assert "LoginAttemptsTable" not in json.dumps(templates[other])
 
 
 @pytest.mark.parametrize("name", DATA_SERVICES)
@@ -129,6 +190,9 @@ def test_table_name_reaches_the_function_by_ref(
 ) -> None:
     assert env(templates[name])["TABLE_NAME"] == {"Ref": "Table"}
     assert templates[name]["Outputs"]["TableName"]["Value"] == {"Ref": "Table"}
+    for logical_id in BY_NAME[name].tables():
+        variable = BY_NAME[name].table_env(logical_id)
+        assert env(templates[name])[variable] == {"Ref": logical_id}
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -148,7 +212,8 @@ def test_function_may_touch_only_its_own_table_with_the_calls_its_code_makes(
     name: str, templates: dict[str, dict[str, Any]]
 ) -> None:
     statements = list(role_statements(templates[name]))
-    data_actions: set[str] = set()
+    tables = resources_of(templates[name], "AWS::DynamoDB::Table")
+    data_actions: dict[str, set[str]] = {}
     for statement in statements:
         assert statement["Effect"] == "Allow"
         actions = as_list(statement["Action"])
@@ -158,22 +223,28 @@ def test_function_may_touch_only_its_own_table_with_the_calls_its_code_makes(
             continue  # CloudWatch Logs: writing the function's own log streams
         assert "*" not in json.dumps(statement["Resource"]), f"wildcard resource in {statement}"
         if services == {"dynamodb"}:
-            assert statement["Resource"] == TABLE_ARN, statement
-            data_actions.update(actions)
+            on = [
+                logical_id for logical_id in tables if statement["Resource"] == arn_of(logical_id)
+            ]
+            assert len(on) == 1, f"not one of its own tables' ARN: {statement}"
+            data_actions.setdefault(on[0], set()).update(actions)
         else:
             assert services == {"secretsmanager"}, statement
             assert name == USER.name, statement
-    expected = dynamodb_calls_in_code(BY_NAME[name]) if BY_NAME[name].owns_table else set()
+    expected = dynamodb_calls_in_code(BY_NAME[name]) if BY_NAME[name].owns_table else {}
     assert data_actions == expected
     if name == USER.name:
         assert expected == {
-            "dynamodb:PutItem",
-            "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:Scan",
+            "Table": {
+                "dynamodb:PutItem",
+                "dynamodb:GetItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:Scan",
+            },
+            "LoginAttemptsTable": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
         }
     if name == PRODUCT.name:
-        assert expected == {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"}
+        assert expected == {"Table": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"}}
 
 
 PSEUDO = {

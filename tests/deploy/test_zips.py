@@ -6,9 +6,10 @@ provides; see ``tools.bench_package.RUNTIME_PACKAGES``). The child imports the t
 (``app.app``) and answers API Gateway REST proxy events, with the function's environment taken
 from the packaged template, each ``Ref`` resolved to what CloudFormation would put there.
 
-AWS is moto in server mode on a free local port (``AWS_ENDPOINT_URL``), holding a table created
-from the template's own ``Table`` and the signing key as a Secrets Manager secret, so user_api's
-login reads its key through the same ``secretsmanager:ARN`` reference it gets when deployed.
+AWS is moto in server mode on a free local port (``AWS_ENDPOINT_URL``), holding tables created
+from the template's own ``Table`` and ``LoginAttemptsTable`` and the signing key as a Secrets
+Manager secret, so user_api's login reads its key through the same ``secretsmanager:ARN``
+reference it gets when deployed.
 
 Not covered here, because it needs Docker or AWS: Lambda's own bootstrap (``awslambdaric``) and
 its exact boto3/urllib3 versions, and API Gateway in front (its routing and gateway responses are
@@ -161,8 +162,10 @@ def _keys() -> dict[str, str]:
     return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
-def make_table(moto_server: str, template: dict[str, Any], name: str) -> str:
-    props = template["Resources"]["Table"]["Properties"]
+def make_table(
+    moto_server: str, template: dict[str, Any], name: str, logical_id: str = "Table"
+) -> str:
+    props = template["Resources"][logical_id]["Properties"]
     dynamodb = boto3.client("dynamodb", endpoint_url=moto_server, region_name=REGION, **_keys())
     dynamodb.create_table(
         TableName=name,
@@ -170,6 +173,10 @@ def make_table(moto_server: str, template: dict[str, Any], name: str) -> str:
         AttributeDefinitions=props["AttributeDefinitions"],
         BillingMode=props["BillingMode"],
     )
+    if "TimeToLiveSpecification" in props:
+        dynamodb.update_time_to_live(
+            TableName=name, TimeToLiveSpecification=props["TimeToLiveSpecification"]
+        )
     return name
 
 
@@ -257,10 +264,12 @@ def test_user_api_zip_registers_logs_in_with_the_secret_key_and_guards_writes(
 ) -> None:
     template = templates[USER.name]
     table = make_table(moto_server, template, "users-zipcheck")
-    env = function_env(template, {"Table": table, **stage_aws})
+    counters = make_table(moto_server, template, "login-attempts-zipcheck", "LoginAttemptsTable")
+    env = function_env(template, {"Table": table, "LoginAttemptsTable": counters, **stage_aws})
     assert env["JWT_SIGNING_KEY"] == "secretsmanager:" + stage_aws["SigningKeySecretArn"]
     credentials = {"username": "zip_user", "password": "correct-horse-1234"}
-    health, registered, logged_in, promote = invoke(
+    wrong = {"username": "zip_user", "password": "wrong-guess-4242"}
+    health, registered, refused, logged_in, promote = invoke(
         USER.name,
         task_dirs,
         lambda_runtime,
@@ -269,6 +278,7 @@ def test_user_api_zip_registers_logs_in_with_the_secret_key_and_guards_writes(
         [
             proxy_event("GET", "/health"),
             proxy_event("POST", "/register", body=credentials),
+            proxy_event("POST", "/login", body=wrong),
             proxy_event("POST", "/login", body=credentials),
             proxy_event(
                 "PUT",
@@ -283,6 +293,7 @@ def test_user_api_zip_registers_logs_in_with_the_secret_key_and_guards_writes(
     assert "X-Request-Id" in health["headers"]
     assert registered["statusCode"] == 201, registered
     assert body(registered)["user"]["username"] == "zip_user"
+    assert refused["statusCode"] == 401, refused
     assert logged_in["statusCode"] == 200, logged_in
     token = body(logged_in)["access_token"]
     principal = TokenVerifier(
@@ -295,9 +306,13 @@ def test_user_api_zip_registers_logs_in_with_the_secret_key_and_guards_writes(
         "Code",
         "Message",
     }
-    # The write really went to the table the template names.
+    # The writes really went to the tables the template names: the user, and the failed login
+    # counted once for the name and once for the source address.
     dynamodb = boto3.client("dynamodb", endpoint_url=moto_server, region_name=REGION, **_keys())
     assert dynamodb.scan(TableName=table)["Count"] == 1
+    counted = dynamodb.scan(TableName=counters)["Items"]
+    assert sorted(item["counter_key"]["S"].split("#")[0] for item in counted) == ["name", "source"]
+    assert [item["attempts"]["N"] for item in counted] == ["1", "1"]
 
 
 def test_product_api_zip_refuses_a_write_without_token_and_takes_one_with(
