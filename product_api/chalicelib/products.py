@@ -53,4 +53,4 @@ def get(product_id: str) -> dict[str, Any] | None:
 def list_page(page: PageRequest) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
     """One Scan page. No projection: every attribute a product has is public, and the view picks
     the fields anyway."""
-    return dynamo.scan_page(page.limit, page.start_key)
+    return dynamo.scan_page(page.limit, page.start_key, KEY_ATTRIBUTES)

@@ -88,3 +88,26 @@ def test_bad_cursor_is_the_services_400_through_the_gateway(gateway: str) -> Non
     assert reply.status == 400, reply
     assert reply.json()["Code"] == "BadRequestError"
     assert "cursor" in reply.json()["Message"]
+
+
+@pytest.mark.parametrize(
+    ("service_fixture", "path"), [("user_api", "/users"), ("product_api", "/products")]
+)
+def test_a_list_that_fills_its_last_page_exactly_ends_without_a_cursor(
+    request: pytest.FixtureRequest, service_fixture: str, path: str
+) -> None:
+    """DynamoDB (and DynamoDB Local; moto does not) returns ``LastEvaluatedKey`` whenever a Scan
+    stops at ``Limit``, even with nothing left. A page that ends the list exactly must not hand
+    the client a cursor to an empty page."""
+    service = request.getfixturevalue(service_fixture)
+    everything = get(service, f"{path}?limit=1000")
+    assert everything.status == 200, everything
+    total = len(everything.json())
+    assert 0 < total < 1000
+    assert everything.header("X-Next-Cursor") is None
+
+    exact = get(service, f"{path}?limit={total}")
+
+    assert len(exact.json()) == total
+    assert exact.header("X-Next-Cursor") is None, exact
+    assert exact.header("Link") is None, exact

@@ -450,7 +450,7 @@ def test_each_page_is_one_limited_scan(add, product_client, dynamo_calls):
     dynamo_calls.clear()
     first = product_client.http.get("/products?limit=2")
     assert [name for name, _ in dynamo_calls] == ["Scan"]
-    assert dynamo_calls[0][1]["Limit"] == 2
+    assert dynamo_calls[0][1]["Limit"] == 3  # one more than the page: "is there more?"
     assert "ExclusiveStartKey" not in dynamo_calls[0][1]
     dynamo_calls.clear()
     cursor = first.headers["X-Next-Cursor"]
@@ -465,7 +465,7 @@ def test_default_limit_is_100_and_1000_is_allowed(add, product_client, dynamo_ca
     assert product_client.http.get("/products").status_code == 200
     assert product_client.http.get("/products?limit=1000").status_code == 200
     limits = [params["Limit"] for name, params in dynamo_calls if name == "Scan"]
-    assert limits == [100, 1000]
+    assert limits == [101, 1001]  # each page reads one item more to know whether more remain
 
 
 @pytest.mark.parametrize("path", LIST_PATHS)

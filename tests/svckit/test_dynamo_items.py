@@ -22,6 +22,7 @@ from botocore.stub import Stubber
 from svckit import dynamo
 from tools import services
 
+KEY = ("product_id",)
 TABLE = services.PRODUCT.stage_env("local")["TABLE_NAME"]
 SERIALIZER = TypeSerializer()
 DESERIALIZER = TypeDeserializer()
@@ -177,7 +178,7 @@ def test_scan_page_reads_every_type_stored_in_the_table(products_table):
     stored = {"product_id": "every-type", **EVERY_TYPE}
     products_table.put_item(TableName=TABLE, Item=parsed(stored))
 
-    items, last_key = dynamo.scan_page(10, None)
+    items, last_key = dynamo.scan_page(10, None, KEY)
 
     assert last_key is None
     [item] = items
@@ -190,14 +191,45 @@ def test_scan_page_returns_the_key_to_continue_from(products_table):
             TableName=TABLE, Item={"product_id": {"S": f"p{n}"}, "n": {"N": str(n)}}
         )
 
-    first, cursor = dynamo.scan_page(2, None)
-    rest, end = dynamo.scan_page(2, cursor)
+    first, cursor = dynamo.scan_page(2, None, KEY)
+    rest, end = dynamo.scan_page(2, cursor, KEY)
 
     assert cursor is not None
     assert set(cursor) == {"product_id"}
     assert end is None
     assert sorted(i["product_id"] for i in first + rest) == ["p0", "p1", "p2"]
     assert all(type(i["n"]) is Decimal for i in first + rest)
+
+
+def test_a_page_that_ends_the_table_exactly_has_no_cursor(products_table):
+    """Real DynamoDB answers a Scan that stops at ``Limit`` with ``LastEvaluatedKey`` even when
+    nothing is left; reading one item more tells the two apart (moto never shows the problem,
+    so this is checked on the request: one more than the page, and no cursor back)."""
+    for n in range(4):
+        products_table.put_item(TableName=TABLE, Item={"product_id": {"S": f"p{n}"}})
+    sent = []
+    dynamo.client().meta.events.register(
+        "provide-client-params.dynamodb.Scan", lambda params, **_: sent.append(params["Limit"])
+    )
+
+    first, cursor = dynamo.scan_page(2, None, KEY)
+    last, end = dynamo.scan_page(2, cursor, KEY)
+
+    assert sent == [3, 3]
+    assert cursor == {"product_id": first[-1]["product_id"]}
+    assert len(first) == len(last) == 2
+    assert end is None
+
+
+def test_a_projection_still_reads_the_key_for_the_cursor(products_table):
+    for n in range(3):
+        products_table.put_item(
+            TableName=TABLE, Item={"product_id": {"S": f"p{n}"}, "name": {"S": "x"}}
+        )
+
+    items, cursor = dynamo.scan_page(2, None, KEY, "#n", {"#n": "name"})
+
+    assert cursor == {"product_id": items[-1]["product_id"]}
 
 
 def test_other_scans_with_the_client_get_botocores_usual_answer(products_table):
@@ -217,9 +249,9 @@ def test_a_canned_parsed_answer_is_still_read(products_table):
         stub.add_response(
             "scan",
             {"Items": [{"product_id": {"S": "p"}, "b": {"B": b"\x00"}}], "Count": 1},
-            {"TableName": TABLE, "Limit": 5},
+            {"TableName": TABLE, "Limit": 6},
         )
-        items, last_key = dynamo.scan_page(5, None)
+        items, last_key = dynamo.scan_page(5, None, KEY)
 
     assert items == [{"product_id": "p", "b": Binary(b"\x00")}]
     assert last_key is None
@@ -233,4 +265,4 @@ def test_scan_page_takes_the_wire_path_not_botocores_item_parsing(products_table
 
     monkeypatch.setattr(dynamo, "from_item", botocore_form)
 
-    assert dynamo.scan_page(5, None)[0] == [{"product_id": "p"}]
+    assert dynamo.scan_page(5, None, KEY)[0] == [{"product_id": "p"}]

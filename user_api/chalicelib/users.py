@@ -69,7 +69,9 @@ def get(username: str) -> dict[str, Any] | None:
 
 def list_page(page: PageRequest) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
     """One Scan page of public attributes only."""
-    return dynamo.scan_page(page.limit, page.start_key, ", ".join(_PUBLIC), {"#s": "status"})
+    return dynamo.scan_page(
+        page.limit, page.start_key, KEY_ATTRIBUTES, ", ".join(_PUBLIC), {"#s": "status"}
+    )
 
 
 def _update(

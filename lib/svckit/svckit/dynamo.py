@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -201,14 +201,25 @@ def get(key: Mapping[str, str]) -> dict[str, Any] | None:
 def scan_page(
     limit: int,
     start_key: Mapping[str, str] | None,
+    key: Sequence[str],
     projection: str | None = None,
     names: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
     """One Scan page with ``Limit``, never the whole table; DynamoDB's order, stable across
-    pages. Returns the items and the string key to continue from, if any remain."""
-    kwargs: dict[str, Any] = {"TableName": table_name(), "Limit": limit}
+    pages. Returns the items and the string key (of the ``key`` attributes) to continue from,
+    only when more items remain.
+
+    DynamoDB returns ``LastEvaluatedKey`` whenever a Scan stops at ``Limit``, even when nothing
+    is left, so a list whose length is a multiple of ``limit`` would end with a cursor to an
+    empty page (moto hides this; DynamoDB Local shows it). Asking for one item more than the
+    page holds answers "is there more?" in the same round trip: the extra item is dropped and
+    the cursor is the key of the last item kept. A cursor without an extra item means DynamoDB
+    stopped early (its 1 MB page limit), and is passed on as it is.
+    """
+    kwargs: dict[str, Any] = {"TableName": table_name(), "Limit": limit + 1}
     if projection:
-        kwargs["ProjectionExpression"] = projection
+        # The cursor is built from the last item kept, so the key must be read as well.
+        kwargs["ProjectionExpression"] = ", ".join([projection, *key])
     if names:
         kwargs["ExpressionAttributeNames"] = dict(names)
     if start_key:
@@ -225,5 +236,8 @@ def scan_page(
         items = [from_wire_item(i) for i in response[WIRE_ITEMS]]
     else:  # botocore parsed them after all (a Stubber's canned answer, say)
         items = [from_item(i) for i in response.get("Items", [])]
+    if len(items) > limit:
+        items = items[:limit]
+        return items, {k: str(items[-1][k]) for k in key}
     last = response.get("LastEvaluatedKey")
     return items, ({k: v["S"] for k, v in last.items()} if last else None)
