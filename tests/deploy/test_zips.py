@@ -48,6 +48,13 @@ CREDENTIALS = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,
 }
+# What the Lambda runtime itself sets for every function, that code may look at to know it runs
+# in Lambda (the function's name matches the child's context below).
+LAMBDA_ENVIRONMENT = {
+    "AWS_LAMBDA_FUNCTION_NAME": "fn",
+    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+}
 
 # Runs inside the isolated child: import the handler, answer each event, print the answers.
 CHILD = """
@@ -204,7 +211,11 @@ def invoke(
         "events": events,
     }
     result = run_isolated(
-        CHILD, task_dirs[name], lambda_runtime, {**CREDENTIALS, **env}, stdin=json.dumps(request)
+        CHILD,
+        task_dirs[name],
+        lambda_runtime,
+        {**CREDENTIALS, **LAMBDA_ENVIRONMENT, **env},
+        stdin=json.dumps(request),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     payload = json.loads(result.stdout.split("=== answers ===", 1)[1])
