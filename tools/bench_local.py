@@ -38,6 +38,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -56,7 +57,6 @@ from tools.localrun import (
     Ports,
     free_port,
     http_status,
-    port_in_use,
 )
 
 STOCK_CHALICE = "import sys; from chalice.cli import main; sys.exit(main())"
@@ -427,11 +427,33 @@ def peer_python(say: Callable[[str], None] = print) -> Path:
     return python
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes local ports of outgoing connections from."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return low, high
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def _three_free_ports() -> int:
-    """A base port whose next two are free as well: the peer's launcher takes BASE..BASE+2."""
-    for _ in range(50):
-        base = free_port()
-        if base + 2 < 65536 and not any(port_in_use(base + n) for n in (1, 2)):
+    """A base port whose next two are free as well: the peer's launcher takes BASE..BASE+2.
+
+    Below the ephemeral range: there the ports next to a free one are handed to our own
+    outgoing connections (the readiness probes), and the peer's second app then cannot bind.
+    """
+    low, _ = _ephemeral_ports()
+    for base in range(low - 3, 1024, -3):
+        if all(_bindable(base + n) for n in range(3)):
             return base
     raise RuntimeError("found no three consecutive free ports for the peer")
 
@@ -467,6 +489,8 @@ def running_peer(python: Path) -> Iterator[tuple[int, int, int | None]]:
                 raise RuntimeError(f"the peer did not start:\n{child.tail()}")
             time.sleep(0.1)
         yield base, base + 2, _process_of_group(child.pid, "product_service.py")
+    except (OSError, http.client.HTTPException, RuntimeError) as exc:
+        raise RuntimeError(f"the peer failed: {exc!r}\n{child.tail()}") from exc
     finally:
         child.stop()
 
