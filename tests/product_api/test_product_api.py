@@ -96,6 +96,8 @@ def test_create_answers_201_with_the_product_and_stores_it(add, tables, path):
     assert created_at.endswith("Z")
     assert before <= datetime.fromisoformat(created_at) <= after
     item = stored(tables, "p-1")
+    # Which attempt wrote it, so a retried insert can tell its own write (svckit.dynamo.put_new).
+    assert len(item.pop("write_token")["S"]) == 32
     assert item == {
         "product_id": {"S": "p-1"},
         "product_name": {"S": "Laptop"},
@@ -111,7 +113,9 @@ def test_seed_000_walkthrough_product_has_no_price_or_description(add, product_c
     assert response.status_code == 201
     product = response.json_body["product"]
     assert set(product) == {"product_id", "product_name", "created_by", "created_at"}
-    assert set(stored(tables, "1")) == {"product_id", "product_name", "created_by", "created_at"}
+    assert set(stored(tables, "1")) == {
+        "product_id", "product_name", "created_by", "created_at", "write_token"
+    }  # fmt: skip
     listed = product_client.http.get("/get_products").json_body
     assert listed == [product]
 

@@ -109,11 +109,22 @@ def replace_hash(username: str, old_hash: str, new_hash: str) -> None:
 
 
 def add_points(username: str, points: int) -> dict[str, Any]:
-    """Atomically add points; one UpdateItem, no read-modify-write."""
+    """Atomically add points, exactly once even if the write is retried (``update_once``), then
+    read the user back: a transaction cannot return the new item."""
     try:
-        return _update(username, "ADD points :p", "attribute_exists(#k)", {":p": points})
-    except StaleReadError as exc:
+        dynamo.update_once(
+            {KEY: username.lower()},
+            "ADD points :p",
+            "attribute_exists(#k)",
+            {"#k": KEY},
+            {":p": points},
+        )
+    except dynamo.ConditionFailedError as exc:
         raise UserNotFoundError(username) from exc
+    user = get(username)
+    if user is None:  # deleted between the two calls
+        raise UserNotFoundError(username)
+    return user
 
 
 def set_status(username: str, points_seen: int) -> dict[str, Any]:

@@ -20,17 +20,17 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 import boto3
 from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary, TypeSerializer
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from chalice import TooManyRequestsError
 
-from svckit import config
+from svckit import aws, config
 
 _serializer = TypeSerializer()
 
@@ -43,11 +43,7 @@ THROTTLING_CODES = frozenset(
 def client() -> Any:
     dynamodb = boto3.client(
         "dynamodb",
-        config=Config(
-            connect_timeout=2,
-            read_timeout=5,
-            retries={"mode": "standard", "max_attempts": 3},
-        ),
+        config=aws.client_config(),
     )
     dynamodb.meta.events.register("before-parse.dynamodb.Scan", _leave_items_unparsed)
     return dynamodb
@@ -159,30 +155,89 @@ def raise_if_throttled(exc: ClientError) -> None:
 
 # The one DynamoDB action each helper below performs: what a service's IAM policy must allow
 # when its code calls the helper (the deploy tests hold each policy to exactly these).
-HELPER_ACTIONS = {"put_new": "PutItem", "get": "GetItem", "scan_page": "Scan"}
+HELPER_ACTIONS = {
+    "put_new": "PutItem",
+    "get": "GetItem",
+    "scan_page": "Scan",
+    "update_once": "UpdateItem",  # TransactWriteItems is authorised as its inner UpdateItem
+}
+# Stored on every item ``put_new`` inserts: which attempt wrote it (never shown to clients; the
+# views pick their fields).
+WRITE_TOKEN = "write_token"  # noqa: S105 (an attribute name, not a secret)
 
 
 class ItemExistsError(Exception):
     """A conditional insert found its key taken."""
 
 
+class ConditionFailedError(Exception):
+    """An ``update_once`` condition did not hold; nothing was written."""
+
+
 def put_new(item: Mapping[str, Any], key: str) -> dict[str, Any]:
     """Insert ``item`` only if its ``key`` is free: one conditional PutItem, so two racing
     writers cannot both win and the loser never overwrites the winner. Returns what was stored
-    (``None`` values are left out, not written as nulls)."""
+    (``None`` values are left out, not written as nulls).
+
+    Safe to retry: when botocore re-sends the PutItem because the first answer was lost (a read
+    timeout, a reset connection), the first attempt may already be stored, and the retry then
+    finds the key taken. The item carries this call's ``WRITE_TOKEN``, and the failed condition
+    returns the stored item (``ReturnValuesOnConditionCheckFailure``, no extra round trip): if
+    it holds our token, the insert is ours and succeeded.
+    """
+    token = uuid.uuid4().hex
     try:
         client().put_item(
             TableName=table_name(),
-            Item=to_item(item),
+            Item=to_item({**item, WRITE_TOKEN: token}),
             ConditionExpression="attribute_not_exists(#k)",
             ExpressionAttributeNames={"#k": key},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as exc:
-        if error_code(exc) == "ConditionalCheckFailedException":
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise_if_throttled(exc)
+            raise
+        if exc.response.get("Item", {}).get(WRITE_TOKEN) != {"S": token}:
             raise ItemExistsError(item[key]) from exc
+    return {k: v for k, v in item.items() if v is not None}
+
+
+def update_once(
+    key: Mapping[str, str],
+    expression: str,
+    condition: str,
+    names: Mapping[str, str],
+    values: Mapping[str, Any],
+) -> None:
+    """Apply one UpdateItem exactly once, even when botocore retries it.
+
+    An increment (``ADD points :p``) re-sent after a lost answer would add twice. Run as a
+    one-item TransactWriteItems with a ``ClientRequestToken``, DynamoDB itself recognises the
+    retry (same token and parameters within 10 minutes) and answers success without applying
+    it again. A failed ``condition`` raises ConditionFailedError; a conflict with another
+    transaction on the same item is the contract's 429 (retry shortly).
+    """
+    update = {
+        "TableName": table_name(),
+        "Key": {k: {"S": v} for k, v in key.items()},
+        "UpdateExpression": expression,
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": dict(names),
+        "ExpressionAttributeValues": to_item(values),
+    }
+    try:
+        client().transact_write_items(
+            TransactItems=[{"Update": update}], ClientRequestToken=uuid.uuid4().hex
+        )
+    except ClientError as exc:
+        if error_code(exc) == "TransactionCanceledException":
+            reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
+            if "ConditionalCheckFailed" in reasons:
+                raise ConditionFailedError(dict(key)) from exc
+            raise TooManyRequestsError("the item is busy, retry after a short wait") from exc
         raise_if_throttled(exc)
         raise
-    return {k: v for k, v in item.items() if v is not None}
 
 
 def get(key: Mapping[str, str]) -> dict[str, Any] | None:

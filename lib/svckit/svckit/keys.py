@@ -44,24 +44,19 @@ def resolve(reference: str, base_dir: Path) -> str:
 
 
 def _secrets_client() -> Any:
-    """A Secrets Manager client bounded like ``svckit.dynamo.client()``.
+    """A Secrets Manager client bounded like every other (``svckit.aws``).
 
     boto3's defaults wait 60 s to connect and 60 s to read, longer than the function's whole
-    timeout: a slow endpoint would hang the cold start until Lambda kills it. Short timeouts and
-    three attempts in all (``total_max_attempts``; botocore's ``max_attempts`` counts retries, so
-    3 there would mean 4 calls) fail the request within seconds instead, and the next request
-    tries again. Made per call: the key is read once per cold start, so there is nothing to cache.
+    timeout: a slow endpoint would hang the cold start until Lambda kills it. Made per call: the
+    key is read once per cold start, so there is nothing to cache.
     """
     import boto3  # deferred: only the signing service pays for this import
-    from botocore.config import Config
+
+    from svckit import aws
 
     return boto3.client(
         "secretsmanager",
-        config=Config(
-            connect_timeout=2,
-            read_timeout=5,
-            retries={"mode": "standard", "total_max_attempts": 3},
-        ),
+        config=aws.client_config(),
     )
 
 

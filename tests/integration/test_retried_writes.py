@@ -1,0 +1,122 @@
+"""A write whose answer is lost is retried by botocore, and must not apply twice.
+
+Against the real engine (DynamoDB Local) through ``DropProxy``, which lets DynamoDB store a write
+and then drops its answer, once: exactly what a read timeout or a reset connection does. The
+user_api runs in-process (``chalice.test.Client``) with its DynamoDB endpoint set to the proxy.
+Before the fix, registering alice answered ``409 username is already taken`` although alice had
+just been created, and granting 10 points left 20.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from svckit import dynamo
+from tests.support.apps import load_app
+from tests.support.dropproxy import DropProxy
+from tools import admin, services
+from tools.local import dynamodb
+from tools.local.process import Child, free_port
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct-horse-1234"
+USERS = services.USER.stage_env("local")["TABLE_NAME"]
+
+
+@pytest.fixture(scope="module")
+def engine_url() -> Iterator[str]:
+    """DynamoDB Local in memory, with every table, for this module alone."""
+    engine = dynamodb.choose({}, data_dir=None)
+    port = free_port()
+    child = Child("dynamodb", engine.argv("python", "127.0.0.1", port), {"PATH": "/usr/bin:/bin"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        dynamodb.create_tables_when_ready(
+            url, "local", time.monotonic() + 60, lambda: child.running
+        )
+        yield url
+    finally:
+        child.stop()
+
+
+@pytest.fixture
+def proxy(
+    engine_url: str, monkeypatch: pytest.MonkeyPatch, local_keys: Path
+) -> Iterator[DropProxy]:
+    dropping = DropProxy(engine_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dropping.url)
+    dynamo.client.cache_clear()
+    try:
+        yield dropping
+    finally:
+        dynamo.client.cache_clear()
+        dropping.close()
+
+
+@pytest.fixture
+def user_client(proxy: DropProxy) -> Iterator[Client]:
+    module = load_app(services.USER)
+    with Client(module.app, stage_name="local", project_dir=str(services.USER.directory)) as c:
+        yield c
+
+
+def _post(client: Client, path: str, body: Any, token: str | None = None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return client.http.post(path, headers=headers, body=json.dumps(body))
+
+
+def test_a_registration_whose_answer_was_lost_is_a_201_not_a_409(
+    user_client: Client, proxy: DropProxy, unique_name: str
+) -> None:
+    proxy.drop_answer_once("PutItem")
+
+    response = _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
+
+    assert proxy.dropped == ["PutItem"]
+    assert proxy.forwarded.count("PutItem") == 2  # botocore did retry
+    assert response.status_code == 201, response.body
+    assert response.json_body["user"]["username"] == unique_name
+    # And a real second registration is still refused.
+    again = _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
+    assert again.status_code == 409
+
+
+def test_points_granted_once_whose_answer_was_lost_are_added_once(
+    user_client: Client, proxy: DropProxy, unique_name: str
+) -> None:
+    boss, member = f"{unique_name}_boss", f"{unique_name}_m"
+    for name in (boss, member):
+        assert (
+            _post(user_client, "/register", {"username": name, "password": PASSWORD}).status_code
+            == 201
+        )
+    assert admin.grant_role(dynamodb.client(proxy.url), USERS, boss, "admin")
+    login = _post(user_client, "/login", {"username": boss, "password": PASSWORD})
+    token = login.json_body["access_token"]
+    # Whichever call carries the increment (a plain UpdateItem did, before the fix).
+    proxy.drop_answer_once("TransactWriteItems")
+    proxy.drop_answer_once("UpdateItem")
+
+    granted = _post(user_client, f"/users/{member}/points", {"points": 10}, token)
+
+    assert granted.status_code == 200, granted.body
+    assert user_client.http.get(f"/users/{member}").json_body["points"] == 10
+    assert granted.json_body["points"] == 10
+    assert len(proxy.dropped) == 1
+    assert proxy.forwarded.count(proxy.dropped[0]) == 2  # botocore did retry
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"r{uuid.uuid4().hex[:10]}"
