@@ -11,19 +11,23 @@ import base64
 import decimal
 import json
 import random
+import threading
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
+import botocore
 import pytest
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.serialize import create_serializer
 from botocore.stub import Stubber
 
-from svckit import dynamo
+from svckit import aws, dynamo
 from tools import services
 
 KEY = ("product_id",)
 TABLE = services.PRODUCT.stage_env("local")["TABLE_NAME"]
+WAIT = 10.0  # bounds waits that succeed at once unless something is broken
 SERIALIZER = TypeSerializer()
 DESERIALIZER = TypeDeserializer()
 
@@ -266,3 +270,64 @@ def test_scan_page_takes_the_wire_path_not_botocores_item_parsing(products_table
     monkeypatch.setattr(dynamo, "from_item", botocore_form)
 
     assert dynamo.scan_page(5, None, KEY)[0] == [{"product_id": "p"}]
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+class FakeClient:
+    """Just enough of a botocore client for ``svckit.dynamo`` to make one."""
+
+    def __init__(self) -> None:
+        self.meta = SimpleNamespace(events=SimpleNamespace(register=lambda *a, **k: None))
+
+
+def test_threads_asking_together_share_one_client(monkeypatch):
+    """The local server's threads take their first requests at once: one client, not one each.
+    The first creation is held until every thread has asked, so without the lock each would
+    build its own."""
+    release = threading.Event()
+    made: list[FakeClient] = []
+
+    def held_client(*args, **kwargs):
+        assert release.wait(WAIT)
+        made.append(FakeClient())
+        return made[-1]
+
+    monkeypatch.setattr(dynamo.boto3, "client", held_client)
+    dynamo.client.cache_clear()
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(dynamo.client())) for _ in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        release.set()
+        for thread in threads:
+            thread.join(WAIT)
+    finally:
+        dynamo.client.cache_clear()
+
+    assert len(made) == 1
+    assert got == made * 8
+
+
+def test_cache_clear_makes_a_new_client(tables):
+    first = dynamo.client()
+    dynamo.client.cache_clear()
+    assert dynamo.client() is not first
+
+
+def test_the_client_keeps_the_retry_budget_and_sends_a_fixed_user_agent(products_table):
+    sent = []
+    client = dynamo.client()
+    client.meta.events.register(
+        "before-send.dynamodb.*", lambda request, **_: sent.append(request.headers["User-Agent"])
+    )
+
+    dynamo.get({"product_id": "none"})
+
+    assert client.meta.config.read_timeout == aws.READ_TIMEOUT
+    assert client.meta.config.connect_timeout == aws.CONNECT_TIMEOUT
+    # Powertools, once imported, appends its own tag to every session's agent; fine.
+    [agent] = sent
+    assert agent.startswith(b"svckit Botocore/" + botocore.__version__.encode())
