@@ -11,6 +11,13 @@ A failing service is reported in the contract's shape and in the caller's terms,
 service's internals: down (refused, unresolvable, connect timeout) is 503, slow is 504, broken
 (a protocol error or its own 500) is 502. Everything else, including its 4xx answers, passes
 through byte for byte with ``Content-Type``, ``Link`` and ``X-Next-Cursor``.
+
+Which answers are replaced is decided by where they come from, never by their shape: every 5xx
+from upstream. The deploy rewrites a service's API Gateway errors into the contract's
+``{"Code", "Message"}`` shape too (``tools/package.py``), so a shape test would pass on API
+Gateway's ``502 Internal server error`` or ``504 Endpoint request timed out``, which tell the
+caller nothing about which service failed; and a service's own 503 ("its table is unavailable")
+is an internal the caller cannot act on. A 5xx from upstream always means "that service failed".
 """
 
 from __future__ import annotations
@@ -38,9 +45,6 @@ DEFAULT_READ_TIMEOUT = 5.0
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Authorization")
 # Response headers the contract says pass through unchanged.
 PASSED_RESPONSE_HEADERS = ("Content-Type", "Link", "X-Next-Cursor")
-# A service's own 502-504 already speaks the contract (its DynamoDB is down, say), so it passes
-# through; any other 5xx (a 500, API Gateway's own 502-504 bodies) is replaced by ours.
-_PASSED_GATEWAY_STATUSES = frozenset({502, 503, 504})
 
 # maxsize covers the local server's concurrent threads and /health's parallel probes per host;
 # block=False opens an extra connection rather than queueing a request behind a busy one.
@@ -115,21 +119,13 @@ def _failure(target: Upstream, exc: HTTPError) -> ChaliceViewError:
 
 
 def _replacement(target: Upstream, status: int) -> ChaliceViewError:
-    """Our own error for a 5xx that is not in the contract's shape (API Gateway's 504 for a slow
-    Lambda, its 502 for a crashed one, a service's 500): what happened, in the caller's terms."""
+    """Our own error for any 5xx from upstream (API Gateway's 504 for a slow Lambda, its 502 for
+    a crashed one, a view's 500, the service's own 503): what happened, in the caller's terms."""
     if status == 503:
         return target.unavailable()
     if status == 504:
         return target.timed_out()
     return target.failed()
-
-
-def _is_contract_error(body: bytes) -> bool:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("Code"), str) and "Message" in data
 
 
 def call(
@@ -212,9 +208,16 @@ def forward(service: Service, target: Upstream, path: str) -> Response:
     )
     status = response.status
     data = response.data
-    if status >= 500 and not (status in _PASSED_GATEWAY_STATUSES and _is_contract_error(data)):
+    if status >= 500:
         # The body is not read into the answer or the log: it may hold the service's internals.
-        service.log.warning("upstream answered an error", upstream=target.name, status=status)
+        # The answer's own request id is logged: when API Gateway made the answer it is API
+        # Gateway's id (not ours), the one to look up in that stage's execution logs.
+        service.log.warning(
+            "upstream answered an error",
+            upstream=target.name,
+            status=status,
+            upstream_request_id=response.headers.get(REQUEST_ID_HEADER, ""),
+        )
         raise _replacement(target, status)
     try:
         text = data.decode("utf-8")

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tools.package import GATEWAY_RESPONSES
 
 # Upper bound on how long a stalled reply holds its thread; close() releases it at once.
 STALL_LIMIT_SECONDS = 5.0
@@ -42,6 +45,29 @@ def json_reply(status: int, body: Any, **headers: str) -> Reply:
         status=status,
         body=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **headers},
+    )
+
+
+def api_gateway_reply(kind: str, status: int | None = None, message: str = "") -> Reply:
+    """What a deployed service's API Gateway answers by itself (the function crashed, timed out
+    or was never called), byte for byte as ``tools.package`` rewrites it: the contract's shape,
+    with API Gateway's own request id in ``X-Request-Id``, not the one the gateway sent.
+
+    ``kind`` is a gateway response type (``DEFAULT_5XX``, ``INTEGRATION_TIMEOUT``, ...);
+    ``status`` is the status API Gateway keeps for the types that do not fix one, and
+    ``message`` its ``$context.error.messageString`` ("Internal server error", ...).
+    """
+    response = GATEWAY_RESPONSES[kind]
+    template = response["responseTemplates"]["application/json"]
+    body = template.replace("$context.error.messageString", json.dumps(message))
+    fixed = response.get("statusCode")
+    assert fixed is None or status is None or int(fixed) == status, (kind, status)
+    answered = int(fixed) if fixed is not None else status
+    assert answered is not None, f"{kind} keeps API Gateway's status: give one"
+    return Reply(
+        status=answered,
+        body=body.encode(),
+        headers={"Content-Type": "application/json", "X-Request-Id": str(uuid.uuid4())},
     )
 
 

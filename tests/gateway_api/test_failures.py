@@ -13,7 +13,7 @@ import pytest
 from chalice.test import Client
 from urllib3.exceptions import ConnectTimeoutError, ProtocolError, ReadTimeoutError
 
-from tests.gateway_api.stubs import ClosedPort, Reply, Stub, json_reply
+from tests.gateway_api.stubs import ClosedPort, Reply, Stub, api_gateway_reply, json_reply
 from tests.support.apps import load_app
 from tools import services
 
@@ -133,25 +133,67 @@ def test_service_failure_is_502_without_its_body(
     assert b"hunter2" not in response.body
 
 
-@pytest.mark.parametrize(
-    ("status", "code", "message"),
-    [
-        (502, "BadGatewayError", "user service failed"),
-        (503, "ServiceUnavailableError", "user service is unavailable"),
-        (504, "GatewayTimeoutError", "user service timed out"),
-    ],
-)
-def test_gateway_statuses_not_in_the_contract_shape_are_replaced(
-    gateway: Client, user_stub: Stub, status: int, code: str, message: str
+# What a deployed service really answers when it fails, and what the caller must get instead.
+# API Gateway's own answers are in the contract's {Code, Message} shape too (tools/package.py
+# rewrites them), so only where an error came from can tell them apart: any 5xx from upstream.
+UPSTREAM_5XX = {
+    "crashed function: DEFAULT_5XX 502": api_gateway_reply(
+        "DEFAULT_5XX", 502, "Internal server error"
+    ),
+    "throttled or failed invoke: DEFAULT_5XX 500": api_gateway_reply(
+        "DEFAULT_5XX", 500, "Internal server error"
+    ),
+    "integration failure: INTEGRATION_FAILURE 502": api_gateway_reply(
+        "INTEGRATION_FAILURE", message="Internal server error"
+    ),
+    "API Gateway unavailable: DEFAULT_5XX 503": api_gateway_reply(
+        "DEFAULT_5XX", 503, "Service Unavailable"
+    ),
+    "function too slow: INTEGRATION_TIMEOUT 504": api_gateway_reply(
+        "INTEGRATION_TIMEOUT", message="Endpoint request timed out"
+    ),
+    "view raised: Chalice's own 500": json_reply(
+        500, {"Code": "InternalServerError", "Message": "An internal server error occurred."}
+    ),
+    "service's own 503 (its table)": json_reply(
+        503, {"Code": "ServiceUnavailableError", "Message": "the products table is unavailable"}
+    ),
+    "not the contract's shape: 504": json_reply(504, {"message": "Endpoint request timed out"}),
+}
+OURS = {
+    500: (502, "BadGatewayError", "product service failed"),
+    502: (502, "BadGatewayError", "product service failed"),
+    503: (503, "ServiceUnavailableError", "product service is unavailable"),
+    504: (504, "GatewayTimeoutError", "product service timed out"),
+}
+
+
+@pytest.mark.parametrize("case", list(UPSTREAM_5XX))
+def test_every_upstream_5xx_becomes_the_gateways_own_error_naming_the_service(
+    gateway: Client, product_stub: Stub, case: str
 ) -> None:
-    """API Gateway's own 5xx bodies (a crashed or timed-out Lambda) are not the contract's shape:
-    the status is kept, the body becomes ours."""
-    user_stub.reply("GET", "/users", json_reply(status, {"message": "Internal server error"}))
+    """The caller hears which service failed and how, never API Gateway's "Internal server
+    error" or "Endpoint request timed out" about a stack it does not know exists."""
+    reply = UPSTREAM_5XX[case]
+    product_stub.reply("GET", "/get_products", reply)
 
-    response = gateway.http.get("/users")
+    response = gateway.http.get("/get_products", headers={"X-Request-Id": "mine"})
 
+    status, code, message = OURS[reply.status]
     assert response.status_code == status
     assert response.json_body == {"Code": code, "Message": message}
+    assert response.headers["X-Request-Id"] == "mine"  # ours, not API Gateway's
+
+
+def test_api_gateway_4xx_passes_through_unchanged(gateway: Client, user_stub: Stub) -> None:
+    """A 4xx is about the request (here the service's stage throttling it): the caller's to see."""
+    throttled = api_gateway_reply("THROTTLED")
+    user_stub.reply("POST", "/login", throttled)
+
+    response = gateway.http.post("/login_user", headers=JSON, body=b"{}")
+
+    assert response.status_code == 429
+    assert response.body == throttled.body
 
 
 def test_broken_protocol_is_502(gateway: Client, user_stub: Stub) -> None:

@@ -125,17 +125,6 @@ def test_service_errors_pass_through_unchanged(gateway: Client, user_stub: Stub)
     assert response.body == conflict
 
 
-def test_service_own_contract_503_passes_through(gateway: Client, product_stub: Stub) -> None:
-    """A service that reports its own dependency down already speaks the contract."""
-    own = {"Code": "ServiceUnavailableError", "Message": "the products table is unavailable"}
-    product_stub.reply("GET", "/get_products", json_reply(503, own))
-
-    response = gateway.http.get("/get_products")
-
-    assert response.status_code == 503
-    assert response.json_body == own
-
-
 def test_request_id_is_made_when_absent_and_is_the_one_sent_upstream(
     gateway: Client, user_stub: Stub
 ) -> None:
