@@ -113,6 +113,9 @@ class Load:
     p50_ms: float
     p99_ms: float
     cpu_ms_per_request: float | None  # the product service's process; None where unknown
+    # The machine's 1-minute load average after the row: two cores shared with other work make
+    # the numbers move, and this says how busy the machine was.
+    load_average: float | None = None
 
     @property
     def per_second(self) -> float:
@@ -396,6 +399,7 @@ def timed_load(
         _percentile(timings, 0.50) if timings else 0.0,
         _percentile(timings, 0.99) if timings else 0.0,
         cpu_ms,
+        os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     )
 
 
@@ -539,16 +543,18 @@ def render_loads(loads: Sequence[Load]) -> str:
         f"GET {LIST_PATH} ({PRODUCTS} products), {first.clients} keep-alive clients, "
         f"{first.seconds:.0f} s each",
         f"{'route':<16}  {'system':<9}  {'ok':>6}  {'errors':>6}  {'req/s':>7}  {'p50 ms':>7}  "
-        f"{'p99 ms':>7}  {'product CPU ms/req':>18}",
+        f"{'p99 ms':>7}  {'product CPU ms/req':>18}  {'load avg':>8}",
     ]
     routes = list(dict.fromkeys(row.route for row in loads))
     for route in routes:
         rows = {row.system: row for row in loads if row.route == route}
         for row in rows.values():
             cpu = f"{row.cpu_ms_per_request:.2f}" if row.cpu_ms_per_request is not None else "n/a"
+            busy = f"{row.load_average:.1f}" if row.load_average is not None else "n/a"
             lines.append(
                 f"{route:<16}  {row.system:<9}  {row.requests:>6}  {row.errors:>6}  "
-                f"{row.per_second:>7.0f}  {row.p50_ms:>7.2f}  {row.p99_ms:>7.2f}  {cpu:>18}"
+                f"{row.per_second:>7.0f}  {row.p50_ms:>7.2f}  {row.p99_ms:>7.2f}  {cpu:>18}  "
+                f"{busy:>8}"
             )
         ours, peer = rows.get("ours"), rows.get("peer")
         if ours and peer and peer.per_second and peer.p50_ms and peer.p99_ms:
