@@ -2,10 +2,16 @@
 
 One ``urllib3.PoolManager`` lives at module scope, so a warm Lambda (or the local server's
 threads) reuses keep-alive connections instead of paying a TCP (and TLS) handshake per call.
-Retries are off: a retried POST could register a user or add a product twice, and a caller
-waiting on retries is exactly the "hang" the contract forbids. Timeouts are read from the stage's
-environment at each call (never at import), so ``chalice.test.Client`` and Lambda both apply
-their own values.
+urllib3's retries are off: a retried POST could register a user or add a product twice, and a
+caller waiting on retries is exactly the "hang" the contract forbids. Timeouts are read from the
+stage's environment at each call (never at import), so ``chalice.test.Client`` and Lambda both
+apply their own values.
+
+Every call has one total deadline, ``UPSTREAM_READ_TIMEOUT`` (5 s) from its start to the last
+byte of the body, whatever the service does in between (``connections`` enforces it even on a
+read that is already waiting), and a body limit, :data:`MAX_BODY_BYTES`. Past the deadline the
+caller gets 504 "timed out", past the limit 502 "failed": a service can no longer hold the
+gateway, or its memory, for as long as it likes by answering slowly or at length.
 
 A failing service is reported in the contract's shape and in the caller's terms, never with the
 service's internals: down (refused, unresolvable, connect timeout) is 503, slow is 504, broken
@@ -34,12 +40,19 @@ from chalice import ChaliceViewError, Response
 from chalice.app import Request
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
 
+from chalicelib import connections
 from svckit import config
 from svckit.errors import BadGatewayError, GatewayTimeoutError, ServiceUnavailableError
 from svckit.web import REQUEST_ID_HEADER, Service
 
 DEFAULT_CONNECT_TIMEOUT = 2.0
-DEFAULT_READ_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 5.0  # the whole call's budget, not one read's
+# The largest answer body taken from a service, counted as it is read (a declared length over it
+# is refused before reading). Lambda refuses a response payload over 6 MB (6,291,456 bytes), a
+# service's own function included, and the gateway's answer carries the body as a JSON string,
+# where escaping can make it longer: a larger body could never reach the caller, only cost the
+# gateway memory and time. 5 MiB leaves that room; it bites only a broken or local service.
+MAX_BODY_BYTES = 5 * 1024 * 1024
 # Request headers a service needs from the caller; nothing else (cookies, hop-by-hop headers,
 # API Gateway's own) is forwarded.
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Authorization")
@@ -48,7 +61,7 @@ PASSED_RESPONSE_HEADERS = ("Content-Type", "Link", "X-Next-Cursor")
 
 # maxsize covers the local server's concurrent threads and /health's parallel probes per host;
 # block=False opens an extra connection rather than queueing a request behind a busy one.
-_pool = urllib3.PoolManager(num_pools=8, maxsize=16, block=False, retries=False)
+_pool = connections.pool_manager(num_pools=8, maxsize=16, block=False, retries=False)
 
 
 @dataclass(frozen=True)
@@ -81,12 +94,17 @@ PRODUCT = Upstream("product_api", "product service", "PRODUCT_API_URL")
 UPSTREAMS = (USER, PRODUCT)
 
 
-def timeout() -> urllib3.Timeout:
-    """Connect and read timeouts from the stage's settings, read per call."""
-    return urllib3.Timeout(
-        connect=config.number("UPSTREAM_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
-        read=config.number("UPSTREAM_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
-    )
+@dataclass(frozen=True)
+class Answer:
+    """A service's whole answer, read within the call's deadline and the body limit."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class BodyTooLargeError(Exception):
+    """The answer's body is over :data:`MAX_BODY_BYTES`: a broken service, answered as one."""
 
 
 def segment(value: str) -> str:
@@ -109,8 +127,14 @@ def query_string(request: Request) -> str:
     return urlencode(pairs)
 
 
-def _failure(target: Upstream, exc: HTTPError) -> ChaliceViewError:
-    """The contract's error for a call that got no usable answer."""
+def _failure(target: Upstream, exc: Exception, expired: bool = False) -> ChaliceViewError:
+    """The contract's error for a call that got no usable answer.
+
+    A call whose deadline expired timed out, whatever error the interrupted read then raised
+    (an end of stream, an incomplete body).
+    """
+    if expired:
+        return target.timed_out()
     if isinstance(exc, ConnectTimeoutError):  # refused, unresolvable and connect timeouts alike
         return target.unavailable()
     if isinstance(exc, ReadTimeoutError):
@@ -137,10 +161,12 @@ def call(
     query: str = "",
     body: bytes | None = None,
     headers: Mapping[str, str] | None = None,
-    timeout_: urllib3.Timeout | None = None,
-) -> urllib3.BaseHTTPResponse:
+    budget: float | None = None,
+) -> Answer:
     """One HTTP call to ``target``; a call that gets no answer raises the contract's 502/503/504.
 
+    ``budget`` is the whole call's time in seconds, from connecting to the body's last byte
+    (default ``UPSTREAM_READ_TIMEOUT``); ``UPSTREAM_CONNECT_TIMEOUT`` still caps connecting.
     The answer itself is returned whatever its status: deciding what a status means is the
     caller's business (``forward`` passes most through, ``/health`` only wants 200).
     """
@@ -151,38 +177,84 @@ def call(
         # unreachable, which from the caller's side is exactly what it is.
         service.log.error("upstream not configured", upstream=target.name, error=str(exc))
         raise target.unavailable() from exc
+    if budget is None:
+        budget = config.number("UPSTREAM_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)
+    connect = config.number("UPSTREAM_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
+    # Named, so a service's logs tell the gateway's calls from anyone else's.
+    sent = {"User-Agent": "gateway_api", **(headers or {})}
     started = time.perf_counter()
-    try:
-        response = _pool.request(
-            method,
-            url,
-            body=body,
-            # Named, so a service's logs tell the gateway's calls from anyone else's.
-            headers={"User-Agent": "gateway_api", **(headers or {})},
-            timeout=timeout_ or timeout(),
-            redirect=False,
-        )
-    except HTTPError as exc:
-        failure = _failure(target, exc)
-        service.log.warning(
-            "upstream call failed",
-            upstream=target.name,
-            method=method,
-            path=path,
-            error=type(exc).__name__,
-            answered=failure.STATUS_CODE,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-        raise failure from exc
+    deadline = connections.Deadline(budget)
+    with connections.watchdog.watching(deadline):
+        try:
+            answer = _exchange(method, url, body, sent, deadline, connect)
+        except (HTTPError, OSError, BodyTooLargeError) as exc:
+            failure = _failure(target, exc, deadline.expired)
+            service.log.warning(
+                "upstream call failed",
+                upstream=target.name,
+                method=method,
+                path=path,
+                error=type(exc).__name__,
+                deadline_expired=deadline.expired,
+                answered=failure.STATUS_CODE,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            raise failure from exc
     service.log.info(
         "upstream call",
         upstream=target.name,
         method=method,
         path=path,
-        status=response.status,
+        status=answer.status,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
-    return response
+    return answer
+
+
+def _exchange(
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    deadline: connections.Deadline,
+    connect: float,
+) -> Answer:
+    """One request and its whole answer, on a pooled connection, within ``deadline``.
+
+    The body is read here rather than by urllib3 (``preload_content=False``) so that its size
+    is checked as it arrives. A connection is handed back to the pool only after a complete
+    answer; one left mid-answer is closed.
+    """
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise ReadTimeoutError(None, url, "no time left for this call")  # type: ignore[arg-type]
+    response = _pool.request(
+        method,
+        url,
+        body=body,
+        headers=headers,
+        # Bounds each socket wait by what is left; the watchdog bounds the sum of them.
+        timeout=urllib3.Timeout(connect=connect, read=remaining, total=remaining),
+        redirect=False,
+        preload_content=False,
+    )
+    try:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise BodyTooLargeError(f"declared {declared} bytes")
+        data = response.read(MAX_BODY_BYTES + 1)
+        if len(data) > MAX_BODY_BYTES:
+            raise BodyTooLargeError(f"more than {MAX_BODY_BYTES} bytes")
+        if deadline.expired:
+            # The watchdog ended the stream: a body that ends with the connection would look
+            # complete, and may not be.
+            raise ReadTimeoutError(None, url, "deadline expired")  # type: ignore[arg-type]
+    except BaseException:
+        response.close()
+        raise
+    finally:
+        response.release_conn()
+    return Answer(status=response.status, headers=response.headers, body=data)
 
 
 def forward(service: Service, target: Upstream, path: str) -> Response:
@@ -207,7 +279,7 @@ def forward(service: Service, target: Upstream, path: str) -> Response:
         headers=headers,
     )
     status = response.status
-    data = response.data
+    data = response.body
     if status >= 500:
         # The body is not read into the answer or the log: it may hold the service's internals.
         # The answer's own request id is logged: when API Gateway made the answer it is API
@@ -250,7 +322,7 @@ def probe(
             "GET",
             "/health",
             headers={REQUEST_ID_HEADER: request_id},
-            timeout_=urllib3.Timeout(total=budget, connect=budget, read=budget),
+            budget=budget,
         )
     except ChaliceViewError as exc:
         status = {503: "unavailable", 504: "timeout"}.get(exc.STATUS_CODE, "failing")
@@ -258,7 +330,7 @@ def probe(
     healthy = False
     if response.status == 200:
         try:
-            healthy = json.loads(response.data).get("status") == "ok"
+            healthy = json.loads(response.body).get("status") == "ok"
         except (ValueError, UnicodeDecodeError, AttributeError):
             healthy = False
     if healthy:

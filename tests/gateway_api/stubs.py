@@ -38,6 +38,11 @@ class Reply:
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     stall: bool = False  # hold the answer until the stub is closed (a slow service)
     garbage: bool = False  # answer with something that is not HTTP (a broken service)
+    # Seconds between single bytes of the body (a service that keeps sending, slowly); with
+    # trickle_head, of the status line and headers too. Stops when the stub is closed.
+    trickle: float = 0.0
+    trickle_head: bool = False
+    unframed: bool = False  # no Content-Length: the body ends when the connection closes
 
 
 def json_reply(status: int, body: Any, **headers: str) -> Reply:
@@ -132,12 +137,33 @@ class Stub:
             handler.wfile.write(b"this is not HTTP\r\n\r\n")
             handler.close_connection = True
             return
-        handler.send_response(reply.status)
-        for name, value in reply.headers.items():
-            handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(reply.body)))
-        handler.end_headers()
-        handler.wfile.write(reply.body)
+        headers = dict(reply.headers)
+        if reply.unframed:
+            headers["Connection"] = "close"
+            handler.close_connection = True
+        else:
+            headers["Content-Length"] = str(len(reply.body))
+        if reply.trickle_head:
+            lines = [f"HTTP/1.1 {reply.status} Slow", *(f"{k}: {v}" for k, v in headers.items())]
+            self._trickle(handler, ("\r\n".join(lines) + "\r\n\r\n").encode(), reply.trickle)
+        else:
+            handler.send_response(reply.status)
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+        if reply.trickle:
+            self._trickle(handler, reply.body, reply.trickle)
+        else:
+            handler.wfile.write(reply.body)
+
+    def _trickle(self, handler: BaseHTTPRequestHandler, data: bytes, interval: float) -> None:
+        """Send ``data`` one byte at a time, ``interval`` seconds apart, until the stub closes."""
+        for i in range(len(data)):
+            handler.wfile.write(data[i : i + 1])
+            handler.wfile.flush()
+            if self._release.wait(interval):
+                handler.close_connection = True
+                return
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         stub = self
@@ -154,7 +180,7 @@ class Stub:
             def _handle(self) -> None:
                 try:
                     stub._answer(self)
-                except (BrokenPipeError, ConnectionResetError):
+                except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
                     self.close_connection = True  # the gateway gave up first: expected
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle

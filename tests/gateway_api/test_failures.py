@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from chalice.test import Client
@@ -116,6 +117,79 @@ def test_slow_product_service_does_not_slow_user_routes(
 
     assert response.status_code == 200
     assert elapsed < 1.0
+
+
+@pytest.mark.parametrize("head", [False, True], ids=["body", "status line and headers"])
+def test_a_trickling_answer_is_cut_at_the_calls_total_deadline(
+    make_gateway: Callable[..., Client], user_stub: Stub, product_stub: Stub, head: bool
+) -> None:
+    """One byte every 0.2 s never lets a per-read timeout expire (the review's stub, one byte
+    every 2 s, got a 200 after 24 s). The read timeout is the whole call's budget, headers and
+    body alike: 504 within it, with a second of slack."""
+    client = make_gateway(
+        USER_API_URL=user_stub.url, PRODUCT_API_URL=product_stub.url, UPSTREAM_READ_TIMEOUT="1.0"
+    )
+    body = b'[{"product_id": "p-1"}]'  # 4.6 s at this pace, the head about as long again
+    product_stub.reply("GET", "/products", Reply(body=body, trickle=0.2, trickle_head=head))
+
+    response, elapsed = _timed(lambda: client.http.get("/products"))
+
+    assert response.status_code == 504
+    assert response.json_body == {
+        "Code": "GatewayTimeoutError",
+        "Message": "product service timed out",
+    }
+    assert elapsed < 2.0
+    # The interrupted connection is not handed to the next call.
+    product_stub.reply("GET", "/get_products", json_reply(200, []))
+    assert client.http.get("/get_products").status_code == 200
+
+
+@pytest.fixture
+def upstream() -> Any:
+    """The gateway's upstream module, as the loaded app uses it."""
+    return load_app(services.GATEWAY).upstream
+
+
+def test_the_body_limit_fits_a_lambda_answer(upstream: Any) -> None:
+    """Lambda refuses a response payload over 6 MB (6,291,456 bytes), and the gateway's answer
+    carries the body as a JSON string, where escaping can make it longer: a body over the limit
+    could never reach the caller anyway, only cost the gateway memory and time."""
+    assert 1024 * 1024 <= upstream.MAX_BODY_BYTES <= 5 * 1024 * 1024
+
+
+def test_an_answer_declared_larger_than_the_limit_is_502(
+    gateway: Client, product_stub: Stub, upstream: Any
+) -> None:
+    big = b"[" + b" " * upstream.MAX_BODY_BYTES + b"]"
+    product_stub.reply("GET", "/products", Reply(body=big))
+
+    response = gateway.http.get("/products")
+
+    assert response.status_code == 502
+    assert response.json_body == {"Code": "BadGatewayError", "Message": "product service failed"}
+
+
+@pytest.mark.parametrize("unframed", [False, True], ids=["Content-Length", "until close"])
+def test_the_body_limit_is_counted_while_reading(
+    gateway: Client,
+    product_stub: Stub,
+    upstream: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    unframed: bool,
+) -> None:
+    """At the limit passes; one byte more is 502, with or without a declared length."""
+    monkeypatch.setattr(upstream, "MAX_BODY_BYTES", 100)
+    at_limit = b'["' + b"a" * 96 + b'"]'
+    product_stub.reply("GET", "/products", Reply(body=at_limit, unframed=unframed))
+    product_stub.reply("GET", "/get_products", Reply(body=at_limit + b" ", unframed=unframed))
+
+    passed = gateway.http.get("/products")
+    refused = gateway.http.get("/get_products")
+
+    assert (passed.status_code, passed.body) == (200, at_limit)
+    assert refused.status_code == 502
+    assert refused.json_body == {"Code": "BadGatewayError", "Message": "product service failed"}
 
 
 @pytest.mark.parametrize("status", [500, 501, 505])
