@@ -42,12 +42,13 @@ TICK_SECONDS = 0.05
 class Deadline:
     """One upstream call's end time, and what happened to the try in flight."""
 
-    __slots__ = ("_connection", "at", "expired", "reused")
+    __slots__ = ("_connection", "answered", "at", "expired", "reused")
 
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
         self.expired = False  # set by the watchdog: the call used its whole budget
         self.reused = False  # the current try went out on a connection that had answered before
+        self.answered = False  # the current try has read an answer's status line and headers
         self._connection: HTTPConnection | None = None
 
     def remaining(self) -> float:
@@ -148,6 +149,7 @@ class _Tracked:
         deadline = current.get()
         if deadline is not None:
             deadline.reused = getattr(self, "sock", None) is not None and self._answers > 0
+            deadline.answered = False
             watchdog.attach(deadline, self)  # type: ignore[arg-type]
         super().request(*args, **kwargs)  # type: ignore[misc]
 
@@ -159,6 +161,8 @@ class _Tracked:
             _shut(self)  # type: ignore[arg-type]
         response = super().getresponse()  # type: ignore[misc]
         self._answers += 1
+        if deadline is not None:
+            deadline.answered = True
         return response
 
 

@@ -7,6 +7,12 @@ caller waiting on retries is exactly the "hang" the contract forbids. Timeouts a
 stage's environment at each call (never at import), so ``chalice.test.Client`` and Lambda both
 apply their own values.
 
+A GET (or HEAD) is sent once more, on a new connection, when its try failed before reaching
+the service's code: refused, or a reused keep-alive connection closed or reset before any byte
+of an answer (the service's idle timeout firing just as the request went out, which otherwise
+gives a spurious 502). Nothing else is retried, and a write never is: it may have been stored
+even when no answer came back.
+
 Every call has one total deadline, ``UPSTREAM_READ_TIMEOUT`` (5 s) from its start to the last
 byte of the body, whatever the service does in between (``connections`` enforces it even on a
 read that is already waiting), and a body limit, :data:`MAX_BODY_BYTES`. Past the deadline the
@@ -38,7 +44,13 @@ from urllib.parse import quote, urlencode
 import urllib3
 from chalice import ChaliceViewError, Response
 from chalice.app import Request
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
 from chalicelib import connections
 from svckit import config
@@ -56,6 +68,8 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 # Request headers a service needs from the caller; nothing else (cookies, hop-by-hop headers,
 # API Gateway's own) is forwarded.
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Authorization")
+# Methods that may be sent twice: a second GET changes nothing a first one did not.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD"})
 # Response headers the contract says pass through unchanged.
 PASSED_RESPONSE_HEADERS = ("Content-Type", "Link", "X-Next-Cursor")
 
@@ -127,6 +141,23 @@ def query_string(request: Request) -> str:
     return urlencode(pairs)
 
 
+def _never_reached(exc: Exception, deadline: connections.Deadline) -> bool:
+    """Whether a failed try is the connection's failure, not the service's: no connection was
+    made, or one that had already served an answer was closed or reset before any byte of this
+    one (http.client's ``RemoteDisconnected`` is exactly "closed without a status line"), which
+    is what a service closing an idle keep-alive connection looks like. Only GETs are sent
+    again, so even a request the service did read changes nothing the second time. A new
+    connection closed that way is not counted: the service may have taken the request and
+    crashed on it, and would crash again.
+    """
+    if deadline.expired or deadline.answered:
+        return False
+    if isinstance(exc, NewConnectionError):
+        return True
+    cause = exc.args[1] if isinstance(exc, ProtocolError) and len(exc.args) > 1 else None
+    return deadline.reused and isinstance(cause, ConnectionError)
+
+
 def _failure(target: Upstream, exc: Exception, expired: bool = False) -> ChaliceViewError:
     """The contract's error for a call that got no usable answer.
 
@@ -184,28 +215,43 @@ def call(
     sent = {"User-Agent": "gateway_api", **(headers or {})}
     started = time.perf_counter()
     deadline = connections.Deadline(budget)
+    tries = 0
     with connections.watchdog.watching(deadline):
-        try:
-            answer = _exchange(method, url, body, sent, deadline, connect)
-        except (HTTPError, OSError, BodyTooLargeError) as exc:
-            failure = _failure(target, exc, deadline.expired)
-            service.log.warning(
-                "upstream call failed",
-                upstream=target.name,
-                method=method,
-                path=path,
-                error=type(exc).__name__,
-                deadline_expired=deadline.expired,
-                answered=failure.STATUS_CODE,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
-            raise failure from exc
+        while True:
+            tries += 1
+            try:
+                answer = _exchange(method, url, body, sent, deadline, connect)
+                break
+            except (HTTPError, OSError, BodyTooLargeError) as exc:
+                if tries == 1 and method in IDEMPOTENT_METHODS and _never_reached(exc, deadline):
+                    service.log.info(
+                        "upstream call retried",
+                        upstream=target.name,
+                        method=method,
+                        path=path,
+                        error=type(exc).__name__,
+                    )
+                    continue
+                failure = _failure(target, exc, deadline.expired)
+                service.log.warning(
+                    "upstream call failed",
+                    upstream=target.name,
+                    method=method,
+                    path=path,
+                    error=type(exc).__name__,
+                    deadline_expired=deadline.expired,
+                    tries=tries,
+                    answered=failure.STATUS_CODE,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+                raise failure from exc
     service.log.info(
         "upstream call",
         upstream=target.name,
         method=method,
         path=path,
         status=answer.status,
+        tries=tries,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return answer

@@ -29,6 +29,7 @@ class Received:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     client_port: int  # which connection it came on: keep-alive reuses one
+    dropped: bool = False  # closed unanswered (close_idle): the service never processed it
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class Reply:
     body: bytes = b"{}"
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     stall: bool = False  # hold the answer until the stub is closed (a slow service)
+    delay: float = 0.0  # seconds before answering (a service that is slow but answers)
     garbage: bool = False  # answer with something that is not HTTP (a broken service)
+    hang_up: bool = False  # close the connection without answering (a crash mid-request)
     # Seconds between single bytes of the body (a service that keeps sending, slowly); with
     # trickle_head, of the status line and headers too. Stops when the stub is closed.
     trickle: float = 0.0
@@ -86,6 +89,11 @@ class Stub:
             ("GET", "/health"): json_reply(200, {"status": "ok", "service": name}),
         }
         self.received: list[Received] = []
+        # Close a keep-alive connection, unanswered, when a request arrives on it after an
+        # earlier answer: a service's idle timeout firing just as the gateway's next request goes
+        # out. (Closing right after answering would not do: urllib3 sees that close before it
+        # reuses the connection, and opens a new one.)
+        self.close_idle = False
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -117,6 +125,8 @@ class Stub:
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
+        answered_before = getattr(handler, "answered", 0)
+        dropped = self.close_idle and answered_before > 0
         with self._lock:
             self.received.append(
                 Received(
@@ -125,14 +135,24 @@ class Stub:
                     headers={k.lower(): v for k, v in handler.headers.items()},
                     body=body,
                     client_port=handler.client_address[1],
+                    dropped=dropped,
                 )
             )
+        if dropped:
+            handler.close_connection = True
+            return
+        handler.answered = answered_before + 1  # type: ignore[attr-defined]
         route = (handler.command, handler.path.split("?", 1)[0])
         reply = self.replies.get(route) or json_reply(
             404, {"Code": "NotFoundError", "Message": f"no stub for {route}"}
         )
         if reply.stall:
             self._release.wait(STALL_LIMIT_SECONDS)
+        if reply.delay:
+            self._release.wait(reply.delay)
+        if reply.hang_up:
+            handler.close_connection = True
+            return
         if reply.garbage:
             handler.wfile.write(b"this is not HTTP\r\n\r\n")
             handler.close_connection = True
