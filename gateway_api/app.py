@@ -10,7 +10,8 @@ Service URLs come only from the stage's environment (``.chalice/config.json``).
 from __future__ import annotations
 
 import contextvars
-from concurrent.futures import ThreadPoolExecutor, wait
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ app = service.app
 
 GREET_NAME = validation.Text(1, 100, allow_blank=False)
 DEFAULT_HEALTH_TIMEOUT = 2.0
-# /health probes every service at once, so its answer takes the slowest probe's time, not the
-# sum. Made once per process: a pool per request would cost thread start-up on every probe.
-_probes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+# How long /health waits past its budget for a probe that overran it (name resolution, which no
+# socket timeout covers, can hang); the probe is then reported as a timeout.
+HEALTH_GRACE_SECONDS = 0.5
 
 
 # --- user_api -------------------------------------------------------------------------------
@@ -116,30 +117,44 @@ def greet(name: str) -> Response:
 
 @app.route("/health", methods=["GET"])
 def health() -> Response:
-    """The gateway's own state and every service's, probed in parallel within a short budget.
+    """The gateway's own state and every service's readiness, probed in parallel within a short
+    budget (``HEALTH_TIMEOUT``) at ``UPSTREAM_HEALTH_PATH`` (``/health?ready=1``).
 
     503 names each failing service, so a probe (or a person) sees at once which one to look at.
     """
     budget = config.number("HEALTH_TIMEOUT", DEFAULT_HEALTH_TIMEOUT)
     request_id = service.request_id
-    futures = {
-        target: _probes.submit(
-            # A context copy per probe carries the request id onto the worker's log lines.
-            contextvars.copy_context().run, upstream.probe, service, target, request_id, budget
+    results: dict[str, dict[str, Any]] = {}
+
+    def run(target: upstream.Upstream) -> None:
+        results[target.name] = upstream.probe(service, target, request_id, budget)
+
+    # A thread per probe, started now: each probe gets the whole budget however many checks run
+    # at once. (A shared pool queued probes behind other checks' probes, and the queueing ate
+    # the budget: healthy services were reported as timeouts under concurrent checks.) Two
+    # threads per check is cheap next to the network calls they make, and /health is not the
+    # hot path. A context copy per probe carries the request id onto the thread's log lines.
+    threads = [
+        threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(run, target),
+            name=f"health-{target.name}",
+            daemon=True,
         )
         for target in upstream.UPSTREAMS
+    ]
+    for thread in threads:
+        thread.start()
+    # Each probe bounds itself (its call's deadline); this bounds the wait even if one does not.
+    waited_until = time.monotonic() + budget + HEALTH_GRACE_SECONDS
+    for thread in threads:
+        thread.join(max(0.0, waited_until - time.monotonic()))
+    overran = {
+        "status": "failing",
+        "reason": "timeout",
+        "latency_ms": round((budget + HEALTH_GRACE_SECONDS) * 1000, 2),
     }
-    # Each probe bounds itself; this one deadline bounds the whole wait even if, say, name
-    # resolution (which no socket timeout covers) hangs.
-    wait(futures.values(), timeout=budget + 0.5)
-    dependencies: dict[str, dict[str, Any]] = {
-        target.name: (
-            future.result()
-            if future.done()
-            else {"status": "timeout", "latency_ms": round((budget + 0.5) * 1000, 2)}
-        )
-        for target, future in futures.items()
-    }
+    dependencies = {t.name: results.get(t.name, overran) for t in upstream.UPSTREAMS}
     body: dict[str, Any] = {**service.health(), "dependencies": dependencies}
     failing = [t.label for t in upstream.UPSTREAMS if dependencies[t.name]["status"] != "ok"]
     if not failing:

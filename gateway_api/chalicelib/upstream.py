@@ -348,31 +348,55 @@ def forward(service: Service, target: Upstream, path: str) -> Response:
     return Response(body=text, status_code=status, headers=passed)
 
 
+# Where /health asks each service whether it can serve: its readiness check, which also touches
+# its table and key (``/health`` alone is liveness and costs the service nothing). A service that
+# does not know ``ready`` answers its liveness, so the gateway works before and after it learns.
+DEFAULT_HEALTH_PATH = "/health?ready=1"
+
+
+def _health_path() -> tuple[str, str]:
+    """``UPSTREAM_HEALTH_PATH`` as (path, query); a value that is not a path is a deploy error."""
+    value = config.optional("UPSTREAM_HEALTH_PATH", DEFAULT_HEALTH_PATH)
+    if not value.startswith("/"):
+        raise config.ConfigError(f"UPSTREAM_HEALTH_PATH must start with '/', got {value!r}")
+    path, _, query = value.partition("?")
+    return path, query
+
+
 def probe(
     service: Service, target: Upstream, request_id: str, budget: float
 ) -> dict[str, Any]:
-    """``target``'s ``/health`` as a dependency entry; never raises, answers within ``budget``.
+    """``target``'s readiness as a dependency entry; never raises, answers within ``budget``.
 
-    Runs on a worker thread, so the request id is passed in rather than read from the app's
-    current request.
+    ``status`` is ``ok`` or ``failing``; a failing one says why (``unavailable``, ``timeout``,
+    ``failed``, or ``not ready`` with the service's ``http_status``), so whoever reads the
+    gateway's ``/health`` knows where to look. Runs on a thread of its own, so the request id is
+    passed in rather than read from the app's current request.
     """
     started = time.perf_counter()
+
+    def failing(reason: str, **more: Any) -> dict[str, Any]:
+        return {"status": "failing", "reason": reason, "latency_ms": elapsed(), **more}
 
     def elapsed() -> float:
         return round((time.perf_counter() - started) * 1000, 2)
 
     try:
+        path, query = _health_path()
         response = call(
             service,
             target,
             "GET",
-            "/health",
+            path,
+            query=query,
             headers={REQUEST_ID_HEADER: request_id},
             budget=budget,
         )
+    except config.ConfigError as exc:
+        service.log.error("health path not configured", error=str(exc))
+        return failing("unavailable")
     except ChaliceViewError as exc:
-        status = {503: "unavailable", 504: "timeout"}.get(exc.STATUS_CODE, "failing")
-        return {"status": status, "latency_ms": elapsed()}
+        return failing({503: "unavailable", 504: "timeout"}.get(exc.STATUS_CODE, "failed"))
     healthy = False
     if response.status == 200:
         try:
@@ -381,4 +405,4 @@ def probe(
             healthy = False
     if healthy:
         return {"status": "ok", "latency_ms": elapsed()}
-    return {"status": "failing", "latency_ms": elapsed(), "http_status": response.status}
+    return failing("not ready", http_status=response.status)

@@ -27,7 +27,12 @@ from tests.support.apps import load_app
 from tools import services
 
 # Settings a test may override in the local stage although the real file sets them globally.
-_GLOBAL_SETTINGS = ("UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_READ_TIMEOUT", "HEALTH_TIMEOUT")
+_GLOBAL_SETTINGS = (
+    "UPSTREAM_CONNECT_TIMEOUT",
+    "UPSTREAM_READ_TIMEOUT",
+    "HEALTH_TIMEOUT",
+    "UPSTREAM_HEALTH_PATH",
+)
 
 
 @pytest.fixture
