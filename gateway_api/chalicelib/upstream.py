@@ -22,7 +22,7 @@ gateway, or its memory, for as long as it likes by answering slowly or at length
 A failing service is reported in the contract's shape and in the caller's terms, never with the
 service's internals: down (refused, unresolvable, connect timeout) is 503, slow is 504, broken
 (a protocol error or its own 500) is 502. Everything else, including its 4xx answers, passes
-through byte for byte with ``Content-Type``, ``Link`` and ``X-Next-Cursor``.
+through byte for byte with ``Content-Type``, ``Link``, ``X-Next-Cursor`` and ``Retry-After``.
 
 Which answers are replaced is decided by where they come from, never by their shape: every 5xx
 from upstream. The deploy rewrites a service's API Gateway errors into the contract's
@@ -70,8 +70,9 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Authorization")
 # Methods that may be sent twice: a second GET changes nothing a first one did not.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD"})
-# Response headers the contract says pass through unchanged.
-PASSED_RESPONSE_HEADERS = ("Content-Type", "Link", "X-Next-Cursor")
+# Response headers the contract says pass through unchanged, and a 429's Retry-After (user_api's
+# failed-login limit says when to try again; without it a client can only guess).
+PASSED_RESPONSE_HEADERS = ("Content-Type", "Link", "X-Next-Cursor", "Retry-After")
 
 # maxsize covers the local server's concurrent threads and /health's parallel probes per host;
 # block=False opens an extra connection rather than queueing a request behind a busy one.

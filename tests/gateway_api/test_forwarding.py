@@ -125,6 +125,24 @@ def test_service_errors_pass_through_unchanged(gateway: Client, user_stub: Stub)
     assert response.body == conflict
 
 
+def test_too_many_failed_logins_keeps_its_retry_after(gateway: Client, user_stub: Stub) -> None:
+    """user_api's 429 says when to try again; without the header a client can only guess."""
+    limited = {
+        "Code": "TooManyRequestsError",
+        "Message": "username has had too many failed logins: at most 5 in 300 seconds; "
+        "retry after 290 seconds",
+    }
+    user_stub.reply("POST", "/login", json_reply(429, limited, **{"Retry-After": "290"}))
+
+    response = gateway.http.post(
+        "/login_user", headers={"Content-Type": "application/json"}, body=b'{"username": "x"}'
+    )
+
+    assert response.status_code == 429
+    assert response.json_body == limited
+    assert response.headers["Retry-After"] == "290"
+
+
 def test_request_id_is_made_when_absent_and_is_the_one_sent_upstream(
     gateway: Client, user_stub: Stub
 ) -> None:
