@@ -34,6 +34,7 @@ is an internal the caller cannot act on. A 5xx from upstream always means "that 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Mapping
@@ -66,8 +67,9 @@ DEFAULT_READ_TIMEOUT = 5.0  # the whole call's budget, not one read's
 # gateway memory and time. 5 MiB leaves that room; it bites only a broken or local service.
 MAX_BODY_BYTES = 5 * 1024 * 1024
 # Request headers a service needs from the caller; nothing else (cookies, hop-by-hop headers,
-# API Gateway's own) is forwarded.
+# API Gateway's own, the caller's X-Forwarded-For) is forwarded.
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Authorization")
+FORWARDED_FOR_HEADER = "X-Forwarded-For"
 # Methods that may be sent twice: a second GET changes nothing a first one did not.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD"})
 # Response headers the contract says pass through unchanged, and a 429's Retry-After (user_api's
@@ -304,18 +306,35 @@ def _exchange(
     return Answer(status=response.status, headers=response.headers, body=data)
 
 
+def caller_address(request: Request) -> str | None:
+    """The caller's address as API Gateway saw it (``identity.sourceIp``), when it is one.
+
+    Never the caller's own ``X-Forwarded-For``: anyone can write that, and user_api counts
+    failed logins per address (``user_api/chalicelib/login_limits.py``).
+    """
+    identity = request.context.get("identity") or {}
+    try:
+        return str(ipaddress.ip_address(str(identity.get("sourceIp") or "")))
+    except ValueError:
+        return None
+
+
 def forward(service: Service, target: Upstream, path: str) -> Response:
     """Send the current request to ``target`` at ``path`` and answer with what it answered.
 
     ``path`` is the service's route with parameters already encoded by :func:`segment`. The
     method, raw body and query string are the caller's; the request id is the gateway's own, so
-    one id follows the request through every service's logs.
+    one id follows the request through every service's logs. ``X-Forwarded-For`` is the
+    caller's address alone, so a service behind the gateway can tell its clients apart (every
+    call it gets comes from the gateway's address).
     """
     request = service.request
     headers = {
         name: value for name in FORWARDED_REQUEST_HEADERS if (value := request.headers.get(name))
     }
     headers[REQUEST_ID_HEADER] = service.request_id
+    if client := caller_address(request):
+        headers[FORWARDED_FOR_HEADER] = client
     response = call(
         service,
         target,

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 import pytest
+from chalice.local import LambdaEventConverter
 from chalice.test import Client
 
 from tests.conftest import bearer
@@ -30,6 +31,7 @@ ROUTES = [
     ("POST", "/products", "product", "POST", "/products", True),
     ("GET", "/products/p-1", "product", "GET", "/products/p-1", False),
 ]
+JSON = {"Content-Type": "application/json"}
 ROUTE_IDS = [f"{r[0]} {r[1]}" for r in ROUTES]
 
 
@@ -185,7 +187,35 @@ def test_caller_headers_outside_the_list_are_not_forwarded(
 
     sent = user_stub.calls()[0].headers
     assert "cookie" not in sent
-    assert "x-forwarded-for" not in sent
+    assert sent.get("x-forwarded-for") != "1.2.3.4"  # the caller's own is not passed on
+
+
+@pytest.mark.parametrize(
+    ("path", "stub_name", "up_path"),
+    [("/login_user", "user", "/login"), ("/products", "product", "/products")],
+)
+def test_the_callers_address_is_sent_as_x_forwarded_for_and_nothing_the_caller_wrote(
+    gateway: Client,
+    user_stub: Stub,
+    product_stub: Stub,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    stub_name: str,
+    up_path: str,
+) -> None:
+    """The address is API Gateway's ``identity.sourceIp`` for the caller; a header the caller
+    wrote would let it pick the address user_api counts its failed logins against."""
+    stub = user_stub if stub_name == "user" else product_stub
+    stub.reply("POST" if stub_name == "user" else "GET", up_path, json_reply(200, {}))
+    monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", "198.51.100.7")
+    forged = {"X-Forwarded-For": "203.0.113.20, 10.0.0.1", **JSON}
+
+    if stub_name == "user":
+        gateway.http.post(path, headers=forged, body=b"{}")
+    else:
+        gateway.http.get(path, headers=forged)
+
+    assert stub.calls()[0].headers["x-forwarded-for"] == "198.51.100.7"
 
 
 @pytest.mark.parametrize(

@@ -243,3 +243,73 @@ def test_a_stage_may_tighten_the_limits(register, attempt, clock, monkeypatch):
     refused = attempt("john_doe", PASSWORD)
     # 10 s into a 300 s window is 10 s into a 60 s window too: 50 s remain.
     assert assert_limited(refused, "at most 2 in 60 seconds") == 50
+
+
+# --- the client behind a proxy (gateway_api sends the caller's address in X-Forwarded-For) ---
+
+GATEWAY = "10.0.0.5"  # the gateway's own address, the immediate source of every login it sends
+
+
+@pytest.fixture
+def counters(limits: Any, clock: list[float], tables: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The limiter called as user_api's login view calls it, with the local stage's table."""
+    monkeypatch.setenv("LOGIN_ATTEMPTS_TABLE", ATTEMPTS_TABLE)
+    return limits
+
+
+def fail(counters: Any, times: int, source: str, forwarded_for: str | None, name: str = "") -> None:
+    for i in range(times):
+        counters.record_failure(name or f"guess_{i % 5}", source, forwarded_for)
+
+
+def test_clients_behind_the_gateway_are_counted_apart(counters):
+    """20 failures from one client through the gateway limit that client, not the others."""
+    fail(counters, 20, GATEWAY, ATTACKER)
+
+    refused = counters.check("john_doe", GATEWAY, ATTACKER)
+    assert refused is not None
+    assert refused.scope == "source"
+    assert counters.check("john_doe", GATEWAY, BYSTANDER) is None
+    assert counters.check("john_doe", GATEWAY, None) is None  # the gateway's own counter
+
+
+def test_only_the_first_forwarded_address_counts(counters):
+    """Proxies append; the first entry is what the gateway set (the caller it saw)."""
+    fail(counters, 20, GATEWAY, f"{ATTACKER}, 192.0.2.1")
+
+    assert counters.check("john_doe", GATEWAY, f"{ATTACKER}, 192.0.2.99") is not None
+    assert counters.check("john_doe", GATEWAY, f" {ATTACKER} ") is not None
+
+
+def test_a_direct_caller_can_only_split_its_own_counter(counters):
+    """A forged X-Forwarded-For names a counter keyed on the forger's own address too: it can
+    neither use up another address's counter nor reach the gateway's clients' ones, and the
+    per-name limit binds whatever it writes in the header."""
+    fail(counters, 20, ATTACKER, BYSTANDER)  # pretending to be the bystander
+
+    assert counters.check("john_doe", ATTACKER, BYSTANDER) is not None  # its own, limited
+    assert counters.check("john_doe", BYSTANDER, None) is None  # the real bystander, direct
+    assert counters.check("john_doe", GATEWAY, BYSTANDER) is None  # ... and through the gateway
+    for i in range(5):
+        counters.record_failure("john_doe", ATTACKER, f"192.0.2.{i}")  # a fresh header each time
+    refused = counters.check("john_doe", ATTACKER, "192.0.2.200")
+    assert refused is not None
+    assert refused.scope == "username"
+
+
+@pytest.mark.parametrize("header", [None, "", "not-an-address", ATTACKER, f"{ATTACKER}, 1.2.3.4"])
+def test_a_missing_unusable_or_self_naming_header_is_the_address_alone(counters, header):
+    """Only an address other than the source's own splits the count: garbage, or the caller's
+    own address (API Gateway appends it when the caller sent no header), is one counter."""
+    fail(counters, 20, ATTACKER, None)
+
+    refused = counters.check("john_doe", ATTACKER, header)
+    assert refused is not None
+    assert refused.scope == "source"
+
+
+def test_the_forwarded_address_is_stored_only_as_part_of_a_digest(counters, tables):
+    counters.record_failure("john_doe", GATEWAY, ATTACKER)
+    stored = json.dumps(scan_counters(tables))
+    for clear in (GATEWAY, ATTACKER, "john_doe"):
+        assert clear not in stored

@@ -19,6 +19,16 @@ racing *the read* may each still be checked against a count just below the limit
 see as many extra guesses as the function has concurrent executions (its reserved concurrency),
 no more.
 
+The "source" is the immediate caller's address together with the first ``X-Forwarded-For``
+entry, when that names another address. Behind gateway_api every login comes from the gateway,
+which puts its caller's address there, so its clients are counted apart instead of sharing one
+counter (where 20 failures from anyone locked every login through the gateway). The header
+cannot be trusted, since user_api is also reachable directly, which is why it only ever
+*narrows* the immediate address: a direct caller who forges it gets counters keyed on its own
+address too, so it can split its own count (one counter per value it writes) but never use up
+another address's, and the per-name limit binds it whatever it writes. See docs/login-limits.md
+for what that leaves open.
+
 Names are counted case-insensitively (as they are unique) and stored only as a SHA-256 digest, as
 are addresses: a password typed into the name field is a common slip, and the counters must not
 keep it. The digest is not a secret-keeper (a short name can be guessed back); it keeps clear text
@@ -28,6 +38,7 @@ out of the table, its backups and any export.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -104,12 +115,40 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _window(username: str, source: str, window_seconds: int) -> _Window:
+def forwarded_client(source: str, forwarded_for: str | None) -> str | None:
+    """The address the first ``X-Forwarded-For`` entry names, normalised, when it is one and
+    not ``source`` itself; else None.
+
+    The first entry is the one the gateway wrote (proxies after it append). API Gateway adds the
+    caller's own address when the caller sent no header, so an entry equal to ``source`` adds
+    nothing; nor does one that is not an address (normalising also makes ``::1`` and
+    ``0:0::1`` one client).
+    """
+    if not forwarded_for:
+        return None
+    first = forwarded_for.split(",", 1)[0].strip()
+    try:
+        client = str(ipaddress.ip_address(first))
+    except ValueError:
+        return None
+    return None if client == source else client
+
+
+def _source_identity(source: str, forwarded_for: str | None) -> str:
+    """What the per-source counter counts: the address alone (its key is unchanged from before
+    forwarded clients were counted), or the address and the client it forwards for."""
+    client = forwarded_client(source, forwarded_for)
+    return source if client is None else f"{source} for {client}"
+
+
+def _window(
+    username: str, source: str, forwarded_for: str | None, window_seconds: int
+) -> _Window:
     now = clock()
     start = int(now // window_seconds) * window_seconds
     return _Window(
         name_key=f"name#{_digest(username.lower())}#{start}",
-        source_key=f"source#{_digest(source)}#{start}",
+        source_key=f"source#{_digest(_source_identity(source, forwarded_for))}#{start}",
         ends_at=start + window_seconds,
         now=now,
     )
@@ -149,10 +188,14 @@ def _read_counts(keys: list[str]) -> dict[str, int]:
     raise TooManyRequestsError("the service is busy, retry after a short wait")
 
 
-def check(username: str, source: str) -> Refusal | None:
-    """A refusal when the name or the source has used up its failures in this window."""
+def check(username: str, source: str, forwarded_for: str | None = None) -> Refusal | None:
+    """A refusal when the name or the source has used up its failures in this window.
+
+    ``source`` is the immediate caller's address (API Gateway's ``identity.sourceIp``),
+    ``forwarded_for`` the request's ``X-Forwarded-For`` header as received.
+    """
     chosen = limits()
-    window = _window(username, source, chosen.window_seconds)
+    window = _window(username, source, forwarded_for, chosen.window_seconds)
     counts = _read_counts([window.name_key, window.source_key])
     rule = f"in {chosen.window_seconds} seconds; retry after {window.retry_after} seconds"
     if counts[window.name_key] >= chosen.per_name:
@@ -170,14 +213,14 @@ def check(username: str, source: str) -> Refusal | None:
     return None
 
 
-def record_failure(username: str, source: str) -> None:
+def record_failure(username: str, source: str, forwarded_for: str | None = None) -> None:
     """Count one failed login for the name and for the source: one atomic ``UpdateItem`` each.
 
     ``expires_at`` is set only by the first failure of the window (``if_not_exists``), so every
     counter's TTL is its window's end. A failed write is not swallowed: the caller answers with
     an error instead of a 401 that went uncounted.
     """
-    window = _window(username, source, limits().window_seconds)
+    window = _window(username, source, forwarded_for, limits().window_seconds)
     values: Mapping[str, Any] = {":one": {"N": "1"}, ":ends": {"N": str(window.ends_at)}}
     expression = "ADD attempts :one SET expires_at = if_not_exists(expires_at, :ends)"
     for key in (window.name_key, window.source_key):
