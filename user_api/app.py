@@ -122,11 +122,11 @@ def _upgrade_hash(username: str, stored: str, password: str) -> None:
 
 
 def _source_address() -> str:
-    """The client's address as API Gateway saw it (``identity.sourceIp``).
+    """The immediate caller's address as API Gateway saw it (``identity.sourceIp``).
 
-    Not ``X-Forwarded-For``: anyone calling this API directly can write that header, so trusting
-    it would hand every guesser a fresh per-address limit per request. Behind gateway_api the
-    address is the gateway's (see docs/login-limits.md).
+    ``X-Forwarded-For`` is passed to the limiter beside it, never instead of it: anyone calling
+    this API directly can write that header, so it may only narrow this address (a client behind
+    gateway_api), never replace it (see login_limits and docs/login-limits.md).
     """
     identity = service.request.context.get("identity") or {}
     return str(identity.get("sourceIp") or "unknown")
@@ -137,12 +137,14 @@ def login() -> Response | dict[str, Any]:
     """Issue a token for the right password, within the failed-login limits (login_limits)."""
     body = CREDENTIALS.check(service.json_body())
     source = _source_address()
-    refusal = login_limits.check(body["username"], source)
+    forwarded_for = service.request.headers.get("x-forwarded-for")
+    refusal = login_limits.check(body["username"], source, forwarded_for)
     if refusal is not None:
         service.log.warning(
             "login refused: too many failed logins",
             limit=refusal.scope,
             source=source,
+            client=login_limits.forwarded_client(source, forwarded_for),
             retry_after=refusal.retry_after,
         )
         return error_response(
@@ -152,7 +154,7 @@ def login() -> Response | dict[str, Any]:
     user = users.get(body["username"])
     stored = user.get("password_hash") if user else None
     if not passwords.verify(stored, body["password"]) or user is None:
-        login_limits.record_failure(body["username"], source)
+        login_limits.record_failure(body["username"], source, forwarded_for)
         raise UnauthorizedError(BAD_CREDENTIALS)
     if passwords.needs_rehash(stored):
         _upgrade_hash(user["username"], stored, body["password"])
@@ -220,6 +222,17 @@ def grant_points(username: str) -> dict[str, Any]:
     return public_view(user, caller)
 
 
+# A key no user can have (``#`` is outside the username rule): the readiness read finds nothing,
+# and costs one small GetItem, an action the function's policy already allows on its table.
+READINESS_KEY = "#readiness"
+
+
 @app.route("/health", methods=["GET"])
-def health() -> dict[str, Any]:
-    return service.health()
+def health() -> Response | dict[str, Any]:
+    """Liveness, free; with ``?ready=1`` readiness: the users table answers a read and the
+    signing key loads (gateway_api's ``/health`` asks this)."""
+    if not service.wants_readiness():
+        return service.health()
+    return service.readiness(
+        {"table": lambda: users.get(READINESS_KEY), "signing_key": token_issuer}
+    )

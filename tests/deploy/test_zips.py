@@ -377,7 +377,9 @@ class _Upstream(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         _Upstream.seen.append(self.path)
         payload = json.dumps({"status": "ok", "service": self.path.split("/")[1]}).encode()
-        self.send_response(200 if self.path.endswith("/health") else 404)
+        # The gateway asks for readiness (``/health?ready=1``); a service without it answers
+        # its liveness, as this one does.
+        self.send_response(200 if self.path.split("?")[0].endswith("/health") else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -431,7 +433,7 @@ def test_gateway_zip_reaches_the_services_by_the_urls_it_is_given_and_checks_tok
         ],
     )
     assert health["statusCode"] == 200, health
-    assert sorted(_Upstream.seen) == ["/product/api/health", "/user/api/health"]
+    assert sorted(_Upstream.seen) == ["/product/api/health?ready=1", "/user/api/health?ready=1"]
     assert greet["statusCode"] == 200
     assert greet["body"] == "Hello, Ann!"
     assert anonymous["statusCode"] == 401

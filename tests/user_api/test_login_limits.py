@@ -313,3 +313,19 @@ def test_the_forwarded_address_is_stored_only_as_part_of_a_digest(counters, tabl
     stored = json.dumps(scan_counters(tables))
     for clear in (GATEWAY, ATTACKER, "john_doe"):
         assert clear not in stored
+
+
+def test_the_login_view_counts_a_forwarded_client_apart(register, clock, user_client, monkeypatch):
+    """Through user_api's view: 20 failures from one client behind the gateway's address leave
+    the gateway's other clients free."""
+    register()
+    monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", GATEWAY)
+
+    def login(username: str, password: str, client: str) -> Any:
+        body = {"username": username, "password": password}
+        return post_json(user_client, "/login", body, headers={"X-Forwarded-For": client})
+
+    for i in range(20):
+        assert login(f"guess_{i % 5}", WRONG, ATTACKER).status_code == 401
+    assert_limited(login("john_doe", PASSWORD, ATTACKER), "address")
+    assert login("john_doe", PASSWORD, BYSTANDER).status_code == 200

@@ -23,7 +23,12 @@ from chalice import BadRequestError, Chalice, Response, UnauthorizedError
 from chalice.app import Request
 
 from svckit import config, keys, logs
-from svckit.errors import PayloadTooLargeError, error_response
+from svckit.errors import (
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+    error_body,
+    error_response,
+)
 from svckit.pagination import PageRequest, parse_page
 from svckit.tokens import Principal, TokenVerifier
 
@@ -141,6 +146,40 @@ class Service:
     def health(self) -> dict[str, Any]:
         """Liveness only: no table call, so probes cost nothing and never throttle real traffic."""
         return {"status": "ok", "service": self.name, "time": utc_now()}
+
+    def wants_readiness(self) -> bool:
+        """``GET /health?ready=1``: the caller (gateway_api's ``/health``) asks whether this
+        service can serve, not only whether it runs. A query parameter rather than a route of
+        its own, so a caller that asks a service without it still gets an answer (liveness)."""
+        return (self.request.query_params or {}).get("ready") in ("1", "true")
+
+    def readiness(self, checks: Mapping[str, Callable[[], object]]) -> Response:
+        """Liveness plus each named check (a read of the table, the key loading): 200 when all
+        pass, else 503 naming the failing ones.
+
+        Kept apart from :meth:`health` because a check costs a table call, which the platform's
+        frequent liveness probes must not; the gateway asks for readiness only when its own
+        ``/health`` is asked (at most the stage's throttling rate). A check's error is logged by
+        its type and never answered (it may hold internals). The token key set is checked for
+        every service: each one verifies tokens.
+        """
+        every = {"jwks": lambda: _verifier(config.require("JWT_JWKS"), str(self.project_dir))}
+        results: dict[str, str] = {}
+        for name, check in {**every, **checks}.items():
+            try:
+                check()
+            except Exception as exc:  # any failure at all means "not ready"
+                self.log.warning("readiness check failed", check=name, error=type(exc).__name__)
+                results[name] = "failing"
+            else:
+                results[name] = "ok"
+        body: dict[str, Any] = {**self.health(), "checks": results}
+        failing = [name for name, result in results.items() if result != "ok"]
+        if not failing:
+            return Response(body=body, status_code=200)
+        error = ServiceUnavailableError(f"{self.name} is not ready: {', '.join(failing)}")
+        body.update(status="failing", **error_body(error))
+        return Response(body=body, status_code=503)
 
     def require_principal(self) -> Principal:
         principal = self.principal(required=True)
