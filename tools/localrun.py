@@ -75,6 +75,7 @@ FAKE_CREDENTIALS = dynamodb.FAKE_CREDENTIALS
 # Variables that could send a child to a real account or another endpoint; the run sets its own.
 _SCRUBBED_ENV = (
     "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
     "AWS_ENDPOINT_URL",
@@ -168,6 +169,7 @@ class LocalSystem:
         self.dynamodb_endpoint = dynamodb_endpoint or f"http://{HOST}:{ports.dynamodb}"
         self.engine = None if self.external_dynamodb else engine
         self.services = tuple(s for s in services.SERVICES if s.name not in set(without))
+        self._data_lock: dynamodb.DataDirLock | None = None
         self.supervisor = Supervisor(
             self.child_env, sink, self.say, policy=policy, cwd=services.ROOT
         )
@@ -243,6 +245,7 @@ class LocalSystem:
 
     def _engine_argv(self) -> list[str]:
         assert self.engine is not None
+        self.engine.prepare()  # on every start: a restart must find its data folder again
         return self.engine.argv(self.python, HOST, self.ports.dynamodb)
 
     # -- start --
@@ -257,12 +260,14 @@ class LocalSystem:
             if not self.external_dynamodb and self.engine is None:
                 self.engine = dynamodb.choose(data_dir=None, say=self.say)
             self._check_ports_free()
+            if self.engine is not None and self.engine.data_dir is not None:
+                self._data_lock = dynamodb.DataDirLock(self.engine.data_dir).acquire()
             if self.engine is not None:
-                self.engine.prepare()
                 self.supervisor.start(DYNAMODB)
             # Tables before services: once a service answers /health it must be usable, or a
             # client polling /health (a script, a test) could write before its table exists.
-            self.create_tables(time.monotonic() + DYNAMODB_STARTUP_SECONDS)
+            created = self.create_tables(time.monotonic() + DYNAMODB_STARTUP_SECONDS)
+            self.say(f"created tables: {', '.join(created)}" if created else "tables present")
             if self.engine is not None:
                 # From now on a restarted engine gets its missing tables back (moto forgets
                 # them; DynamoDB Local keeps them on disk) before anyone needs them.
@@ -275,7 +280,7 @@ class LocalSystem:
                 # With a service left out the gateway's /health says 503 until the developer
                 # starts it; then any answer means the gateway itself is up.
                 self.wait_healthy(svc, deadline, any_answer=partial and svc is services.GATEWAY)
-        except EngineUnavailable as exc:
+        except (EngineUnavailable, dynamodb.DataDirBusy, OSError) as exc:
             self.stop()
             raise StartupError(str(exc)) from exc
         except BaseException:
@@ -356,7 +361,16 @@ class LocalSystem:
         return ReloadMap(services.ROOT, [s.name for s in self.services], SHARED_SOURCES)
 
     def on_source_change(self, targets: Mapping[str, str]) -> None:
-        """Hot reload (called from the watcher thread): restart each touched service."""
+        """Hot reload (called from the watcher thread): restart each touched service, after
+        creating any table its new definition names (a changed ``resources.json`` or stage)."""
+        if any(svc.owns_table and svc.name in targets for svc in self.services):
+            try:
+                created = self.create_tables(time.monotonic() + 10)
+            except (StartupError, ValueError, KeyError) as exc:
+                self.say(f"could not create tables for the reload: {exc}")
+            else:
+                if created:
+                    self.say(f"created tables: {', '.join(created)}")
         for name, path in targets.items():
             self.supervisor.request_restart([name], f"{path} changed")
 
@@ -382,6 +396,9 @@ class LocalSystem:
         """Stop every child: SIGTERM all groups at once, SIGKILL what is left after the grace
         period. Safe to call twice and after a failed start."""
         self.supervisor.stop_all()
+        if self._data_lock is not None:
+            self._data_lock.release()
+            self._data_lock = None
 
     def __enter__(self) -> LocalSystem:
         return self.start()
@@ -430,7 +447,7 @@ def print_env(system: LocalSystem, stream: TextIO = sys.stdout) -> None:
     """``export`` lines for running plain ``chalice local --stage local`` against the same
     DynamoDB endpoint (``make run`` or ``--without NAME`` running alongside)."""
     stream.write('# eval "$(python -m tools.localrun --print-env)"\n')
-    stream.write(f"unset {' '.join(_SCRUBBED_ENV[:3])}\n")
+    stream.write(f"unset {' '.join(_SCRUBBED_ENV[:4])}\n")
     for key, value in system.aws_env().items():
         stream.write(f"export {key}={shlex.quote(value)}\n")
     for svc in services.SERVICES:
@@ -486,7 +503,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ports = Ports.from_env()
     except ValueError as exc:
         parser.error(str(exc))
-    reload = not args.no_reload and os.environ.get("RELOAD", "1").strip() not in ("0", "false")
+    reload = not args.no_reload and os.environ.get("RELOAD", "1").strip().lower() not in (
+        "0", "false", "no", "off"
+    )  # fmt: skip
+    for name in _SCRUBBED_ENV[:2]:
+        # The runner's own boto3 (table creation) must not read a developer's AWS profile.
+        os.environ.pop(name, None)
     endpoint = os.environ.get("DYNAMODB_ENDPOINT", "").strip() or None
     printer = LinePrinter()
     system = LocalSystem(
@@ -508,22 +530,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if endpoint is None:
             system.engine = dynamodb.choose(data_dir=dynamodb.data_dir_from_env(), say=printer.say)
         printer.say(f"starting {', '.join(s.name for s in system.services)} (stage {args.stage})")
-        system.start()
         if reload:
+            # Armed before anything starts, so an edit saved during startup is seen too.
             watcher = Watcher(system.reload_map(), system.on_source_change).start()
+        system.start()
+        if watcher is not None and not watcher.wait_ready():
+            printer.say("hot reload could not watch the source folders; it is off")
+            reload = False
         printer.say(banner(system, reload))
         system.supervise()
     except (StartupError, EngineUnavailable) as exc:
         printer.say(f"could not start: {exc}")
         code = 1
     except (KeyboardInterrupt, _Terminate):
-        printer.say("stopping")
+        code = 0
     finally:
         with _signals_ignored():
+            # Children first, words after: a terminal that stopped reading (Ctrl-S, a paused
+            # pager) blocks every print, and must not keep the system running.
             if watcher is not None:
                 watcher.stop()
             system.stop()
-    printer.say("stopped")
+    printer.say("stopped", timeout=2.0)
     return code
 
 

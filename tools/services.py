@@ -105,7 +105,10 @@ def create_tables(dynamodb: Any, stage: str) -> list[str]:
             args = svc.create_table_args(stage, logical_id)
             if args["TableName"] in existing:
                 continue
-            dynamodb.create_table(**args)
+            try:
+                dynamodb.create_table(**args)
+            except dynamodb.exceptions.ResourceInUseException:
+                continue  # made meanwhile by someone else: it exists, which is all we need
             ttl = svc.time_to_live(logical_id)
             if ttl:
                 dynamodb.update_time_to_live(

@@ -160,6 +160,7 @@ def test_ctrl_c_stops_everything(start_runner: Callable[..., Runner]) -> None:
 
 def test_data_survives_a_restart_of_the_runner(start_runner: Callable[..., Runner]) -> None:
     first = start_runner()
+    assert first.said("created tables: "), first.output()
     token = _register_and_login(first.gateway, "john_doe")
     added = post(
         first.gateway,
@@ -174,6 +175,7 @@ def test_data_survives_a_restart_of_the_runner(start_runner: Callable[..., Runne
     second = start_runner()
 
     assert not second.said("created tables"), second.output()
+    assert second.said("tables present"), second.output()
     login = post(second.gateway, "/login_user", {"username": "john_doe", "password": PASSWORD})
     assert login.status == 200, login
     listed = get(second.gateway, "/get_products")
@@ -195,7 +197,8 @@ def test_a_killed_service_comes_back_while_the_others_keep_serving(
         lambda: get(runner.gateway, "/get_products").status == 200 or None, timeout=BACK_SECONDS
     )
     assert back
-    assert runner.pids()["product_api"] != product_pid, runner.output()
+    # The new process's "Serving" line may trail its first answer through the pipes.
+    assert wait_until(lambda: runner.pids()["product_api"] != product_pid or None, 5)
     assert runner.said("product_api restarted"), runner.output()
     assert runner.process.poll() is None
 
@@ -250,6 +253,20 @@ def test_a_source_change_reloads_only_the_services_it_touches(
         timeout=15,
     )
     assert wait_until(lambda: get(runner.gateway, "/health").status == 200 or None, 15)
+
+
+def test_a_second_runner_on_the_same_data_is_refused(
+    start_runner: Callable[..., Runner], tmp_path: Path
+) -> None:
+    first = start_runner()
+    second = Runner(tmp_path / "dynamodb-data")
+    try:
+        assert second.wait_exit() == 1, second.output()
+    finally:
+        second.kill()
+
+    assert second.said("in use by another make run"), second.output()
+    assert get(first.gateway, "/health").status == 200
 
 
 def test_reload_can_be_turned_off(start_runner: Callable[..., Runner]) -> None:

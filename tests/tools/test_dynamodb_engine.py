@@ -178,3 +178,33 @@ def test_the_data_folder_moves_with_the_environment(tmp_path: Path) -> None:
     moved = dynamodb.data_dir_from_env({"DYNAMODB_DATA_DIR": str(tmp_path / "d")})
     assert moved == (tmp_path / "d").resolve()
     assert os.path.isabs(moved)
+
+
+def test_wipe_refuses_a_folder_holding_anything_else(tmp_path: Path) -> None:
+    data = tmp_path / "mine"
+    (data / "src").mkdir(parents=True)
+    (data / "shared-local-instance.db").write_bytes(b"x")
+    (data / "notes.txt").write_text("keep me")
+
+    with pytest.raises(dynamodb.DataDirBusy, match="did not make"):
+        dynamodb.wipe(data, say=print)
+
+    assert (data / "notes.txt").exists()
+    assert (data / "shared-local-instance.db").exists()
+
+
+def test_wipe_refuses_while_a_runner_holds_the_folder(tmp_path: Path) -> None:
+    data = tmp_path / "dynamodb-data"
+    data.mkdir()
+    (data / "shared-local-instance.db").write_bytes(b"x")
+    lock = dynamodb.DataDirLock(data).acquire()
+    try:
+        with pytest.raises(dynamodb.DataDirBusy, match="in use by another make run"):
+            dynamodb.wipe(data, say=print)
+        assert (data / "shared-local-instance.db").exists()
+        with pytest.raises(dynamodb.DataDirBusy):
+            dynamodb.DataDirLock(data).acquire()  # nor can a second runner use it
+    finally:
+        lock.release()
+
+    assert dynamodb.wipe(data, say=print) == [data / "shared-local-instance.db"]

@@ -39,7 +39,7 @@ def test_files_outside_the_services_touch_nothing() -> None:
 
 
 def test_only_sources_outside_generated_folders_count() -> None:
-    accept = SourceFilter()
+    accept = SourceFilter(ROOT)
 
     assert accept(Change.modified, str(ROOT / "user_api" / "app.py"))
     assert accept(Change.added, str(ROOT / "user_api" / ".chalice" / "config.json"))
@@ -49,6 +49,15 @@ def test_only_sources_outside_generated_folders_count() -> None:
     assert not accept(
         Change.modified, str(ROOT / "user_api" / ".chalice" / "deployments" / "a.json")
     )
+
+
+def test_a_checkout_under_a_folder_named_build_still_reloads(tmp_path: Path) -> None:
+    root = tmp_path / "build" / "shop"
+    accept = SourceFilter(root)
+
+    assert accept(Change.modified, str(root / "product_api" / "app.py"))
+    assert not accept(Change.modified, str(root / "product_api" / "build" / "app.py"))
+    assert not accept(Change.modified, str(tmp_path / "elsewhere.py"))
 
 
 def test_the_watcher_reports_a_save(tmp_path: Path) -> None:

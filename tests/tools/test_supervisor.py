@@ -80,16 +80,34 @@ def test_a_crashing_child_is_restarted_then_left_down_while_the_others_run(
     assert supervisor.child("steady").running
 
 
-def test_a_child_that_stayed_up_starts_its_backoff_afresh(
+def test_staying_up_resets_the_backoff_but_not_the_crash_loop_count(
     make_supervisor: Callable[..., Supervisor], said: list[str]
 ) -> None:
-    forgiving = RestartPolicy(initial_delay=0.01, crash_limit=2, stable_seconds=0.0)
+    """A service that dies every 11 s dies five times a minute: the crash-loop limit counts
+    exits in the window, while staying up only starts the backoff from the beginning."""
+    forgiving = RestartPolicy(initial_delay=0.01, crash_limit=4, stable_seconds=0.0)
     supervisor = make_supervisor(forgiving, crasher=CRASH)
 
-    _tick_until(supervisor, lambda: supervisor.programs["crasher"].restarts >= 4)
+    _tick_until(supervisor, lambda: supervisor.state("crasher") is State.FAILED)
 
-    assert supervisor.state("crasher") is not State.FAILED
-    assert all("(1 exit in the last" in line for line in said if "exited" in line)
+    delays = [line for line in said if "restarting in" in line]
+    assert all("restarting in 0.01 s" in line for line in delays), delays
+    assert "(3 exits in the last 60 s)" in delays[-1]
+    assert "4 times in 60 s" in said[-1]
+
+
+def test_a_program_that_cannot_even_start_counts_as_exiting(
+    make_supervisor: Callable[..., Supervisor], said: list[str]
+) -> None:
+    supervisor = make_supervisor(steady=SLEEP)
+    supervisor.add(Program("ghost", lambda: ["/nonexistent/binary"]))
+    program = supervisor.programs["ghost"]
+    program.state, program.restart_at = State.BACKOFF, 0.0
+
+    _tick_until(supervisor, lambda: supervisor.state("ghost") is State.FAILED)
+
+    assert "ghost exited with a failure to start" in said[0]
+    assert supervisor.child("steady").running
 
 
 def test_a_restart_request_from_another_thread_replaces_the_process(
@@ -124,6 +142,19 @@ def test_a_reload_gives_a_crash_looped_program_a_fresh_start(
     assert "reloading crasher (fixed.py changed)" in said
     assert supervisor.state("crasher") is State.RUNNING
     assert list(supervisor.programs["crasher"].exits) == []
+
+
+def test_a_reload_also_retries_a_crash_looped_program_no_file_maps_to(
+    make_supervisor: Callable[..., Supervisor], said: list[str]
+) -> None:
+    supervisor = make_supervisor(engine=CRASH, service=SLEEP)
+    _tick_until(supervisor, lambda: supervisor.state("engine") is State.FAILED)
+
+    supervisor.request_restart(["service"], "app.py changed")
+    supervisor.tick()
+
+    assert "reloading engine (retrying after its crash loop)" in said
+    assert supervisor.state("engine") is not State.FAILED
 
 
 def test_a_program_stopped_on_purpose_is_not_restarted(

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from tools import services
-from tools.local.process import port_in_use
 
 ENGINE_ENV = "LOCAL_DYNAMODB"
 DYNAMODB_LOCAL = "dynamodb-local"
@@ -47,7 +46,7 @@ DEFAULT_PORT = 5100  # not moto's or DynamoDB Local's defaults: 5000 is the gate
 MIN_JAVA = 17
 # A small bounded heap: the tables of a laptop run fit many times over, and two cores are shared
 # with four Python processes. Serial GC: fewest threads, smallest footprint.
-JAVA_OPTIONS = ("-Xms32m", "-Xmx256m", "-XX:+UseSerialGC")
+JAVA_OPTIONS = ("-Xms32m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError")
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 JAVA_HINT = (
@@ -249,7 +248,12 @@ def create_tables_when_ready(
 ) -> list[str]:
     """Create the stage's missing tables once the endpoint answers (doubles as its readiness
     probe); ``alive()`` returning False means the engine died, which is reported at once."""
-    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
 
     dynamodb = client(endpoint)
     while True:
@@ -261,6 +265,8 @@ def create_tables_when_ready(
             if time.monotonic() > deadline:
                 raise EngineUnavailable(f"{endpoint} did not answer in time") from exc
             time.sleep(0.1)
+        except (ValueError, ClientError) as exc:  # not a DynamoDB endpoint at all
+            raise EngineUnavailable(f"{endpoint} is not a DynamoDB endpoint: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,21 +279,80 @@ def data_dir_from_env(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(raw).expanduser().resolve() if raw else DATA_DIR
 
 
+# What DynamoDB Local writes in its -dbPath with -sharedDb (plus SQLite's side files), and the
+# runner's lock: the only files ``wipe`` will delete.
+LOCK_FILE = ".lock"
+ENGINE_FILES = ("shared-local-instance.db", "shared-local-instance.db-*", LOCK_FILE)
+
+
+class DataDirBusy(RuntimeError):
+    """Another runner holds the data folder's lock."""
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``<data>/.lock`` for as long as a runner uses the folder: two
+    DynamoDB Locals on one SQLite file fail with "database is locked", and ``make wipe`` must
+    never delete the file under a running engine. The kernel drops the lock when the process
+    dies, however it dies."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._file: Any = None
+
+    def acquire(self) -> DataDirLock:
+        import fcntl
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.data_dir / LOCK_FILE, "a")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise DataDirBusy(
+                f"{_relative(self.data_dir)} is in use by another make run (stop it first, or "
+                "set DYNAMODB_DATA_DIR to another folder)"
+            ) from None
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 def wipe(data_dir: Path = DATA_DIR, say: Any = print) -> list[Path]:
-    """Delete the local data folder, saying what it held; return the files removed."""
+    """Delete DynamoDB Local's files in ``data_dir``, saying what each held; refuse while a
+    runner holds the folder, and refuse a folder holding anything else (``DYNAMODB_DATA_DIR``
+    might name a folder of the user's own). Returns the files removed."""
     if not data_dir.exists():
         say(f"nothing to wipe: {_relative(data_dir)} does not exist")
         return []
-    files = sorted(p for p in data_dir.rglob("*") if p.is_file())
-    for path in files:
-        size = path.stat().st_size
-        say(f"removing {_relative(path)} ({size:,} bytes)")
-    shutil.rmtree(data_dir)
+    if not data_dir.is_dir():
+        raise DataDirBusy(f"{_relative(data_dir)} is not a folder; nothing wiped")
+    ours = {p for pattern in ENGINE_FILES for p in data_dir.glob(pattern) if p.is_file()}
+    others = sorted(p for p in data_dir.iterdir() if p not in ours)
+    if others:
+        names = ", ".join(p.name for p in others[:5])
+        raise DataDirBusy(
+            f"{_relative(data_dir)} holds files DynamoDB Local did not make ({names}); "
+            "nothing wiped"
+        )
+    lock = DataDirLock(data_dir).acquire()
+    try:
+        removed = sorted(p for p in ours if p.name != LOCK_FILE)
+        for path in removed:
+            say(f"removing {_relative(path)} ({path.stat().st_size:,} bytes)")
+            path.unlink()
+    finally:
+        lock.release()
+    (data_dir / LOCK_FILE).unlink(missing_ok=True)
+    data_dir.rmdir()
     say(
         f"removed {_relative(data_dir)}: every local table and item is gone; "
         "make run creates empty tables next time"
     )
-    return files
+    return removed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,11 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "install":
         install()
     elif args.command == "wipe":
-        port = int(os.environ.get("DYNAMODB_PORT", "").strip() or DEFAULT_PORT)
-        if port_in_use(port):
-            print(f"something listens on the DynamoDB port {port}: stop make run first")
+        try:
+            wipe(data_dir_from_env())
+        except DataDirBusy as exc:
+            print(f"make wipe: {exc}")
             return 1
-        wipe(data_dir_from_env())
     else:
         try:
             print(choose().label)

@@ -29,17 +29,24 @@ class LinePrinter:
         self.width = max(len(name) for name in COLORS)
         self._lock = threading.Lock()
 
-    def __call__(self, name: str, line: str) -> None:
+    def __call__(self, name: str, line: str, timeout: float = -1) -> None:
+        """Write one line; with ``timeout``, give up (drop the line) rather than wait longer for
+        a terminal that stopped reading."""
         label = f"[{name}]".ljust(self.width + 2)
         if self.color:
             label = f"\033[{COLORS.get(name, '37')}m{label}\033[0m"
-        with self._lock, contextlib.suppress(OSError, ValueError):
-            # A closed terminal or pipe must not kill the reader thread: the child would then
-            # block on a full pipe. Its lines are still kept by Child.
-            self.stream.write(f"{label} {line}\n")
-            self.stream.flush()
+        if not self._lock.acquire(timeout=timeout):
+            return
+        try:
+            with contextlib.suppress(OSError, ValueError):
+                # A closed terminal or pipe must not kill the reader thread: the child would
+                # then block on a full pipe. Its lines are still kept by Child.
+                self.stream.write(f"{label} {line}\n")
+                self.stream.flush()
+        finally:
+            self._lock.release()
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, timeout: float = -1) -> None:
         """The runner's own messages; each line of a multi-line one gets the prefix."""
         for line in text.splitlines() or [""]:
-            self("localrun", line)
+            self("localrun", line, timeout)

@@ -24,13 +24,23 @@ _IGNORED_PARTS = frozenset({"vendor", "deployments", "deployed", "build", "node_
 
 
 class SourceFilter(DefaultFilter):
-    """``DefaultFilter`` (no ``__pycache__``, ``.git``, editor swap files) narrowed to sources."""
+    """``DefaultFilter`` (no ``__pycache__``, ``.git``, editor swap files) narrowed to sources
+    below ``root``. Generated folders are judged by the path inside the project only, so a
+    checkout that itself lives under a folder named ``build`` still reloads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root.resolve()
 
     def __call__(self, change: Change, path: str) -> bool:
         candidate = Path(path)
+        try:
+            inside = candidate.resolve().relative_to(self.root).parts
+        except ValueError:
+            return False
         return (
             candidate.suffix in SOURCE_SUFFIXES
-            and not _IGNORED_PARTS.intersection(candidate.parts)
+            and not _IGNORED_PARTS.intersection(inside)
             and super().__call__(change, path)
         )
 
@@ -90,7 +100,7 @@ class Watcher:
         # (and tests) know a save from now on will be seen.
         for changes in watch(
             *roots,
-            watch_filter=SourceFilter(),
+            watch_filter=SourceFilter(self.map.root),
             stop_event=self._stop,
             rust_timeout=500,
             yield_on_timeout=True,

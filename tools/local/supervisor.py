@@ -41,7 +41,8 @@ class State(enum.Enum):
 @dataclass(frozen=True)
 class RestartPolicy:
     """When to restart and when to give up. A child that stayed up ``stable_seconds`` starts
-    the next backoff from the beginning."""
+    the next backoff from the beginning; the crash-loop count is over the window regardless,
+    so a service dying every 11 s is still five exits a minute."""
 
     initial_delay: float = 0.5
     max_delay: float = 8.0
@@ -49,8 +50,8 @@ class RestartPolicy:
     crash_window: float = 60.0
     stable_seconds: float = 10.0
 
-    def delay(self, recent_exits: int) -> float:
-        return min(self.max_delay, self.initial_delay * 2 ** max(recent_exits - 1, 0))
+    def delay(self, quick_exits: int) -> float:
+        return min(self.max_delay, self.initial_delay * 2 ** max(quick_exits - 1, 0))
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Program:
     after_start: Callable[[Child], None] | None = None
     child: Child | None = None
     state: State = State.STOPPED
-    exits: deque[float] = field(default_factory=deque)
+    exits: deque[float] = field(default_factory=deque)  # unexpected exits, for the window
+    quick_exits: int = 0  # exits in a row without staying up: the backoff's exponent
     restart_at: float = 0.0
     restarts: int = 0
 
@@ -167,40 +169,74 @@ class Supervisor:
     def tick(self, now: float | None = None) -> None:
         """One pass: restarts asked for, exits noticed, backoffs that have run out."""
         now = time.monotonic() if now is None else now
-        self._apply_requests()
+        self._apply_requests(now)
         for program in self.programs.values():
             if program.state is State.RUNNING and program.child and not program.child.running:
-                self._exited(program, now)
+                child = program.child
+                code = child.returncode
+                child.finish()
+                self._exited(program, now, describe_exit(code), child.started_at, child.tail(15))
             if program.state is State.BACKOFF and now >= program.restart_at:
                 program.restarts += 1
-                child = self.start(program.name)
-                self._say(f"{program.name} restarted (pid {child.pid})")
+                started = self._try_start(program, now)
+                if started is not None:
+                    self._say(f"{program.name} restarted (pid {started.pid})")
 
-    def _apply_requests(self) -> None:
+    def _try_start(self, program: Program, now: float) -> Child | None:
+        """Start ``program``; a failure to start at all (its binary gone, no memory for a fork)
+        counts as one more exit of that program, never as the end of the supervisor."""
+        try:
+            return self.start(program.name)
+        except Exception as exc:
+            program.child = None
+            program.state = State.RUNNING  # so that _exited moves it on, as for any exit
+            self._exited(program, now, f"a failure to start ({exc})", now, "")
+            return None
+
+    def _apply_requests(self, now: float) -> None:
         wanted: dict[str, str] = {}
         while True:
             try:
                 name, reason = self._requests.get_nowait()
             except queue.Empty:
                 break
-            wanted.setdefault(name, reason)
-        for name, reason in wanted.items():
             program = self.programs.get(name)
-            if program is None or program.state is State.STOPPED:
-                continue
+            if program is not None and program.state is not State.STOPPED:
+                wanted.setdefault(name, reason)
+        if not wanted:
+            return
+        # A save is how the crash-loop message says to retry: programs no file maps to (the
+        # database engine) get their fresh start with it too.
+        for program in self.programs.values():
+            if program.state is State.FAILED and program.name not in wanted:
+                wanted[program.name] = "retrying after its crash loop"
+        for name, reason in wanted.items():
             self._say(f"reloading {name} ({reason})")
-            if program.child is not None:
-                program.child.stop()
+        # Stop them all at once and wait once: a hung one must not hold up the others' restarts
+        # (nor, for long, the loop noticing other exits).
+        children = [self.programs[n].child for n in wanted if self.programs[n].child is not None]
+        for child in children:
+            assert child is not None
+            child.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in children:
+            assert child is not None
+            if child.wait(deadline - time.monotonic()) is None:
+                child.signal_group(signal.SIGKILL)
+                child.process.wait()
+            child.finish()
+        for name in wanted:
+            program = self.programs[name]
             program.exits.clear()  # new code gets a fresh chance, even after a crash loop
-            self.start(name)
+            program.quick_exits = 0
+            self._try_start(program, now)
 
-    def _exited(self, program: Program, now: float) -> None:
-        child = program.child
-        assert child is not None
-        code = child.returncode
-        child.finish()
-        if now - child.started_at >= self.policy.stable_seconds:
-            program.exits.clear()
+    def _exited(
+        self, program: Program, now: float, how: str, started_at: float, tail: str
+    ) -> None:
+        if now - started_at >= self.policy.stable_seconds:
+            program.quick_exits = 0
+        program.quick_exits += 1
         program.exits.append(now)
         while program.exits and now - program.exits[0] > self.policy.crash_window:
             program.exits.popleft()
@@ -209,16 +245,16 @@ class Supervisor:
         if recent >= self.policy.crash_limit:
             program.state = State.FAILED
             self._say(
-                f"{program.name} exited with {describe_exit(code)}, {recent} times in {window}: "
-                f"leaving it down, the rest keep running. Fix it and save a file to retry "
-                f"(hot reload), or restart make run.\n{_indent(child.tail(15))}"
+                f"{program.name} exited with {how}, {recent} times in {window}: leaving it "
+                f"down, the rest keep running. Fix it and save a source file to retry (hot "
+                f"reload), or restart make run." + (f"\n{_indent(tail)}" if tail else "")
             )
             return
-        delay = self.policy.delay(recent)
+        delay = self.policy.delay(program.quick_exits)
         program.state = State.BACKOFF
         program.restart_at = now + delay
         self._say(
-            f"{program.name} exited with {describe_exit(code)}; restarting in {delay:g} s "
+            f"{program.name} exited with {how}; restarting in {delay:g} s "
             f"({recent} exit{'s' if recent > 1 else ''} in the last {window})"
         )
 
