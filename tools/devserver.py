@@ -108,6 +108,23 @@ class NoDelayRequestHandler(ChaliceRequestHandler):
         self.local_gateway = ContractGateway(app_object, config)
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
+    def _send_http_response_with_body(
+        self, code: int, headers: dict[str, Any], body: str | bytes
+    ) -> None:
+        """Chalice's response writer, with the head and the body in one ``send``: with
+        ``TCP_NODELAY`` two writes are two packets and two system calls per response, which the
+        profile showed as a sixth of a service's time under load. Same headers, same order."""
+        payload = body if isinstance(body, bytes) else body.encode("utf-8")
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+        for name, value in headers.items():
+            for one in value if isinstance(value, list) else [value]:
+                self.send_header(name, one)
+        self._headers_buffer.append(b"\r\n")
+        self.wfile.write(b"".join(self._headers_buffer) + payload)
+        self._headers_buffer = []
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """No access line: the app's middleware already logs each request as JSON with its id.
         Errors the HTTP layer itself reports (``log_error``) still print."""
