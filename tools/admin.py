@@ -22,13 +22,14 @@ from botocore.exceptions import ClientError
 from tools import deploy, services
 
 
-def grant_role(dynamodb: Any, table: str, username: str, role: str) -> bool:
-    """Add ``role`` to ``username``'s roles; False when there is no such user."""
+def _change_roles(dynamodb: Any, table: str, username: str, action: str, role: str) -> bool:
+    """``ADD`` or ``DELETE`` ``role`` in ``username``'s role set, only if the user exists (one
+    conditional UpdateItem); False when there is no such user."""
     try:
         dynamodb.update_item(
             TableName=table,
             Key={"username_key": {"S": username.lower()}},
-            UpdateExpression="ADD #r :r",
+            UpdateExpression=f"{action} #r :r",
             ConditionExpression="attribute_exists(username_key)",
             ExpressionAttributeNames={"#r": "roles"},
             ExpressionAttributeValues={":r": {"SS": [role]}},
@@ -38,24 +39,16 @@ def grant_role(dynamodb: Any, table: str, username: str, role: str) -> bool:
             return False
         raise
     return True
+
+
+def grant_role(dynamodb: Any, table: str, username: str, role: str) -> bool:
+    """Add ``role`` to ``username``'s roles; False when there is no such user."""
+    return _change_roles(dynamodb, table, username, "ADD", role)
 
 
 def revoke_role(dynamodb: Any, table: str, username: str, role: str) -> bool:
     """Remove ``role`` from ``username``'s roles; False when there is no such user."""
-    try:
-        dynamodb.update_item(
-            TableName=table,
-            Key={"username_key": {"S": username.lower()}},
-            UpdateExpression="DELETE #r :r",
-            ConditionExpression="attribute_exists(username_key)",
-            ExpressionAttributeNames={"#r": "roles"},
-            ExpressionAttributeValues={":r": {"SS": [role]}},
-        )
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return _change_roles(dynamodb, table, username, "DELETE", role)
 
 
 def deployed_table(cloudformation: Any, stage: str) -> str:

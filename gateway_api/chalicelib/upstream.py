@@ -226,22 +226,19 @@ def call(
                 answer = _exchange(method, url, body, sent, deadline, connect)
                 break
             except (HTTPError, OSError, BodyTooLargeError) as exc:
+                fields = {
+                    "upstream": target.name,
+                    "method": method,
+                    "path": path,
+                    "error": type(exc).__name__,
+                }
                 if tries == 1 and method in IDEMPOTENT_METHODS and _never_reached(exc, deadline):
-                    service.log.info(
-                        "upstream call retried",
-                        upstream=target.name,
-                        method=method,
-                        path=path,
-                        error=type(exc).__name__,
-                    )
+                    service.log.info("upstream call retried", **fields)
                     continue
                 failure = _failure(target, exc, deadline.expired)
                 service.log.warning(
                     "upstream call failed",
-                    upstream=target.name,
-                    method=method,
-                    path=path,
-                    error=type(exc).__name__,
+                    **fields,
                     deadline_expired=deadline.expired,
                     tries=tries,
                     answered=failure.STATUS_CODE,

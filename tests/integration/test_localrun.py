@@ -141,6 +141,15 @@ def _register_and_login(gateway: str, name: str) -> str:
     return str(login.json()["access_token"])
 
 
+def _walk_through(gateway: str) -> None:
+    """API.md's walk-through up to the added product: register, log in, add ``Laptop``."""
+    token = _register_and_login(gateway, "john_doe")
+    added = post(
+        gateway, "/add_product", {"product_id": "1", "product_name": "Laptop"}, bearer(token)
+    )
+    assert added.status == 201, added
+
+
 def test_ctrl_c_stops_everything(start_runner: Callable[..., Runner]) -> None:
     runner = start_runner()
     assert http_status("127.0.0.1", runner.ports.gateway, "/health") == 200
@@ -161,14 +170,7 @@ def test_ctrl_c_stops_everything(start_runner: Callable[..., Runner]) -> None:
 def test_data_survives_a_restart_of_the_runner(start_runner: Callable[..., Runner]) -> None:
     first = start_runner()
     assert first.said("created tables: "), first.output()
-    token = _register_and_login(first.gateway, "john_doe")
-    added = post(
-        first.gateway,
-        "/add_product",
-        {"product_id": "1", "product_name": "Laptop"},
-        headers=bearer(token),
-    )
-    assert added.status == 201, added
+    _walk_through(first.gateway)
     first.process.send_signal(signal.SIGTERM)
     assert first.wait_exit() == 0, first.output()
 
@@ -298,14 +300,7 @@ def test_the_moto_fallback_serves_the_walkthrough(start_runner: Callable[..., Ru
     runner = start_runner(LOCAL_DYNAMODB="moto")
 
     assert runner.said("moto's server (in memory"), runner.output()
-    token = _register_and_login(runner.gateway, "john_doe")
-    added = post(
-        runner.gateway,
-        "/add_product",
-        {"product_id": "1", "product_name": "Laptop"},
-        headers=bearer(token),
-    )
-    assert added.status == 201, added
+    _walk_through(runner.gateway)
     listed = get(runner.gateway, "/get_products")
     assert [p["product_name"] for p in listed.json()] == ["Laptop"], listed
 
