@@ -45,6 +45,8 @@ def audience_for(stage: str) -> str:
 # The local stage's values, for tests and tools that build tokens by hand.
 ISSUER = issuer_for(DEFAULT_STAGE)
 AUDIENCE = audience_for(DEFAULT_STAGE)
+# The optional claim naming the registration a token was issued to (see ``Principal.account``).
+ACCOUNT_CLAIM = "acct"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ class Principal:
 
     username: str
     roles: frozenset[str]
+    # Which registration of ``username`` the token was issued to (the ``acct`` claim), so that a
+    # name deleted and registered again is a new account to the service that owns the users;
+    # None for tokens without the claim. Other services ignore it.
+    account: str | None = None
 
     def is_user(self, username: str) -> bool:
         # Usernames are unique without regard to case, so identity is compared the same way.
@@ -72,7 +78,7 @@ class TokenIssuer:
         self.ttl_seconds = ttl_seconds
         self._stage = stage
 
-    def issue(self, username: str, roles: Iterable[str] = ()) -> str:
+    def issue(self, username: str, roles: Iterable[str] = (), account: str | None = None) -> str:
         now = int(time.time())
         stage = self._stage or current_stage()
         claims = {
@@ -85,6 +91,8 @@ class TokenIssuer:
             "jti": uuid.uuid4().hex,
             "roles": sorted(roles),
         }
+        if account is not None:
+            claims[ACCOUNT_CLAIM] = account
         return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self._kid})
 
 
@@ -128,6 +136,11 @@ class TokenVerifier:
             raise UnauthorizedError(f"token is invalid: {exc}") from exc
         subject = claims["sub"]
         roles = claims.get("roles", [])
-        if not isinstance(subject, str) or not isinstance(roles, list):
+        account = claims.get(ACCOUNT_CLAIM)
+        if (
+            not isinstance(subject, str)
+            or not isinstance(roles, list)
+            or not isinstance(account, str | None)
+        ):
             raise UnauthorizedError("token is invalid: malformed claims")
-        return Principal(username=subject, roles=frozenset(str(r) for r in roles))
+        return Principal(username=subject, roles=frozenset(str(r) for r in roles), account=account)
