@@ -61,25 +61,41 @@ def public_view(user: dict[str, Any], viewer: Principal | None) -> dict[str, Any
         "status": user.get("status", users.status_for(0)),
         "created_at": user["created_at"],
     }
-    if viewer is not None and viewer.is_user(user["username"]) and user.get("email"):
+    if viewer is not None and _is_account(viewer, user) and user.get("email"):
         view["email"] = user["email"]
     return view
 
 
-def _require_admin(caller: Principal, refusal: str) -> None:
+def _is_account(caller: Principal, record: dict[str, Any]) -> bool:
+    """Whether ``record`` is the account the token was issued to: the same name (in any case)
+    and the same registration of it. A name deleted and registered again has a new
+    ``account_id``, so the old registration's tokens do not speak for it; a row from before
+    account ids existed matches only tokens without the claim."""
+    return caller.is_user(record["username"]) and caller.account == record.get(users.ACCOUNT)
+
+
+def _caller_record(caller: Principal) -> dict[str, Any]:
+    """The caller's own row, read now (one consistent GetItem); 401 when the token no longer
+    stands for a user: no row under its name, or a row of a later registration of the name."""
+    record = users.get(caller.username)
+    if record is None or not _is_account(caller, record):
+        raise UnauthorizedError(CALLER_GONE)
+    return record
+
+
+def _require_admin(caller: Principal, refusal: str) -> dict[str, Any]:
     """Refuse unless the caller's row says admin now; one consistent GetItem.
 
     A token's ``roles`` are what the table said at login, frozen for the token's lifetime: a
     role removed since, or a user removed since (or never stored), would keep their rights until
     it expired. So the token only says who is calling; what they may do is read from the table
-    at the moment they do it, and a caller without a row acts for nobody (401, like any token
-    that no longer stands for a user).
+    at the moment they do it, and a caller without a row (or whose name now belongs to a later
+    registration) acts for nobody (401, like any token that no longer stands for a user).
     """
-    record = users.get(caller.username)
-    if record is None:
-        raise UnauthorizedError(CALLER_GONE)
+    record = _caller_record(caller)
     if ADMIN_ROLE not in record.get("roles", ()):
         raise ForbiddenError(refusal)
+    return record
 
 
 def _username(raw: str) -> str:
@@ -97,7 +113,7 @@ def register() -> Response:
     except users.UserExistsError as exc:
         raise ConflictError("username is already taken") from exc
     service.log.info("user registered", username=user["username"])
-    owner = Principal(username=user["username"], roles=frozenset())
+    owner = Principal(username=user["username"], roles=frozenset(), account=user[users.ACCOUNT])
     return Response(
         body={"message": "User registered successfully", "user": public_view(user, owner)},
         status_code=201,
@@ -159,7 +175,7 @@ def login() -> Response | dict[str, Any]:
     if passwords.needs_rehash(stored):
         _upgrade_hash(user["username"], stored, body["password"])
     issuer = token_issuer()
-    token = issuer.issue(user["username"], user.get("roles", ()))
+    token = issuer.issue(user["username"], user.get("roles", ()), user.get(users.ACCOUNT))
     return {
         "message": "Login successful",
         "access_token": token,
@@ -194,9 +210,10 @@ def promote(username: str) -> dict[str, Any]:
         _require_admin(caller, "only the user or an admin may promote a user")
     for _ in range(3):
         user = users.get(_username(username))
+        if caller.is_user(username) and (user is None or not _is_account(caller, user)):
+            # promoting themselves: they do not exist, or the name is a later registration's
+            raise UnauthorizedError(CALLER_GONE)
         if user is None:
-            if caller.is_user(username):
-                raise UnauthorizedError(CALLER_GONE)  # promoting themselves: they do not exist
             raise not_found("user", username)
         try:
             return public_view(users.set_status(username, int(user.get("points", 0))), caller)
@@ -220,6 +237,23 @@ def grant_points(username: str) -> dict[str, Any]:
         raise not_found("user", username) from exc
     service.log.info("points granted", username=user["username"], points=body["points"])
     return public_view(user, caller)
+
+
+@app.route("/users/{username}", methods=["DELETE"])
+def delete_user(username: str) -> Response:
+    """Delete a user: the user themself or an admin (the role read from the table, like every
+    admin action); 403 anyone else, 404 an unknown name, 204 with an empty body."""
+    caller = service.require_principal()
+    name = _username(username)
+    record = _caller_record(caller)
+    if not caller.is_user(name) and ADMIN_ROLE not in record.get("roles", ()):
+        raise ForbiddenError("only the user or an admin may delete a user")
+    try:
+        users.delete(name)
+    except users.UserNotFoundError as exc:
+        raise not_found("user", username) from exc
+    service.log.info("user deleted", username=name, by=caller.username)
+    return Response(body="", status_code=204)
 
 
 # A key no user can have (``#`` is outside the username rule): the readiness read finds nothing,

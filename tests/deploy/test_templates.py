@@ -71,6 +71,12 @@ def arn_of(logical_id: str) -> dict[str, Any]:
     return {"Fn::GetAtt": [logical_id, "Arn"]}
 
 
+def index_arns(template: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
+    """The ARNs of the table's own global secondary indexes, as a policy names them."""
+    indexes = template["Resources"][logical_id]["Properties"].get("GlobalSecondaryIndexes", [])
+    return [{"Fn::Sub": f"${{{logical_id}.Arn}}/index/{i['IndexName']}"} for i in indexes]
+
+
 def dynamodb_calls_in_code(service: ServiceDef) -> dict[str, set[str]]:
     """The DynamoDB operations the service's own code makes, as IAM action names, by the logical
     id of the table they act on: direct client calls, and the svckit helpers it calls (each
@@ -226,7 +232,19 @@ def test_function_may_touch_only_its_own_table_with_the_calls_its_code_makes(
             on = [
                 logical_id for logical_id in tables if statement["Resource"] == arn_of(logical_id)
             ]
-            assert len(on) == 1, f"not one of its own tables' ARN: {statement}"
+            on_index = [
+                logical_id
+                for logical_id in tables
+                if statement["Resource"] in index_arns(templates[name], logical_id)
+            ]
+            if on_index:
+                # An index is read by Query alone: nothing else may name one.
+                assert actions == ["dynamodb:Query"], statement
+                on = on_index
+            else:
+                # svckit's query_page reads an index, never the table itself.
+                assert "dynamodb:Query" not in actions, f"Query on a table: {statement}"
+            assert len(on) == 1, f"not one of its own tables' (or indexes') ARN: {statement}"
             data_actions.setdefault(on[0], set()).update(actions)
         else:
             assert services == {"secretsmanager"}, statement
@@ -239,12 +257,21 @@ def test_function_may_touch_only_its_own_table_with_the_calls_its_code_makes(
                 "dynamodb:PutItem",
                 "dynamodb:GetItem",
                 "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
                 "dynamodb:Scan",
             },
             "LoginAttemptsTable": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
         }
     if name == PRODUCT.name:
-        assert expected == {"Table": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"}}
+        assert expected == {
+            "Table": {
+                "dynamodb:PutItem",
+                "dynamodb:GetItem",
+                "dynamodb:Scan",
+                "dynamodb:Query",
+                "dynamodb:DeleteItem",
+            }
+        }
 
 
 PSEUDO = {

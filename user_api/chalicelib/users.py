@@ -6,6 +6,7 @@ to case with a single conditional write; the name as typed is kept for display.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -16,6 +17,10 @@ from svckit.web import utc_now
 
 KEY = "username_key"
 KEY_ATTRIBUTES = (KEY,)
+# Which registration of a name a row is: a fresh uuid4 at every registration, carried in the
+# tokens issued to it, so a name deleted and registered again is a new account that the old
+# account's tokens cannot act for. Rows made before it existed have none.
+ACCOUNT = "account_id"
 # Listing reads only public attributes: hashes and emails never leave the table for a list.
 _PUBLIC = ("username", "points", "#s", "created_at")
 
@@ -52,6 +57,7 @@ def create(username: str, password_hash: str, email: str | None) -> dict[str, An
         "username": username,
         "password_hash": password_hash,
         "email": email,
+        ACCOUNT: uuid.uuid4().hex,
         "points": 0,
         "status": status_for(0),
         "created_at": utc_now(),
@@ -65,6 +71,26 @@ def create(username: str, password_hash: str, email: str | None) -> dict[str, An
 def get(username: str) -> dict[str, Any] | None:
     """A consistent read, so a login right after registering finds the user."""
     return dynamo.get({KEY: username.lower()})
+
+
+def delete(username: str) -> None:
+    """Remove a user: one conditional DeleteItem, so an unknown name is UserNotFoundError.
+
+    Safe to retry: a repeat finds nothing and deletes nothing (UserNotFoundError); it cannot
+    touch anything but the row under this key.
+    """
+    try:
+        dynamo.client().delete_item(
+            TableName=dynamo.table_name(),
+            Key=_key(username),
+            ConditionExpression="attribute_exists(#k)",
+            ExpressionAttributeNames={"#k": KEY},
+        )
+    except ClientError as exc:
+        if dynamo.error_code(exc) == "ConditionalCheckFailedException":
+            raise UserNotFoundError(username) from exc
+        dynamo.raise_if_throttled(exc)
+        raise
 
 
 def list_page(page: PageRequest) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
