@@ -99,6 +99,12 @@ def get_product(product_id: str) -> Response:
     return upstream.forward(service, PRODUCT, f"/products/{segment(product_id)}")
 
 
+@app.route("/products/{product_id}", methods=["DELETE"])
+def delete_product(product_id: str) -> Response:
+    service.require_principal()
+    return upstream.forward(service, PRODUCT, f"/products/{segment(product_id)}")
+
+
 # --- the gateway's own ----------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from chalice import ConflictError, Response
+from chalice import BadRequestError, ConflictError, ForbiddenError, Response
 
 from chalicelib import products
 from svckit import validation
@@ -95,8 +95,20 @@ def create_product() -> Response:
 @app.route("/products", methods=["GET"])
 @app.route("/get_products", methods=["GET"])
 def list_products() -> Response:
-    page = service.page(products.KEY_ATTRIBUTES)
-    items, last_key = products.list_page(page)
+    """Every product (one Scan page), or with ``?created_by=`` one user's (one Query page on the
+    ``by_creator`` index). ``created_by`` matches as stored: the creator's username as they
+    registered it, which is how their token names them."""
+    created_by = (service.request.query_params or {}).get("created_by")
+    if created_by is None:
+        page = service.page(products.KEY_ATTRIBUTES)
+        items, last_key = products.list_page(page)
+    else:
+        validation.USERNAME.check("created_by", created_by)
+        page = service.page(products.BY_CREATOR_KEY_ATTRIBUTES)
+        if page.start_key and page.start_key[products.CREATOR] != created_by:
+            # Another user's cursor: DynamoDB would refuse the start key (a 500), not page.
+            raise BadRequestError("cursor is invalid: pass back the X-Next-Cursor value unchanged")
+        items, last_key = products.list_by_creator_page(created_by, page)
     return page_response([public_view(p) for p in items], last_key, page.limit)
 
 
@@ -106,6 +118,22 @@ def get_product(product_id: str) -> dict[str, Any]:
     if product is None:
         raise not_found("product", product_id)
     return public_view(product)
+
+
+@app.route("/products/{product_id}", methods=["DELETE"])
+def delete_product(product_id: str) -> Response:
+    """204 for its creator or an admin, 403 for anyone else, 404 when there is no such product;
+    the caller first (401 before anything else), then one conditional delete."""
+    caller = service.require_principal()
+    product_id = validation.path_value(validation.PRODUCT_ID, product_id, "product")
+    try:
+        products.delete(product_id, caller.username, caller.is_user, caller.is_admin)
+    except products.ProductNotFoundError as exc:
+        raise not_found("product", product_id) from exc
+    except products.NotCreatorError as exc:
+        raise ForbiddenError("only the product's creator or an admin may delete it") from exc
+    service.log.info("product deleted", product_id=product_id, deleted_by=caller.username)
+    return Response(body="", status_code=204)
 
 
 # A key no product can have (``#`` is outside the product_id rule): the readiness read finds

@@ -7,8 +7,11 @@ they are not folded to one case: a single conditional write is all uniqueness ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from svckit import dynamo
 from svckit.pagination import PageRequest
@@ -16,10 +19,23 @@ from svckit.web import utc_now
 
 KEY = "product_id"
 KEY_ATTRIBUTES = (KEY,)
+# The global secondary index of one creator's products (resources.json), in product_id order.
+# A cursor on it holds the index key and the table key, which here are the same two attributes.
+CREATOR = "created_by"
+BY_CREATOR = "by_creator"
+BY_CREATOR_KEY_ATTRIBUTES = (CREATOR, KEY)
 
 
 class ProductExistsError(Exception):
     pass
+
+
+class ProductNotFoundError(Exception):
+    pass
+
+
+class NotCreatorError(Exception):
+    """The product exists and the caller (not an admin) did not create it; nothing was deleted."""
 
 
 def create(
@@ -54,3 +70,61 @@ def list_page(page: PageRequest) -> tuple[list[dict[str, Any]], dict[str, str] |
     """One Scan page. No projection: every attribute a product has is public, and the view picks
     the fields anyway."""
     return dynamo.scan_page(page.limit, page.start_key, KEY_ATTRIBUTES)
+
+
+def list_by_creator_page(
+    created_by: str, page: PageRequest
+) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+    """One Query page of the ``by_creator`` index: this creator's products only, never a Scan.
+    ``created_by`` matches as stored (the token subject, spelled as the user registered)."""
+    return dynamo.query_page(
+        BY_CREATOR,
+        "#c = :c",
+        {"#c": CREATOR},
+        {":c": created_by},
+        page.limit,
+        page.start_key,
+        BY_CREATOR_KEY_ATTRIBUTES,
+    )
+
+
+def delete(product_id: str, caller: str, is_caller: Callable[[str], bool], admin: bool) -> None:
+    """Delete a product: one conditional DeleteItem, so nothing can change hands between a check
+    and the delete: the condition is checked where the delete is applied.
+
+    The condition is "it exists" and, unless ``admin``, "``created_by`` is the caller". When it
+    fails, DynamoDB returns the stored item (``ReturnValuesOnConditionCheckFailure``, no extra
+    read): none means ProductNotFoundError (404), another creator NotCreatorError (403).
+    DynamoDB compares ``created_by`` exactly, but usernames are unique without regard to case;
+    when the stored creator is the caller spelled otherwise (``is_caller``), the delete is made
+    once more, on that spelling, still conditional. A retried delete whose first attempt
+    succeeded finds nothing, a 404: the truth about the product.
+    """
+    creator = caller
+    for attempt in range(2):
+        kwargs: dict[str, Any] = {
+            "TableName": dynamo.table_name(),
+            "Key": {KEY: {"S": product_id}},
+            "ConditionExpression": "attribute_exists(#k)",
+            "ExpressionAttributeNames": {"#k": KEY},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if not admin:
+            kwargs["ConditionExpression"] += " AND #c = :c"
+            kwargs["ExpressionAttributeNames"]["#c"] = CREATOR
+            kwargs["ExpressionAttributeValues"] = {":c": {"S": creator}}
+        try:
+            dynamo.client().delete_item(**kwargs)
+            return
+        except ClientError as exc:
+            if dynamo.error_code(exc) != "ConditionalCheckFailedException":
+                dynamo.raise_if_throttled(exc)
+                raise
+            stored = exc.response.get("Item")
+        if not stored:
+            raise ProductNotFoundError(product_id)
+        stored_creator = stored.get(CREATOR, {}).get("S", "")
+        if admin or attempt or stored_creator == creator or not is_caller(stored_creator):
+            raise NotCreatorError(product_id)
+        creator = stored_creator
+    raise NotCreatorError(product_id)  # not reached: the second attempt returns or raises

@@ -153,6 +153,7 @@ def test_tables_are_the_ones_in_resources_json(
         local = service.create_table_args("local", logical_id)
         assert local["KeySchema"] == props["KeySchema"]
         assert local["AttributeDefinitions"] == props["AttributeDefinitions"]
+        assert local.get("GlobalSecondaryIndexes") == props.get("GlobalSecondaryIndexes")
         assert service.time_to_live(logical_id) == props.get("TimeToLiveSpecification")
     # The data a user cannot recreate is recoverable to any second of the last 35 days.
     main = tables[MAIN_TABLE]["Properties"]

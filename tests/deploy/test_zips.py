@@ -174,11 +174,13 @@ def make_table(
 ) -> str:
     props = template["Resources"][logical_id]["Properties"]
     dynamodb = boto3.client("dynamodb", endpoint_url=moto_server, region_name=REGION, **_keys())
+    indexes = {k: props[k] for k in ("GlobalSecondaryIndexes",) if k in props}
     dynamodb.create_table(
         TableName=name,
         KeySchema=props["KeySchema"],
         AttributeDefinitions=props["AttributeDefinitions"],
         BillingMode=props["BillingMode"],
+        **indexes,
     )
     if "TimeToLiveSpecification" in props:
         dynamodb.update_time_to_live(

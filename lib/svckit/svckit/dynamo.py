@@ -72,6 +72,7 @@ def _make_client() -> Any:
     """The process's DynamoDB client, made on first use."""
     dynamodb = boto3.client("dynamodb", config=aws.client_config().merge(HOT_PATH_CONFIG))
     dynamodb.meta.events.register("before-parse.dynamodb.Scan", _leave_items_unparsed)
+    dynamodb.meta.events.register("before-parse.dynamodb.Query", _leave_items_unparsed)
     return dynamodb
 
 
@@ -145,8 +146,8 @@ def from_wire_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v["S"] if "S" in v else _wire_value(v) for k, v in item.items()}
 
 
-# Set by scan_page around its own call, so any other Scan made with the client (a test's, a
-# tool's) gets botocore's usual answer.
+# Set by scan_page and query_page around their own call, so any other Scan or Query made with
+# the client (a test's, a tool's) gets botocore's usual answer.
 _wire_items_wanted: ContextVar[bool] = ContextVar("svckit_wire_items_wanted", default=False)
 # Where the hook leaves the unparsed items; not a DynamoDB field name, so it cannot collide.
 WIRE_ITEMS = "svckit:WireItems"
@@ -155,8 +156,8 @@ WIRE_ITEMS = "svckit:WireItems"
 def _leave_items_unparsed(
     response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
 ) -> None:
-    """botocore's ``before-parse`` hook for Scan: take ``Items`` out of a successful answer
-    before botocore's shape walk, and hand them on as the wire JSON under ``WIRE_ITEMS``.
+    """botocore's ``before-parse`` hook for Scan and Query: take ``Items`` out of a successful
+    answer before botocore's shape walk, and hand them on as the wire JSON under ``WIRE_ITEMS``.
 
     Errors, and answers without ``Items``, are left wholly to botocore. The rest of the body
     (``LastEvaluatedKey``, counts, consumed capacity) is still parsed the usual way, so the
@@ -188,6 +189,7 @@ HELPER_ACTIONS = {
     "put_new": "PutItem",
     "get": "GetItem",
     "scan_page": "Scan",
+    "query_page": "Query",  # on an index: the policy names the index's ARN
     "update_once": "UpdateItem",  # TransactWriteItems is authorised as its inner UpdateItem
 }
 # Stored on every item ``put_new`` inserts: which attempt wrote it (never shown to clients; the
@@ -311,6 +313,56 @@ def scan_page(
     wanted = _wire_items_wanted.set(True)
     try:
         response = client().scan(**kwargs)
+    except ClientError as exc:
+        raise_if_throttled(exc)
+        raise
+    finally:
+        _wire_items_wanted.reset(wanted)
+    if WIRE_ITEMS in response:
+        items = [from_wire_item(i) for i in response[WIRE_ITEMS]]
+    else:  # botocore parsed them after all (a Stubber's canned answer, say)
+        items = [from_item(i) for i in response.get("Items", [])]
+    if len(items) > limit:
+        items = items[:limit]
+        return items, {k: str(items[-1][k]) for k in key}
+    last = response.get("LastEvaluatedKey")
+    return items, ({k: v["S"] for k, v in last.items()} if last else None)
+
+
+def query_page(
+    index: str,
+    key_condition: str,
+    names: Mapping[str, str],
+    values: Mapping[str, Any],
+    limit: int,
+    start_key: Mapping[str, str] | None,
+    key: Sequence[str],
+) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+    """One Query page on the global secondary index ``index``, with ``Limit``: the items the
+    ``key_condition`` selects, in the index's sort order, and the string key to continue from,
+    only when more items remain. The same "one item more" trick as :func:`scan_page`, for the
+    same reason (a Query stopped at ``Limit`` returns ``LastEvaluatedKey`` even when nothing is
+    left).
+
+    ``key`` must name the index's key attributes and the table's: that is what DynamoDB's
+    ``ExclusiveStartKey`` on an index holds (index entries need not be unique), so the cursor
+    built from the last item kept has all of them. The caller checks a client's ``start_key``
+    against its own key condition: an index position outside the condition is DynamoDB's
+    ValidationException, not a page.
+    """
+    kwargs: dict[str, Any] = {
+        "TableName": table_name(),
+        "IndexName": index,
+        "KeyConditionExpression": key_condition,
+        "ExpressionAttributeNames": dict(names),
+        "ExpressionAttributeValues": to_item(values),
+        "Limit": limit + 1,
+    }
+    if start_key:
+        kwargs["ExclusiveStartKey"] = {k: {"S": v} for k, v in start_key.items()}
+    wanted = _wire_items_wanted.set(True)
+    try:
+        response = client().query(**kwargs)
     except ClientError as exc:
         raise_if_throttled(exc)
         raise
