@@ -69,6 +69,12 @@ def grant_points(username: str) -> Response:
     return upstream.forward(service, USER, f"/users/{segment(username)}/points")
 
 
+@app.route("/users/{username}", methods=["DELETE"])
+def delete_user(username: str) -> Response:
+    service.require_principal()
+    return upstream.forward(service, USER, f"/users/{segment(username)}")
+
+
 # --- product_api ----------------------------------------------------------------------------
 
 
