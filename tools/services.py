@@ -8,6 +8,7 @@ from the same definitions.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,55 @@ SERVICES = (USER, PRODUCT, GATEWAY)  # start order: the gateway's dependencies f
 DATA_SERVICES = tuple(s for s in SERVICES if s.owns_table)
 
 
+def add_missing_indexes(dynamodb: Any, args: dict[str, Any]) -> list[str]:
+    """Create the declared GSIs an existing table lacks (local data made before an index was
+    added to ``resources.json``), one ``UpdateTable`` each as DynamoDB requires; return them as
+    ``table.index``. Kept data stays; DynamoDB backfills the index."""
+    declared = args.get("GlobalSecondaryIndexes", [])
+    if not declared:
+        return []
+    table = dynamodb.describe_table(TableName=args["TableName"])["Table"]
+    present = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
+    added = []
+    for index in declared:
+        if index["IndexName"] in present:
+            continue
+        create = {k: index[k] for k in ("IndexName", "KeySchema", "Projection")}
+        dynamodb.update_table(
+            TableName=args["TableName"],
+            AttributeDefinitions=args["AttributeDefinitions"],
+            GlobalSecondaryIndexUpdates=[{"Create": create}],
+        )
+        added.append(f"{args['TableName']}.{index['IndexName']}")
+    if added:
+        _wait_for_active_indexes(dynamodb, args["TableName"])
+    return added
+
+
+def _wait_for_active_indexes(dynamodb: Any, table: str, timeout: float = 60.0) -> None:
+    """A new index answers queries only once ``ACTIVE`` (it backfills first); the services must
+    not start before, or their first ``?created_by=`` would fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        described = dynamodb.describe_table(TableName=table)["Table"]
+        indexes = described.get("GlobalSecondaryIndexes", [])
+        if all(index.get("IndexStatus", "ACTIVE") == "ACTIVE" for index in indexes):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the indexes of {table} did not become ACTIVE in {timeout:g} s")
+        time.sleep(0.2)
+
+
 def create_tables(dynamodb: Any, stage: str) -> list[str]:
-    """Create every table of every data service if missing; return the names created."""
+    """Create every table of every data service if missing, and every declared index an
+    existing table lacks; return what was created (``table`` or ``table.index``)."""
     existing = set(dynamodb.list_tables()["TableNames"])
     created = []
     for svc in DATA_SERVICES:
         for logical_id in svc.tables():
             args = svc.create_table_args(stage, logical_id)
             if args["TableName"] in existing:
+                created += add_missing_indexes(dynamodb, args)
                 continue
             try:
                 dynamodb.create_table(**args)

@@ -208,3 +208,33 @@ def test_wipe_refuses_while_a_runner_holds_the_folder(tmp_path: Path) -> None:
         lock.release()
 
     assert dynamodb.wipe(data, say=print) == [data / "shared-local-instance.db"]
+
+
+def test_an_index_added_to_resources_json_is_added_to_kept_local_data() -> None:
+    """Local data outlives code: a table made before ``by_creator`` existed gets the index
+    (with its items kept) instead of needing ``make wipe``. On moto, like the in-process tests."""
+    import boto3
+    from moto import mock_aws
+
+    from tools import services
+
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        args = services.PRODUCT.create_table_args("local")
+        assert args.get("GlobalSecondaryIndexes"), "products declare an index"
+        old = {k: v for k, v in args.items() if k != "GlobalSecondaryIndexes"}
+        old["AttributeDefinitions"] = [
+            a for a in args["AttributeDefinitions"] if a["AttributeName"] == "product_id"
+        ]
+        ddb.create_table(**old)
+        ddb.put_item(TableName=args["TableName"], Item={"product_id": {"S": "kept"}})
+
+        created = services.create_tables(ddb, "local")
+        again = services.create_tables(ddb, "local")
+
+        index = args["GlobalSecondaryIndexes"][0]["IndexName"]
+        assert f"{args['TableName']}.{index}" in created
+        assert again == []
+        table = ddb.describe_table(TableName=args["TableName"])["Table"]
+        assert [i["IndexName"] for i in table["GlobalSecondaryIndexes"]] == [index]
+        assert ddb.get_item(TableName=args["TableName"], Key={"product_id": {"S": "kept"}})["Item"]
