@@ -97,8 +97,8 @@ def delete(product_id: str, caller: str, is_caller: Callable[[str], bool], admin
     read): none means ProductNotFoundError (404), another creator NotCreatorError (403).
     DynamoDB compares ``created_by`` exactly, but usernames are unique without regard to case;
     when the stored creator is the caller spelled otherwise (``is_caller``), the delete is made
-    once more, on that spelling, still conditional. A retried delete whose first attempt
-    succeeded finds nothing, a 404: the truth about the product.
+    once more, on that spelling, still conditional. A delete that botocore had to retry and
+    that then finds nothing was applied by its own first attempt (the answer was lost): success.
     """
     creator = caller
     for attempt in range(2):
@@ -121,6 +121,8 @@ def delete(product_id: str, caller: str, is_caller: Callable[[str], bool], admin
                 dynamo.raise_if_throttled(exc)
                 raise
             stored = exc.response.get("Item")
+            if not stored and dynamo.was_retried(exc):
+                return  # our first attempt deleted it; only its answer was lost
         if not stored:
             raise ProductNotFoundError(product_id)
         stored_creator = stored.get(CREATOR, {}).get("S", "")

@@ -69,6 +69,13 @@ def user_client(proxy: DropProxy) -> Iterator[Client]:
         yield c
 
 
+@pytest.fixture
+def product_client(proxy: DropProxy) -> Iterator[Client]:
+    module = load_app(services.PRODUCT)
+    with Client(module.app, stage_name="local", project_dir=str(services.PRODUCT.directory)) as c:
+        yield c
+
+
 def _post(client: Client, path: str, body: Any, token: str | None = None) -> Any:
     headers = {"Content-Type": "application/json"}
     if token:
@@ -115,6 +122,49 @@ def test_points_granted_once_whose_answer_was_lost_are_added_once(
     assert granted.json_body["points"] == 10
     assert len(proxy.dropped) == 1
     assert proxy.forwarded.count(proxy.dropped[0]) == 2  # botocore did retry
+
+
+def test_a_user_deletion_whose_answer_was_lost_is_a_204_not_a_404(
+    user_client: Client, proxy: DropProxy, unique_name: str
+) -> None:
+    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
+    login = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
+    proxy.drop_answer_once("DeleteItem")
+
+    deleted = user_client.http.delete(
+        f"/users/{unique_name}",
+        headers={"Authorization": f"Bearer {login.json_body['access_token']}"},
+    )
+
+    assert deleted.status_code == 204, deleted.body
+    assert proxy.dropped == ["DeleteItem"]
+    assert proxy.forwarded.count("DeleteItem") == 2
+    assert user_client.http.get(f"/users/{unique_name}").status_code == 404
+
+
+def test_a_product_deletion_whose_answer_was_lost_is_a_204_not_a_404(
+    user_client: Client, product_client: Client, proxy: DropProxy, unique_name: str
+) -> None:
+    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
+    token = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
+    token = token.json_body["access_token"]
+    added = _post(
+        product_client, "/products", {"product_id": unique_name, "product_name": "x"}, token
+    )
+    assert added.status_code == 201, added.body
+    proxy.drop_answer_once("DeleteItem")
+
+    deleted = product_client.http.delete(
+        f"/products/{unique_name}", headers={"Authorization": f"Bearer {token}"}
+    )
+
+    assert deleted.status_code == 204, deleted.body
+    assert proxy.forwarded.count("DeleteItem") == 2
+    assert product_client.http.get(f"/products/{unique_name}").status_code == 404
+    again = product_client.http.delete(
+        f"/products/{unique_name}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert again.status_code == 404  # a new request for what is gone is still a 404
 
 
 @pytest.fixture

@@ -76,8 +76,9 @@ def get(username: str) -> dict[str, Any] | None:
 def delete(username: str) -> None:
     """Remove a user: one conditional DeleteItem, so an unknown name is UserNotFoundError.
 
-    Safe to retry: a repeat finds nothing and deletes nothing (UserNotFoundError); it cannot
-    touch anything but the row under this key.
+    Safe to retry: when botocore had to re-send it and the row is then gone, the first attempt
+    deleted it and only its answer was lost, which is a success; a new request for a name that
+    is gone is UserNotFoundError.
     """
     try:
         dynamo.client().delete_item(
@@ -88,6 +89,8 @@ def delete(username: str) -> None:
         )
     except ClientError as exc:
         if dynamo.error_code(exc) == "ConditionalCheckFailedException":
+            if dynamo.was_retried(exc):
+                return
             raise UserNotFoundError(username) from exc
         dynamo.raise_if_throttled(exc)
         raise

@@ -177,6 +177,12 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def was_retried(exc: ClientError) -> bool:
+    """True when botocore sent the call more than once: a failed condition may then be our own
+    earlier attempt, applied, whose answer was lost (a delete finding nothing, say)."""
+    return int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) > 0
+
+
 def raise_if_throttled(exc: ClientError) -> None:
     """Turn DynamoDB throttling that survived the retries into the contract's 429."""
     if error_code(exc) in THROTTLING_CODES:
