@@ -53,6 +53,18 @@ def tables(local_keys: Path) -> Iterator[Any]:
         dynamo.client.cache_clear()
 
 
+@pytest.fixture
+def dynamo_calls(tables: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every DynamoDB call the app makes, as (operation, parameters), in order."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append((model.name, dict(params)))
+
+    dynamo.client().meta.events.register("before-parameter-build.dynamodb", record)
+    return calls
+
+
 def _client(service: services.ServiceDef) -> Client:
     module = load_app(service)
     return Client(module.app, stage_name="local", project_dir=str(service.directory))
@@ -103,6 +115,17 @@ def login(user_client: Client) -> Callable[..., str]:
         return str(response.json_body["access_token"])
 
     return _login
+
+
+@pytest.fixture
+def admin_token(register: Callable[..., Any], login: Callable[..., str], tables: Any) -> str:
+    """An admin made the only way there is: an operator grants the role, then the user logs in."""
+    from tools import admin
+
+    register("boss", "boss-password-1")
+    users_table = services.USER.stage_env("local")["TABLE_NAME"]
+    assert admin.grant_role(tables, users_table, "boss", "admin")
+    return login("boss", "boss-password-1")
 
 
 @pytest.fixture

@@ -42,18 +42,6 @@ def add(product_client, auth):
     return _add
 
 
-@pytest.fixture
-def dynamo_calls(tables):
-    """Every DynamoDB call the app makes, as (operation, parameters), in order."""
-    calls = []
-
-    def record(params, model, **_):
-        calls.append((model.name, dict(params)))
-
-    dynamo.client().meta.events.register("before-parameter-build.dynamodb", record)
-    return calls
-
-
 def stored_items(tables) -> list[dict]:
     return tables.scan(TableName=TABLE, ConsistentRead=True)["Items"]
 

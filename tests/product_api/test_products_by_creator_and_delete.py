@@ -8,25 +8,12 @@ import json
 
 import pytest
 
-from svckit import dynamo
 from tests.conftest import JSON, bearer, post_json
 from tools import services
 
 TABLE = services.PRODUCT.stage_env("local")["TABLE_NAME"]
 BAD_CURSOR = "cursor is invalid: pass back the X-Next-Cursor value unchanged"
 CREATED_BY_RULE = "created_by must be 3-32 characters of A-Z a-z 0-9 _ . -"
-
-
-@pytest.fixture
-def dynamo_calls(tables):
-    """Every DynamoDB call the app makes, as (operation, parameters), in order."""
-    calls = []
-
-    def record(params, model, **_):
-        calls.append((model.name, dict(params)))
-
-    dynamo.client().meta.events.register("before-parameter-build.dynamodb", record)
-    return calls
 
 
 @pytest.fixture

@@ -16,13 +16,6 @@ TABLE = services.USER.stage_env("local")["TABLE_NAME"]
 CALLER_GONE = {"Code": "UnauthorizedError", "Message": "token is invalid: its user does not exist"}
 
 
-@pytest.fixture
-def admin_token(register, login, tables):
-    register("boss", "boss-password-1")
-    assert admin.grant_role(tables, TABLE, "boss", "admin")
-    return login("boss", "boss-password-1")
-
-
 def _exists(user_client, name):
     return user_client.http.get(f"/users/{name}").status_code == 200
 

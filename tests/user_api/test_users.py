@@ -11,14 +11,6 @@ from tools import admin, services
 TABLE = services.USER.stage_env("local")["TABLE_NAME"]
 
 
-@pytest.fixture
-def admin_token(register, login, tables):
-    """An admin made the only way there is: an operator grants the role, then the user logs in."""
-    register("boss", "boss-password-1")
-    assert admin.grant_role(tables, TABLE, "boss", "admin")
-    return login("boss", "boss-password-1")
-
-
 def test_list_shows_only_the_public_view(register, user_client):
     register("alice", email="alice@example.com")
     register("bob", email="bob@example.com")

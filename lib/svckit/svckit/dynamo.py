@@ -314,25 +314,7 @@ def scan_page(
         kwargs["ProjectionExpression"] = ", ".join([projection, *key])
     if names:
         kwargs["ExpressionAttributeNames"] = dict(names)
-    if start_key:
-        kwargs["ExclusiveStartKey"] = {k: {"S": v} for k, v in start_key.items()}
-    wanted = _wire_items_wanted.set(True)
-    try:
-        response = client().scan(**kwargs)
-    except ClientError as exc:
-        raise_if_throttled(exc)
-        raise
-    finally:
-        _wire_items_wanted.reset(wanted)
-    if WIRE_ITEMS in response:
-        items = [from_wire_item(i) for i in response[WIRE_ITEMS]]
-    else:  # botocore parsed them after all (a Stubber's canned answer, say)
-        items = [from_item(i) for i in response.get("Items", [])]
-    if len(items) > limit:
-        items = items[:limit]
-        return items, {k: str(items[-1][k]) for k in key}
-    last = response.get("LastEvaluatedKey")
-    return items, ({k: v["S"] for k, v in last.items()} if last else None)
+    return _page(client().scan, kwargs, limit, start_key, key)
 
 
 def query_page(
@@ -364,11 +346,24 @@ def query_page(
         "ExpressionAttributeValues": to_item(values),
         "Limit": limit + 1,
     }
+    return _page(client().query, kwargs, limit, start_key, key)
+
+
+def _page(
+    operation: Callable[..., dict[str, Any]],
+    kwargs: dict[str, Any],
+    limit: int,
+    start_key: Mapping[str, str] | None,
+    key: Sequence[str],
+) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+    """The part :func:`scan_page` and :func:`query_page` share: start where the cursor says,
+    read the items on the fast path, and keep ``limit`` of the ``limit + 1`` asked for, the
+    cursor being the key of the last one kept (or DynamoDB's own when it stopped early)."""
     if start_key:
         kwargs["ExclusiveStartKey"] = {k: {"S": v} for k, v in start_key.items()}
     wanted = _wire_items_wanted.set(True)
     try:
-        response = client().query(**kwargs)
+        response = operation(**kwargs)
     except ClientError as exc:
         raise_if_throttled(exc)
         raise
