@@ -12,12 +12,20 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from chalice import BadRequestError, ConflictError, ForbiddenError, Response
+from chalice import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    Response,
+    UnauthorizedError,
+)
+from chalice.app import DynamoDBEvent, SQSEvent
 
-from chalicelib import products
-from svckit import validation
+from chalicelib import accounts, products
+from svckit import events, validation
 from svckit.errors import not_found
 from svckit.pagination import page_response
+from svckit.tokens import Principal
 from svckit.web import Service
 
 service = Service("product_api", Path(__file__).parent)
@@ -34,6 +42,7 @@ NEW_PRODUCT_ANY_ID = validation.Schema(
     optional={"product_id": validation.PRODUCT_ID, **_DETAILS},
 )
 _CENT = Decimal("0.01")
+ACCOUNT_DELETED = "token is invalid: its account was deleted"
 
 
 def _price(amount: Decimal) -> int | float:
@@ -59,10 +68,19 @@ def public_view(product: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def _caller() -> Principal:
+    """The verified caller, unless their account was deleted (``UserDeleted``, see accounts):
+    its tokens still verify, and act for nobody. One GetItem, on the write routes only."""
+    caller = service.require_principal()
+    if caller.account is not None and accounts.is_revoked(caller.account):
+        raise UnauthorizedError(ACCOUNT_DELETED)
+    return caller
+
+
 def _add(schema: validation.Schema) -> Response:
     """Both creating routes: the caller first (401 before any 400), then the body, then one
     conditional write."""
-    caller = service.require_principal()
+    caller = _caller()
     body = schema.check(service.json_body())
     product_id = body.get("product_id") or str(uuid.uuid4())
     try:
@@ -72,6 +90,7 @@ def _add(schema: validation.Schema) -> Response:
             caller.username,
             price=body.get("price"),
             description=body.get("description"),
+            created_by_account=caller.account,
         )
     except products.ProductExistsError as exc:
         raise ConflictError(f"product_id {product_id!r} already exists") from exc
@@ -124,7 +143,7 @@ def get_product(product_id: str) -> dict[str, Any]:
 def delete_product(product_id: str) -> Response:
     """204 for its creator or an admin, 403 for anyone else, 404 when there is no such product;
     the caller first (401 before anything else), then one conditional delete."""
-    caller = service.require_principal()
+    caller = _caller()
     product_id = validation.path_value(validation.PRODUCT_ID, product_id, "product")
     try:
         products.delete(product_id, caller.username, caller.is_user, caller.is_admin)
@@ -148,3 +167,63 @@ def health() -> Response | dict[str, Any]:
     if not service.wants_readiness():
         return service.health()
     return service.readiness({"table": lambda: products.get(READINESS_KEY)})
+
+
+# -- events (svckit.events; wired by tools/topology.py, not by the decorators' arguments) --
+
+
+def change_event(change: events.Change) -> tuple[str, dict[str, Any]] | None:
+    """What a change of the products table announces: a new product ``ProductAdded`` (the
+    public view, and the creator's account so points go to that registration), a removed one
+    ``ProductDeleted``. Updates announce nothing (products are not updated)."""
+    if change.name == "INSERT" and change.new:
+        data = {**public_view(change.new), products.CREATOR_ACCOUNT: _account_of(change.new)}
+        return events.PRODUCT_ADDED, data
+    if change.name == "REMOVE" and change.old:
+        old = change.old
+        return events.PRODUCT_DELETED, {
+            "product_id": old[products.KEY],
+            "created_by": old.get(products.CREATOR),
+            products.CREATOR_ACCOUNT: _account_of(old),
+        }
+    return None
+
+
+def _account_of(product: dict[str, Any]) -> str | None:
+    account = product.get(products.CREATOR_ACCOUNT)
+    return account if isinstance(account, str) else None
+
+
+@app.on_dynamodb_record(stream_arn=events.STREAM_ARN_PLACEHOLDER)
+def relay_product_changes(event: DynamoDBEvent) -> dict[str, Any]:
+    """The products table's stream, relayed to the bus: the outbox of this service's events."""
+    records = event.to_dict()["Records"]
+    return events.relay(records, events.PRODUCT_SOURCE, change_event, service.log)
+
+
+@app.on_sqs_message(queue_arn=events.QUEUE_ARN_PLACEHOLDER)
+def on_user_events(event: SQSEvent) -> dict[str, Any]:
+    """product_api's queue of user events: a deleted account loses its products and tokens."""
+    handlers = {events.USER_DELETED: remove_account}
+    return events.consume(event.to_dict()["Records"], handlers, service.log)
+
+
+def remove_account(event: events.Event) -> str:
+    """Refuse the account's tokens from now on, then delete its products, then record the event.
+
+    Not one transaction (an account may have any number of products), so each step is safe to
+    repeat instead, and the event is recorded only once all of them are done: a failure half-way
+    leaves it unrecorded, and its redelivery finishes the job. The tokens are refused first, so
+    no product can be added under the account while its products are being deleted.
+    """
+    username = event.data.get("username")
+    account = event.data.get("account_id")
+    if not isinstance(username, str) or not isinstance(account, str | None):
+        raise events.EventError("UserDeleted has no username")
+    if events.was_applied(event):
+        return "duplicate"
+    if account is not None:
+        accounts.revoke(account, username, event.id)
+    deleted = products.delete_all_of(username, account)
+    service.log.info("account removed", username=username, products_deleted=deleted)
+    return "applied" if events.record_once(event, "applied") else "duplicate"

@@ -41,7 +41,12 @@ class ServiceDef:
         return env
 
     def resources(self) -> dict[str, Any]:
-        return json.loads((self.directory / "resources.json").read_text())["Resources"]
+        """The service's own ``resources.json`` resources and the tables the event topology
+        adds to it (a consumer's processed-events table), one definition for every use."""
+        from tools import topology  # it names the services defined below
+
+        own = json.loads((self.directory / "resources.json").read_text())["Resources"]
+        return {**topology.generated_tables(self), **own}
 
     def tables(self) -> dict[str, dict[str, Any]]:
         """Every ``AWS::DynamoDB::Table`` in ``resources.json``, by logical id."""
@@ -61,11 +66,15 @@ class ServiceDef:
     def table_env(self, logical_id: str) -> str:
         """The environment variable that carries the table's name to the function: the one
         ``resources.json`` wires to it with ``{"Ref": logical_id}``."""
-        handler = self.resources().get("APIHandler", {})
-        variables = handler.get("Properties", {}).get("Environment", {}).get("Variables", {})
-        for name, value in variables.items():
-            if value == {"Ref": logical_id}:
-                return str(name)
+        from tools import topology
+
+        if logical_id in topology.GENERATED_TABLE_SETTINGS:
+            return topology.GENERATED_TABLE_SETTINGS[logical_id]
+        for resource in self.resources().values():
+            variables = resource.get("Properties", {}).get("Environment", {}).get("Variables", {})
+            for name, value in variables.items():
+                if value == {"Ref": logical_id}:
+                    return str(name)
         raise ValueError(f"{self.name}/resources.json passes table {logical_id} to no variable")
 
     def create_table_args(self, stage: str, logical_id: str = "Table") -> dict[str, Any]:
@@ -78,9 +87,11 @@ class ServiceDef:
             "KeySchema": props["KeySchema"],
             "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
         }
-        for optional in ("GlobalSecondaryIndexes", "StreamSpecification"):
-            if optional in props:
-                args[optional] = props[optional]
+        if "GlobalSecondaryIndexes" in props:
+            args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        if "StreamSpecification" in props:
+            # CloudFormation's form has only the view type; the API also wants it switched on.
+            args["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
         return args
 
     def time_to_live(self, logical_id: str) -> dict[str, Any] | None:
@@ -122,6 +133,19 @@ def add_missing_indexes(dynamodb: Any, args: dict[str, Any]) -> list[str]:
     return added
 
 
+def add_missing_stream(dynamodb: Any, args: dict[str, Any]) -> list[str]:
+    """Switch on the declared stream of an existing table that has none (local data made before
+    the table got its stream); return ``table.stream`` when it did."""
+    wanted = args.get("StreamSpecification")
+    if not wanted:
+        return []
+    table = dynamodb.describe_table(TableName=args["TableName"])["Table"]
+    if table.get("StreamSpecification", {}).get("StreamEnabled"):
+        return []
+    dynamodb.update_table(TableName=args["TableName"], StreamSpecification=wanted)
+    return [f"{args['TableName']}.stream"]
+
+
 def _wait_for_active_indexes(dynamodb: Any, table: str, timeout: float = 60.0) -> None:
     """A new index answers queries only once ``ACTIVE`` (it backfills first); the services must
     not start before, or their first ``?created_by=`` would fail."""
@@ -146,6 +170,7 @@ def create_tables(dynamodb: Any, stage: str) -> list[str]:
             args = svc.create_table_args(stage, logical_id)
             if args["TableName"] in existing:
                 created += add_missing_indexes(dynamodb, args)
+                created += add_missing_stream(dynamodb, args)
                 continue
             try:
                 dynamodb.create_table(**args)

@@ -18,9 +18,10 @@ from chalice import (
     TooManyRequestsError,
     UnauthorizedError,
 )
+from chalice.app import DynamoDBEvent, SQSEvent
 
 from chalicelib import login_limits, passwords, users
-from svckit import config, dynamo, keys, validation
+from svckit import config, dynamo, events, keys, validation
 from svckit.errors import error_response, not_found
 from svckit.pagination import page_response
 from svckit.tokens import Principal, TokenIssuer
@@ -42,6 +43,9 @@ POINTS_GRANT = validation.Schema(required={"points": validation.IntRange(1, 1000
 BAD_CREDENTIALS = "Invalid username or password"
 CALLER_GONE = "token is invalid: its user does not exist"
 ADMIN_ROLE = "admin"
+# What each product added earns its creator (a stage setting; API.md's default).
+POINTS_PER_PRODUCT = "POINTS_PER_PRODUCT"
+DEFAULT_POINTS_PER_PRODUCT = 10
 
 
 @functools.lru_cache(maxsize=2)
@@ -270,3 +274,41 @@ def health() -> Response | dict[str, Any]:
     return service.readiness(
         {"table": lambda: users.get(READINESS_KEY), "signing_key": token_issuer}
     )
+
+
+# -- events (svckit.events; wired by tools/topology.py, not by the decorators' arguments) --
+
+
+@app.on_dynamodb_record(stream_arn=events.STREAM_ARN_PLACEHOLDER)
+def relay_user_changes(event: DynamoDBEvent) -> dict[str, Any]:
+    """The users table's stream, relayed to the bus: the outbox of this service's events."""
+    records = event.to_dict()["Records"]
+    return events.relay(records, events.USER_SOURCE, users.change_event, service.log)
+
+
+@app.on_sqs_message(queue_arn=events.QUEUE_ARN_PLACEHOLDER)
+def on_product_events(event: SQSEvent) -> dict[str, Any]:
+    """user_api's queue of product events: every product added earns its creator points."""
+    handlers = {events.PRODUCT_ADDED: grant_product_points}
+    return events.consume(event.to_dict()["Records"], handlers, service.log)
+
+
+def grant_product_points(event: events.Event) -> str:
+    """Add ``POINTS_PER_PRODUCT`` to the creator of the product, once per event.
+
+    The points and the event's record are one transaction, so a redelivered event changes
+    nothing. A creator who no longer exists, or whose name is now another registration's,
+    receives nothing; the event is then recorded as skipped, so it is not retried for ever.
+    """
+    creator = event.data.get("created_by")
+    account = event.data.get("created_by_account")
+    if not isinstance(creator, str) or not isinstance(account, str | None):
+        raise events.EventError("ProductAdded has no created_by name")
+    points = config.integer(POINTS_PER_PRODUCT, DEFAULT_POINTS_PER_PRODUCT)
+    try:
+        events.apply_once(event, [users.points_change(creator, points, account)], "applied")
+    except events.AlreadyApplied:
+        return "duplicate"
+    except events.ConditionNotMet:
+        return "skipped: no such account" if events.record_once(event, "skipped") else "duplicate"
+    return "applied"

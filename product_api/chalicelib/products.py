@@ -22,6 +22,10 @@ KEY_ATTRIBUTES = (KEY,)
 # The global secondary index of one creator's products (resources.json), in product_id order.
 # A cursor on it holds the index key and the table key, which here are the same two attributes.
 CREATOR = "created_by"
+# Which registration of the creator's name added the product (the token's ``acct``), so that
+# deleting an account removes its products and not those of a later registration of the name.
+# Never shown: the views pick their fields.
+CREATOR_ACCOUNT = "created_by_account"
 BY_CREATOR = "by_creator"
 BY_CREATOR_KEY_ATTRIBUTES = (CREATOR, KEY)
 
@@ -44,6 +48,7 @@ def create(
     created_by: str,
     price: Decimal | None = None,
     description: str | None = None,
+    created_by_account: str | None = None,
 ) -> dict[str, Any]:
     """Insert a new product; fail if the id is taken. One conditional PutItem, so two clients
     racing for the same id cannot both win, and the loser never overwrites the winner."""
@@ -53,6 +58,7 @@ def create(
         "price": price,
         "description": description,
         "created_by": created_by,
+        CREATOR_ACCOUNT: created_by_account,
         "created_at": utc_now(),
     }
     try:
@@ -130,3 +136,51 @@ def delete(product_id: str, caller: str, is_caller: Callable[[str], bool], admin
             raise NotCreatorError(product_id)
         creator = stored_creator
     raise NotCreatorError(product_id)  # not reached: the second attempt returns or raises
+
+
+def delete_all_of(username: str, account: str | None) -> int:
+    """Delete every product ``account`` added under ``username`` (``UserDeleted``); return how
+    many this call deleted.
+
+    Page by page on the ``by_creator`` index, never a Scan, each product with its own
+    conditional delete: still that creator's, and added by that account (or by a token from
+    before accounts existed, which can only be the deleted registration's). A product deleted
+    meanwhile, or one of a later registration of the name, is left alone. Safe to repeat: a
+    second run finds nothing left to delete.
+    """
+    deleted = 0
+    start: dict[str, str] | None = None
+    while True:
+        items, start = dynamo.query_page(
+            BY_CREATOR, "#c = :c", {"#c": CREATOR}, {":c": username}, 100, start,
+            BY_CREATOR_KEY_ATTRIBUTES,
+        )  # fmt: skip
+        for item in items:
+            if account is not None and item.get(CREATOR_ACCOUNT) not in (account, None):
+                continue
+            deleted += _delete_of_account(item[KEY], username, account)
+        if start is None:
+            return deleted
+
+
+def _delete_of_account(product_id: str, username: str, account: str | None) -> int:
+    condition = "#c = :c"
+    values: dict[str, Any] = {":c": username}
+    names = {"#c": CREATOR}
+    if account is not None:
+        condition += " AND (#a = :a OR attribute_not_exists(#a))"
+        names["#a"] = CREATOR_ACCOUNT
+        values[":a"] = account
+    try:
+        dynamo.client().delete_item(
+            TableName=dynamo.table_name(),
+            Key={KEY: {"S": product_id}},
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=dynamo.to_item(values),
+        )
+    except ClientError as exc:
+        if dynamo.error_code(exc) == "ConditionalCheckFailedException":
+            return 0  # gone already, or no longer this account's
+        raise
+    return 1

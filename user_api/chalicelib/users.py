@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from svckit import dynamo
+from svckit import dynamo, events
 from svckit.pagination import PageRequest
 from svckit.web import utc_now
 
@@ -154,6 +154,47 @@ def add_points(username: str, points: int) -> dict[str, Any]:
     if user is None:  # deleted between the two calls
         raise UserNotFoundError(username)
     return user
+
+
+def points_change(username: str, points: int, account: str | None) -> dict[str, Any]:
+    """The TransactWriteItems entry that adds ``points`` to ``username``, only while the row is
+    the registration ``account`` names (any registration, for an event without one): points
+    earned by an account that was deleted, or whose name now belongs to someone else, are not
+    theirs to receive."""
+    condition = "attribute_exists(#k)"
+    values: dict[str, Any] = {":p": points}
+    if account is not None:
+        condition += " AND #a = :a"
+        values[":a"] = account
+    names = {"#k": KEY, **({"#a": ACCOUNT} if account is not None else {})}
+    return {
+        "Update": {
+            "TableName": dynamo.table_name(),
+            "Key": _key(username),
+            "UpdateExpression": "ADD points :p",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": dynamo.to_item(values),
+        }
+    }
+
+
+def change_event(change: events.Change) -> tuple[str, dict[str, Any]] | None:
+    """What a change of the users table announces (the relay's mapping): a new row is
+    ``UserRegistered``, a removed one ``UserDeleted``; updates (points, status, a rehash) are
+    nobody else's business. Fields are picked one by one: a row holds the password hash and the
+    email, which never leave this service."""
+    if change.name == "INSERT" and change.new:
+        row = change.new
+        return events.USER_REGISTERED, {
+            "username": row["username"],
+            "account_id": row.get(ACCOUNT),
+            "created_at": row.get("created_at"),
+        }
+    if change.name == "REMOVE" and change.old:
+        row = change.old
+        return events.USER_DELETED, {"username": row["username"], "account_id": row.get(ACCOUNT)}
+    return None
 
 
 def set_status(username: str, points_seen: int) -> dict[str, Any]:

@@ -1,0 +1,361 @@
+"""Events between the services: the envelope, the relay from a table's stream to the bus, and
+the consumer side's batch handling and idempotency.
+
+The table stream is the outbox. A service never writes its table and then publishes (a dual
+write that can do one without the other): its relay function reads the table's stream (new and
+old images) and turns the changes it cares about into domain events on the stage's EventBridge
+bus, so an event exists if and only if the change was stored. A rule on the bus feeds each
+consumer's own SQS queue; the consumer function reports the messages it could not apply
+(``batchItemFailures``) and everything else is deleted.
+
+Delivery is at least once at every hop (a stream batch is retried from its first failed record,
+a queue message until it is deleted), so:
+
+* an event's ``id`` is derived from the stream record it came from (``event_id``): a record
+  relayed twice is the same event, not a new one;
+* a consumer applies an event in the same DynamoDB transaction that records its id
+  (``apply_once``), so a redelivered event finds its record and changes nothing.
+
+The envelope (``docs/events.md``): ``{"id", "type", "version", "source", "time", "data"}``, the
+EventBridge entry's ``detail``; the entry's ``source`` and ``detail-type`` repeat ``source`` and
+``type`` so rules can match on them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from svckit import aws, config, dynamo
+
+PROJECT = "shop"
+USER_SOURCE = f"{PROJECT}.user_api"
+PRODUCT_SOURCE = f"{PROJECT}.product_api"
+# The event types of API.md, by the service that announces them.
+PRODUCT_ADDED = "ProductAdded"
+PRODUCT_DELETED = "ProductDeleted"
+USER_REGISTERED = "UserRegistered"
+USER_DELETED = "UserDeleted"
+SCHEMA_VERSION = 1
+BUS_SETTING = "EVENT_BUS_NAME"
+PROCESSED_TABLE_SETTING = "PROCESSED_EVENTS_TABLE"
+# How long a consumer remembers an event it applied. It must outlast every way the same event can
+# come back: a stream record (24 h), a message in a dead-letter queue (14 days at most) and the
+# bus's archive (tools/topology.ARCHIVE_RETENTION_DAYS), or a late replay would apply it again.
+PROCESSED_RETENTION_SECONDS = 30 * 24 * 3600
+# What Chalice's decorators are given: the real ARNs exist only once the stack has made the table
+# and the queue, so tools/package.py replaces these in the template (and refuses a template that
+# still holds one); the local runner wires the handlers itself. No AWS call ever uses them.
+STREAM_ARN_PLACEHOLDER = "arn:aws:dynamodb:us-east-1:000000000000:table/set-by-deploy/stream/0"
+QUEUE_ARN_PLACEHOLDER = "arn:aws:sqs:us-east-1:000000000000:set-by-deploy"
+PUT_EVENTS_MAX_ENTRIES = 10  # EventBridge's limit per PutEvents call
+# A change DynamoDB made itself (a TTL expiry) rather than the service: not a domain event.
+_DYNAMODB_SERVICE = "dynamodb.amazonaws.com"
+_NAMESPACE = uuid.UUID("8c3a4b6e-2f51-4f0e-9d2a-3f1b6c5e7a90")
+
+
+class EventError(Exception):
+    """A message that is not an event this consumer can read: retried, then dead-lettered."""
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    version: int
+    source: str
+    time: str
+    data: Mapping[str, Any]
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "version": self.version,
+            "source": self.source,
+            "time": self.time,
+            "data": dict(self.data),
+        }
+
+    @classmethod
+    def from_message(cls, body: str) -> Event:
+        """The event in an SQS message body, which is the EventBridge event as the rule's target
+        received it (our envelope is its ``detail``). Anything else is an EventError."""
+        try:
+            outer = json.loads(body)
+        except ValueError as exc:
+            raise EventError("message body is not JSON") from exc
+        detail = outer.get("detail") if isinstance(outer, dict) else None
+        if not isinstance(detail, dict):
+            raise EventError("message has no event detail")
+        try:
+            event = cls(
+                id=str(detail["id"]),
+                type=str(detail["type"]),
+                version=int(detail["version"]),
+                source=str(detail["source"]),
+                time=str(detail["time"]),
+                data=detail["data"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EventError(f"event envelope is missing or has a malformed {exc}") from exc
+        if not isinstance(event.data, dict) or not event.id:
+            raise EventError("event envelope has no id or its data is not an object")
+        return event
+
+
+def event_id(source: str, stream_event_id: str) -> str:
+    """The id of the event made from one stream record: the same record, relayed again after a
+    failure or a retried batch, gives the same id, so consumers see it as the same event."""
+    return str(uuid.uuid5(_NAMESPACE, f"{source}/{stream_event_id}"))
+
+
+def _iso(seconds: float) -> str:
+    when = datetime.fromtimestamp(seconds, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One stream record, decoded: what the relay's mapping decides on."""
+
+    name: str  # INSERT, MODIFY or REMOVE
+    new: dict[str, Any] | None
+    old: dict[str, Any] | None
+    record: Mapping[str, Any]
+
+    @property
+    def by_service(self) -> bool:
+        """Made by DynamoDB itself (a TTL expiry), not by the service's code."""
+        identity = self.record.get("userIdentity") or {}
+        return identity.get("principalId") == _DYNAMODB_SERVICE
+
+
+def _change(record: Mapping[str, Any]) -> Change:
+    images = record.get("dynamodb", {})
+    new, old = images.get("NewImage"), images.get("OldImage")
+    return Change(
+        name=str(record.get("eventName")),
+        new=dynamo.from_wire_item(new) if new else None,
+        old=dynamo.from_wire_item(old) if old else None,
+        record=record,
+    )
+
+
+# What a relay's mapping returns for a change: (type, data) to announce, or None to skip it.
+ToEvent = Callable[[Change], tuple[str, dict[str, Any]] | None]
+
+
+def bus_name() -> str:
+    return config.require(BUS_SETTING)
+
+
+def _events_client() -> Any:
+    import boto3  # the consumer functions never publish: only relays pay for this client
+
+    return boto3.client("events", config=aws.client_config())
+
+
+events_client = dynamo._once(_events_client)
+
+
+def relay(
+    records: Sequence[Mapping[str, Any]], source: str, to_event: ToEvent, log: Any
+) -> dict[str, Any]:
+    """Publish the events of one stream batch, in stream order; return Lambda's partial batch
+    answer.
+
+    Chunks of ten go out with one PutEvents each. PutEvents can fail for some entries only and
+    still answer 200 (``FailedEntryCount``), so each entry's result is checked: the first record
+    that did not get onto the bus, and every record after it, are reported by the sequence number
+    of that first one, from which Lambda retries (``ReportBatchItemFailures`` on a stream). The
+    records before it are not sent again, and those after it are: which consumers absorb, since
+    a record's event id is the same every time.
+    """
+    pending: list[tuple[str, dict[str, Any]]] = []  # (sequence number, entry)
+    for record in records:
+        change = _change(record)
+        if change.by_service:
+            continue
+        announced = to_event(change)
+        if announced is None:
+            continue
+        kind, data = announced
+        created = record.get("dynamodb", {}).get("ApproximateCreationDateTime", time.time())
+        event = Event(
+            id=event_id(source, str(record["eventID"])),
+            type=kind,
+            version=SCHEMA_VERSION,
+            source=source,
+            time=_iso(float(created)),
+            data=data,
+        )
+        entry = {
+            "Source": source,
+            "DetailType": kind,
+            "Detail": json.dumps(event.envelope(), default=str, separators=(",", ":")),
+            "EventBusName": bus_name(),
+        }
+        pending.append((str(record["dynamodb"]["SequenceNumber"]), entry))
+    for start in range(0, len(pending), PUT_EVENTS_MAX_ENTRIES):
+        chunk = pending[start : start + PUT_EVENTS_MAX_ENTRIES]
+        try:
+            answer = events_client().put_events(Entries=[entry for _, entry in chunk])
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("relay: PutEvents failed", error=type(exc).__name__, events=len(chunk))
+            return _failed_from(chunk[0][0])
+        results = answer.get("Entries", [])
+        if answer.get("FailedEntryCount", 0) or len(results) != len(chunk):
+            for index, (sequence, _) in enumerate(chunk):
+                result = results[index] if index < len(results) else {}
+                if not result.get("EventId"):
+                    log.warning(
+                        "relay: an event was refused by the bus",
+                        error=result.get("ErrorCode", "missing result"),
+                        sent=start + index,
+                    )
+                    return _failed_from(sequence)
+        for _, entry in chunk:
+            log.info("event relayed", type=entry["DetailType"])
+    return {"batchItemFailures": []}
+
+
+def _failed_from(sequence_number: str) -> dict[str, Any]:
+    return {"batchItemFailures": [{"itemIdentifier": sequence_number}]}
+
+
+# -- consumers --
+
+Handler = Callable[[Event], str]  # applies an event; returns its outcome ("applied", ...)
+
+
+def consume(
+    records: Iterable[Mapping[str, Any]], handlers: Mapping[str, Handler], log: Any
+) -> dict[str, Any]:
+    """Apply each SQS message of a batch on its own; return Lambda's partial batch answer, naming
+    only the messages that failed (they come back after the visibility timeout, and after the
+    queue's ``maxReceiveCount`` tries go to its dead-letter queue). One bad message never holds
+    up the others. An event type with no handler was not subscribed to: it is logged and
+    dropped, not retried, since no retry can help it.
+    """
+    failures = []
+    for record in records:
+        message_id = str(record.get("messageId", ""))
+        received = (record.get("attributes") or {}).get("ApproximateReceiveCount", "1")
+        try:
+            event = Event.from_message(str(record.get("body", "")))
+            handler = handlers.get(event.type)
+            if handler is None:
+                log.warning("event type not handled here", type=event.type, event_id=event.id)
+                continue
+            outcome = handler(event)
+        except Exception as exc:  # one message's failure, whatever it is, stays its own
+            log.warning(
+                "event failed",
+                message_id=message_id,
+                receive_count=received,
+                error=type(exc).__name__,
+                reason=str(exc) if isinstance(exc, EventError) else None,
+            )
+            failures.append({"itemIdentifier": message_id})
+            continue
+        log.info(
+            "event consumed",
+            type=event.type,
+            event_id=event.id,
+            outcome=outcome,
+            lag_ms=_lag_ms(event.time),
+        )
+    return {"batchItemFailures": failures}
+
+
+def _lag_ms(when: str) -> int | None:
+    try:
+        stamp = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round((datetime.now(UTC) - stamp).total_seconds() * 1000)
+
+
+def processed_table() -> str:
+    return config.require(PROCESSED_TABLE_SETTING)
+
+
+class AlreadyApplied(Exception):
+    """The event's id is recorded: it was applied (or skipped) before; nothing changed now."""
+
+
+class ConditionNotMet(Exception):
+    """The change's own condition failed (its target is gone): nothing changed, not recorded."""
+
+
+def processed_record(event: Event, outcome: str) -> dict[str, Any]:
+    """The item that marks ``event`` as done, in the consumer's processed-events table."""
+    return {
+        "Put": {
+            "TableName": processed_table(),
+            "Item": dynamo.to_item(
+                {
+                    "event_id": event.id,
+                    "type": event.type,
+                    "outcome": outcome,
+                    "processed_at": int(time.time()),
+                    "expires_at": int(time.time()) + PROCESSED_RETENTION_SECONDS,
+                }
+            ),
+            "ConditionExpression": "attribute_not_exists(event_id)",
+        }
+    }
+
+
+def apply_once(event: Event, changes: Sequence[Mapping[str, Any]], outcome: str) -> None:
+    """Apply ``changes`` (TransactWriteItems entries) and record ``event`` as done, in one
+    transaction: either both happen or neither. A redelivered event finds its record and raises
+    AlreadyApplied with nothing changed; a change whose own condition fails raises
+    ConditionNotMet, also with nothing changed (the caller decides what that means).
+
+    The ``ClientRequestToken`` is derived from the event id, so a botocore retry of this very
+    call (its answer lost) is recognised by DynamoDB as the same transaction for ten minutes.
+    """
+    items = [processed_record(event, outcome), *changes]
+    token = uuid.uuid5(_NAMESPACE, f"apply/{event.id}/{outcome}").hex
+    try:
+        dynamo.client().transact_write_items(TransactItems=items, ClientRequestToken=token)
+    except ClientError as exc:
+        if dynamo.error_code(exc) != "TransactionCanceledException":
+            raise
+        reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+        if reasons and reasons[0] == "ConditionalCheckFailed":
+            raise AlreadyApplied(event.id) from exc
+        if "ConditionalCheckFailed" in reasons[1:]:
+            raise ConditionNotMet(event.id) from exc
+        raise  # a conflict with a concurrent transaction, throttling: retried by redelivery
+
+
+def was_applied(event: Event) -> bool:
+    """Whether ``event`` is recorded as done (one consistent GetItem): for a consumer whose
+    change cannot be one transaction, and so checks first and records last."""
+    response = dynamo.client().get_item(
+        TableName=processed_table(),
+        Key={"event_id": {"S": event.id}},
+        ConsistentRead=True,
+        ProjectionExpression="event_id",
+    )
+    return "Item" in response
+
+
+def record_once(event: Event, outcome: str) -> bool:
+    """Record ``event`` as done without changing anything else (an event with nothing to apply);
+    False when it was recorded already."""
+    try:
+        apply_once(event, (), outcome)
+    except AlreadyApplied:
+        return False
+    return True
