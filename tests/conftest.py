@@ -139,3 +139,42 @@ def issue_token(local_keys: Path) -> Callable[..., str]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def published(tables: Any) -> Callable[[], list[dict[str, Any]]]:
+    """The local stage's bus on moto's in-process EventBridge, with a rule sending every event
+    of the project to a queue; calling the result drains that queue and returns the envelopes
+    (each event's ``detail``) in the order they were published."""
+    from svckit import events
+
+    bus = services.USER.stage_env("local")[events.BUS_SETTING]
+    eventbridge = boto3.client("events", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    eventbridge.create_event_bus(Name=bus)
+    queue = sqs.create_queue(QueueName="captured-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    pattern = {"source": [{"prefix": f"{events.PROJECT}."}]}
+    eventbridge.put_rule(Name="capture", EventBusName=bus, EventPattern=json.dumps(pattern))
+    eventbridge.put_targets(
+        Rule="capture",
+        EventBusName=bus,
+        Targets=[{"Id": "capture", "Arn": arn["Attributes"]["QueueArn"]}],
+    )
+    events.events_client.cache_clear()  # type: ignore[attr-defined]
+
+    def drain() -> list[dict[str, Any]]:
+        found = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+            messages = batch.get("Messages", [])
+            if not messages:
+                return found
+            for message in messages:
+                body = json.loads(message["Body"])
+                assert body["source"] == body["detail"]["source"]
+                assert body["detail-type"] == body["detail"]["type"]
+                found.append(body["detail"])
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+    return drain

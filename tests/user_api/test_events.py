@@ -1,0 +1,136 @@
+"""user_api's event handlers, invoked as Lambda would (``chalice.test.Client``'s ``lambda_``):
+the users table's relay, and the consumer that grants points for ``ProductAdded``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from svckit import events
+from tests.conftest import bearer
+from tests.support import lambda_events as le
+from tools import services
+
+USERS = services.USER.stage_env("local")["TABLE_NAME"]
+PROCESSED = services.USER.stage_env("local")[events.PROCESSED_TABLE_SETTING]
+
+
+def product_added(creator: str, account: str | None, product_id: str = "p1", **kw: Any) -> dict:
+    data = {"product_id": product_id, "product_name": "Laptop", "created_by": creator}
+    data["created_by_account"] = account
+    return le.envelope(events.PRODUCT_ADDED, data, events.PRODUCT_SOURCE, **kw)
+
+
+def deliver(user_client, *envelopes_or_bodies) -> dict:
+    records = [
+        le.sqs_record(x if isinstance(x, str) else le.eventbridge_body(x))
+        for x in envelopes_or_bodies
+    ]
+    answer = user_client.lambda_.invoke("on_product_events", le.sqs_event(records)).payload
+    answer["ids"] = [r["messageId"] for r in records]
+    return answer
+
+
+def row(tables, username: str) -> dict:
+    return tables.get_item(TableName=USERS, Key={"username_key": {"S": username.lower()}})["Item"]
+
+
+def points(user_client, username: str) -> int:
+    return user_client.http.get(f"/users/{username}").json_body["points"]
+
+
+@pytest.fixture
+def john(register, tables) -> str:
+    """john_doe's account id, as his tokens carry it."""
+    assert register("john_doe").status_code == 201
+    return row(tables, "john_doe")["account_id"]["S"]
+
+
+def test_product_added_grants_the_stage_points_once_per_event(user_client, john):
+    first = product_added("john_doe", john)
+    answer = deliver(user_client, first, product_added("john_doe", john, "p2"))
+    assert answer["batchItemFailures"] == []
+    assert points(user_client, "john_doe") == 20  # POINTS_PER_PRODUCT is 10 in config.json
+    # The same event again, alone and twice in one batch: nothing more.
+    assert deliver(user_client, first, first)["batchItemFailures"] == []
+    assert points(user_client, "john_doe") == 20
+
+
+def test_the_event_and_the_points_are_one_write(user_client, john, tables):
+    event = product_added("john_doe", john)
+    deliver(user_client, event)
+    record = tables.get_item(TableName=PROCESSED, Key={"event_id": {"S": event["id"]}})["Item"]
+    assert record["outcome"] == {"S": "applied"}
+    assert int(record["expires_at"]["N"]) - int(record["processed_at"]["N"]) == (
+        events.PROCESSED_RETENTION_SECONDS
+    )
+
+
+def test_points_for_a_deleted_or_reregistered_account_go_nowhere(
+    user_client, john, register, login, tables
+):
+    token = login("john_doe")
+    assert user_client.http.delete("/users/john_doe", headers=bearer(token)).status_code == 204
+    gone = product_added("john_doe", john)
+    assert deliver(user_client, gone)["batchItemFailures"] == []  # nothing to retry
+    assert register("john_doe").status_code == 201  # a new account under the same name
+    assert deliver(user_client, product_added("john_doe", john, "p2"))["batchItemFailures"] == []
+    assert points(user_client, "john_doe") == 0
+    skipped = tables.get_item(TableName=PROCESSED, Key={"event_id": {"S": gone["id"]}})["Item"]
+    assert skipped["outcome"] == {"S": "skipped"}
+
+
+def test_an_event_without_an_account_goes_to_the_name(user_client, john):
+    """Products added with a token from before account ids: the name's current account."""
+    deliver(user_client, product_added("JOHN_DOE", None))
+    assert points(user_client, "john_doe") == 10
+
+
+def test_one_bad_message_in_a_batch_is_the_only_one_reported(user_client, john):
+    good = product_added("john_doe", john)
+    no_creator = le.envelope(events.PRODUCT_ADDED, {"product_id": "x"}, events.PRODUCT_SOURCE)
+    answer = deliver(user_client, good, "not json at all", no_creator)
+    assert le.failed_ids(answer) == answer["ids"][1:]
+    assert points(user_client, "john_doe") == 10
+
+
+def test_an_unsubscribed_type_is_dropped_not_retried(user_client, john):
+    other = le.envelope(events.PRODUCT_DELETED, {"product_id": "p1"}, events.PRODUCT_SOURCE)
+    assert deliver(user_client, other)["batchItemFailures"] == []
+    assert points(user_client, "john_doe") == 0
+
+
+def test_registration_and_deletion_are_relayed_without_secrets(
+    user_client, john, tables, published
+):
+    registered = row(tables, "john_doe")
+    updated = {**registered, "points": {"N": "10"}}
+    from svckit.dynamo import from_item
+
+    records = [
+        le.stream_record("INSERT", {"username_key": "john_doe"}, new=from_item(registered)),
+        le.stream_record(
+            "MODIFY", {"username_key": "john_doe"}, new=from_item(updated),
+            old=from_item(registered),
+        ),
+        le.stream_record("REMOVE", {"username_key": "john_doe"}, old=from_item(updated)),
+    ]  # fmt: skip
+    answer = user_client.lambda_.invoke("relay_user_changes", le.stream_event(records)).payload
+    assert answer == {"batchItemFailures": []}
+    sent = published()
+    assert [e["type"] for e in sent] == [events.USER_REGISTERED, events.USER_DELETED]
+    assert sent[0]["data"] == {
+        "username": "john_doe",
+        "account_id": john,
+        "created_at": registered["created_at"]["S"],
+    }
+    assert sent[1]["data"] == {"username": "john_doe", "account_id": john}
+    for event in sent:
+        assert event["source"] == events.USER_SOURCE
+        assert event["version"] == 1
+        assert "password" not in str(event)
+        assert "argon2" not in str(event)
+    # The same record relayed again is the same event.
+    user_client.lambda_.invoke("relay_user_changes", le.stream_event(records[:1]))
+    assert published()[0]["id"] == sent[0]["id"]
