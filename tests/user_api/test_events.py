@@ -90,7 +90,8 @@ def test_an_event_without_an_account_goes_to_the_name(user_client, john):
 def test_one_bad_message_in_a_batch_is_the_only_one_reported(user_client, john):
     good = product_added("john_doe", john)
     no_creator = le.envelope(events.PRODUCT_ADDED, {"product_id": "x"}, events.PRODUCT_SOURCE)
-    answer = deliver(user_client, good, "not json at all", no_creator)
+    newer = {**product_added("john_doe", john, "p2"), "version": 2}
+    answer = deliver(user_client, good, "not json at all", no_creator, newer)
     assert le.failed_ids(answer) == answer["ids"][1:]
     assert points(user_client, "john_doe") == 10
 

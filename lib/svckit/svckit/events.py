@@ -108,6 +108,10 @@ class Event:
             raise EventError(f"event envelope is missing or has a malformed {exc}") from exc
         if not isinstance(event.data, dict) or not event.id:
             raise EventError("event envelope has no id or its data is not an object")
+        if event.version != SCHEMA_VERSION:
+            # A newer producer's event: waits in the dead-letter queue for a consumer that
+            # knows its version, rather than being misread.
+            raise EventError(f"event version {event.version} is not supported")
         return event
 
 
