@@ -4,15 +4,20 @@ What it starts, in order: the local token keys (once, into the git-ignored ``.lo
 DynamoDB engine on its own port (default 5100; AWS's DynamoDB Local with its data in
 ``.local/dynamodb-data``, or moto's server where Java 17+ or npm is missing: see
 ``tools.local.dynamodb``), the tables from each service's ``resources.json`` (only those
-missing), then the three apps through ``tools.devserver`` (Chalice's own local server with
-``TCP_NODELAY`` and a real listen backlog) on 5000-5002. It waits until each answers
-``/health``, prints the URLs, and then supervises: every child's line is printed with its name;
-a child that exits unexpectedly is restarted with backoff while the others keep serving
-(``tools.local.supervisor``); a saved source file restarts the services it touches
+missing), the events endpoint (EventBridge and SQS from moto's server, port 5102) with the bus,
+queues, dead-letter queues and rules of ``tools.topology``, then the three apps through
+``tools.devserver`` (Chalice's own local server with ``TCP_NODELAY`` and a real listen backlog)
+on 5000-5002 and one event worker per data service (``tools.local.eventworker``: the stream and
+queue pollers that invoke the service's event handlers as Lambda's event source mappings
+would, see ``tools.local.events``). It waits until each app answers ``/health`` and each worker
+polls, prints the URLs, and then supervises: every child's line is printed with its name; a
+child that exits unexpectedly is restarted with backoff while the others keep serving
+(``tools.local.supervisor``; a restarted engine gets its tables back, a restarted events
+endpoint its wiring); a saved source file restarts the services it touches and their workers
 (``tools.local.reload``); Ctrl-C or SIGTERM stops every process group it started.
 
-Environment: ``GATEWAY_API_PORT``, ``USER_API_PORT``, ``PRODUCT_API_PORT`` and
-``DYNAMODB_PORT`` move the ports; ``LOCAL_DYNAMODB=dynamodb-local|moto`` forces an engine;
+Environment: ``GATEWAY_API_PORT``, ``USER_API_PORT``, ``PRODUCT_API_PORT``, ``DYNAMODB_PORT``
+and ``EVENTS_PORT`` move the ports; ``LOCAL_DYNAMODB=dynamodb-local|moto`` forces an engine;
 ``DYNAMODB_DATA_DIR`` moves DynamoDB Local's data; ``DYNAMODB_ENDPOINT=http://host:port`` uses an
 endpoint that is already running instead of starting one; ``RELOAD=0`` (or ``--no-reload``)
 turns hot reload off; ``NO_COLOR`` turns colours off.
@@ -39,8 +44,9 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TextIO
 
-from tools import services
+from tools import services, topology
 from tools.local import dynamodb
+from tools.local import events as local_events
 from tools.local.dynamodb import Engine, EngineUnavailable
 from tools.local.printer import LinePrinter
 from tools.local.process import (
@@ -69,7 +75,9 @@ __all__ = [
 ]
 
 DEFAULT_DYNAMODB_PORT = dynamodb.DEFAULT_PORT
+DEFAULT_EVENTS_PORT = local_events.DEFAULT_PORT
 DYNAMODB = "dynamodb"  # the engine's program name and output prefix
+EVENTS = local_events.EVENTS  # the EventBridge + SQS program's name and output prefix
 REGION = dynamodb.REGION
 FAKE_CREDENTIALS = dynamodb.FAKE_CREDENTIALS
 # Variables that could send a child to a real account or another endpoint; the run sets its own.
@@ -80,6 +88,9 @@ _SCRUBBED_ENV = (
     "AWS_SECURITY_TOKEN",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+    "AWS_ENDPOINT_URL_EVENTBRIDGE",
+    "AWS_ENDPOINT_URL_SQS",
 )
 # The gateway's stage settings that name the services it calls; the run points them at the
 # ports it actually used (the stage config would otherwise win over the process environment).
@@ -98,12 +109,14 @@ class StartupError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ports:
-    """Where each process listens; ``dynamodb`` is the DynamoDB engine's port."""
+    """Where each process listens; ``dynamodb`` is the DynamoDB engine's port, ``events`` the
+    EventBridge + SQS endpoint's."""
 
     gateway: int
     user: int
     product: int
     dynamodb: int
+    events: int = DEFAULT_EVENTS_PORT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Ports:
@@ -122,13 +135,21 @@ class Ports:
             user=read(services.USER.port_env, services.USER.port),
             product=read(services.PRODUCT.port_env, services.PRODUCT.port),
             dynamodb=read("DYNAMODB_PORT", DEFAULT_DYNAMODB_PORT),
+            events=read(local_events.PORT_ENV, DEFAULT_EVENTS_PORT),
         )
 
     @classmethod
     def free(cls) -> Ports:
-        """Four free ports, for tests and benchmarks that must not collide with ``make run``."""
-        gateway, user, product, dynamodb_port = free_ports(4)
-        return cls(gateway=gateway, user=user, product=product, dynamodb=dynamodb_port)
+        """Free ports for every process, for tests and benchmarks that must not collide with
+        ``make run``."""
+        gateway, user, product, dynamodb_port, events_port = free_ports(5)
+        return cls(
+            gateway=gateway,
+            user=user,
+            product=product,
+            dynamodb=dynamodb_port,
+            events=events_port,
+        )
 
     def of(self, service: ServiceDef) -> int:
         return {
@@ -139,12 +160,14 @@ class Ports:
 
 
 class LocalSystem:
-    """The DynamoDB engine, the tables and the three devservers, started, supervised and
-    stopped as one.
+    """The DynamoDB engine, the tables, the events endpoint (EventBridge and SQS, wired from
+    ``tools.topology``), the three devservers and one event worker per data service, started,
+    supervised and stopped as one.
 
     ``LocalSystem(Ports.free()).start()`` is what the integration tests run (DynamoDB Local in
     memory unless an ``engine`` is given); ``make run`` uses the same class with API.md's ports,
-    the persistent engine, a printing sink and ``supervise()``.
+    the persistent engine, a printing sink and ``supervise()``. ``events=False`` leaves the
+    events endpoint and the workers out (the services' HTTP side alone).
     """
 
     def __init__(
@@ -159,6 +182,7 @@ class LocalSystem:
         python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
         policy: RestartPolicy | None = None,
+        events: bool = True,
     ) -> None:
         self.ports = ports
         self.stage = stage
@@ -169,14 +193,24 @@ class LocalSystem:
         self.dynamodb_endpoint = dynamodb_endpoint or f"http://{HOST}:{ports.dynamodb}"
         self.engine = None if self.external_dynamodb else engine
         self.services = tuple(s for s in services.SERVICES if s.name not in set(without))
+        self.events = events
+        self.events_endpoint = f"http://{HOST}:{ports.events}"
+        # A service left out (run by hand) takes its worker with it: both are its code.
+        self.workers = (
+            tuple(s for s in self.services if s.owns_table and _has_events(s)) if events else ()
+        )
         self._data_lock: dynamodb.DataDirLock | None = None
         self.supervisor = Supervisor(
             self.child_env, sink, self.say, policy=policy, cwd=services.ROOT
         )
         if not self.external_dynamodb:
             self.supervisor.add(Program(DYNAMODB, self._engine_argv))
+        if events:
+            self.supervisor.add(Program(EVENTS, self._events_argv))
         for svc in self.services:
             self.supervisor.add(Program(svc.name, self._argv_of(svc)))
+        for svc in self.workers:
+            self.supervisor.add(Program(worker_name(svc), self._worker_argv_of(svc)))
 
     # -- addresses and environment --
 
@@ -205,15 +239,22 @@ class LocalSystem:
         }
 
     def aws_env(self) -> dict[str, str]:
-        """What a service process needs to reach the local endpoint and nothing else: fake
-        credentials, a fixed region, every AWS call pointed at the local endpoint."""
-        return {
+        """What a service process needs to reach the local endpoints and nothing else: fake
+        credentials, a fixed region, every AWS call pointed at a local endpoint. botocore reads
+        ``AWS_ENDPOINT_URL_<service id>`` per client: DynamoDB and its streams go to the engine,
+        EventBridge (the relays' PutEvents) and SQS to the events endpoint."""
+        env = {
             **FAKE_CREDENTIALS,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             "AWS_ENDPOINT_URL": self.dynamodb_endpoint,
             "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint,
+            "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": self.dynamodb_endpoint,
         }
+        if self.events:
+            env["AWS_ENDPOINT_URL_EVENTBRIDGE"] = self.events_endpoint
+            env["AWS_ENDPOINT_URL_SQS"] = self.events_endpoint
+        return env
 
     def child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
@@ -242,6 +283,21 @@ class LocalSystem:
 
     def _argv_of(self, service: ServiceDef) -> Callable[[], list[str]]:
         return lambda: self.devserver_argv(service)
+
+    def worker_argv(self, service: ServiceDef) -> list[str]:
+        return [
+            self.python, "-m", "tools.local.eventworker",
+            "--service", service.name,
+            "--stage", self.stage,
+        ]  # fmt: skip
+
+    def _worker_argv_of(self, service: ServiceDef) -> Callable[[], list[str]]:
+        return lambda: self.worker_argv(service)
+
+    def _events_argv(self) -> list[str]:
+        # moto's server answers every service it mocks on one port; this one is only ever
+        # asked about EventBridge and SQS (DynamoDB has its own engine, even when that is moto).
+        return [self.python, "-m", "tools.motoserver", "-H", HOST, "-p", str(self.ports.events)]
 
     def _engine_argv(self) -> list[str]:
         assert self.engine is not None
@@ -272,15 +328,28 @@ class LocalSystem:
                 # From now on a restarted engine gets its missing tables back (moto forgets
                 # them; DynamoDB Local keeps them on disk) before anyone needs them.
                 self.supervisor.programs[DYNAMODB].after_start = self._tables_after_restart
+            if self.events:
+                # The bus and the queues before any service: a relay's first PutEvents must
+                # find its bus, and a rule must exist before the event it should route.
+                self.supervisor.start(EVENTS)
+                wired = self.wire_events(time.monotonic() + DYNAMODB_STARTUP_SECONDS)
+                self.say(f"events wired on {self.events_endpoint}: {', '.join(wired) or 'present'}")
+                self.supervisor.programs[EVENTS].after_start = self._events_after_restart
             for svc in self.services:
                 self.supervisor.start(svc.name)
+            for svc in self.workers:
+                self.supervisor.start(worker_name(svc))
             deadline = time.monotonic() + SERVICE_STARTUP_SECONDS
             partial = len(self.services) < len(services.SERVICES)
             for svc in self.services:
                 # With a service left out the gateway's /health says 503 until the developer
                 # starts it; then any answer means the gateway itself is up.
                 self.wait_healthy(svc, deadline, any_answer=partial and svc is services.GATEWAY)
-        except (EngineUnavailable, dynamodb.DataDirBusy, OSError) as exc:
+            for svc in self.workers:
+                self.wait_worker(svc, deadline)
+        except (
+            EngineUnavailable, local_events.EventsUnavailable, dynamodb.DataDirBusy, OSError
+        ) as exc:
             self.stop()
             raise StartupError(str(exc)) from exc
         except BaseException:
@@ -292,6 +361,8 @@ class LocalSystem:
         wanted = [(svc.name, self.ports.of(svc), svc.port_env) for svc in self.services]
         if not self.external_dynamodb:
             wanted.append(("DynamoDB", self.ports.dynamodb, "DYNAMODB_PORT"))
+        if self.events:
+            wanted.append(("events", self.ports.events, local_events.PORT_ENV))
         busy = [
             f"{name} port {port} (set {env})" for name, port, env in wanted if port_in_use(port)
         ]
@@ -331,6 +402,53 @@ class LocalSystem:
         )
         if created:
             self.say(f"created tables again: {', '.join(created)}")
+
+    def wire_events(self, deadline: float) -> list[str]:
+        """Create the topology's bus, queues and rules once the events endpoint answers; fails
+        at once (with the program's last lines) if it died."""
+        program = self.supervisor.programs[EVENTS]
+
+        def alive() -> bool:
+            return program.child is None or program.child.running
+
+        try:
+            return local_events.wire_when_ready(self.events_endpoint, self.stage, deadline, alive)
+        except local_events.EventsUnavailable as exc:
+            tail = program.child.tail() if program.child else ""
+            raise StartupError(f"{exc}:\n{tail}" if tail else str(exc)) from exc
+
+    def _events_after_restart(self, child: Child) -> None:
+        """moto keeps the bus and the queues in memory: a restarted events program has none.
+        Wire them again, then restart the workers, whose relays read their streams again from
+        the trim horizon and so publish again whatever the lost queues held (the consumers
+        apply each event id once, so what was applied already changes nothing)."""
+        wired = local_events.wire_when_ready(
+            self.events_endpoint,
+            self.stage,
+            time.monotonic() + DYNAMODB_STARTUP_SECONDS,
+            lambda: child.running,
+        )
+        self.say(f"events wired again: {', '.join(wired) or 'present'}")
+        self.supervisor.request_restart(
+            [worker_name(svc) for svc in self.workers], "the events endpoint restarted"
+        )
+
+    def wait_worker(self, service: ServiceDef | str, deadline: float) -> Child:
+        """Wait until the service's event worker says it polls; fail fast if it exited."""
+        svc = service if isinstance(service, ServiceDef) else _service(service)
+        name = worker_name(svc)
+        while True:
+            child = self.supervisor.child(name)
+            assert child is not None
+            if child.wait_for_line(lambda line: line.startswith("Worker "), 0.1) is not None:
+                return child
+            if not child.running:
+                child.finish()
+                raise StartupError(
+                    f"{name} exited with {child.returncode} while starting:\n{child.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise StartupError(f"{name} did not start polling in time:\n{child.tail()}")
 
     def wait_healthy(
         self, service: ServiceDef | str, deadline: float, any_answer: bool = False
@@ -372,7 +490,9 @@ class LocalSystem:
                 if created:
                     self.say(f"created tables: {', '.join(created)}")
         for name, path in targets.items():
-            self.supervisor.request_restart([name], f"{path} changed")
+            # A service's worker runs the same code: it is reloaded with it.
+            workers = [worker_name(svc) for svc in self.workers if svc.name == name]
+            self.supervisor.request_restart([name, *workers], f"{path} changed")
 
     def supervise(self, until: float | None = None) -> None:
         """``make run``'s main loop: restarts, reloads and crash loops until interrupted (or
@@ -407,6 +527,15 @@ class LocalSystem:
         self.stop()
 
 
+def worker_name(service: ServiceDef) -> str:
+    """The program name of ``service``'s event worker (``user_worker``)."""
+    return local_events.worker_name(service.name)
+
+
+def _has_events(service: ServiceDef) -> bool:
+    return bool(topology.relays_of(service) or topology.subscriptions_of(service))
+
+
 def _service(name: str) -> ServiceDef:
     for svc in services.SERVICES:
         if svc.name == name:
@@ -428,8 +557,21 @@ def banner(system: LocalSystem, reload: bool) -> str:
     lines += [f"  {svc.name:<12} {system.url(svc)}" for svc in system.services]
     if system.engine is not None and system.engine.persistent:
         lines.append("data survives restarts; `make wipe` deletes it")
+    if system.events:
+        lines.append(
+            f"events: bus {topology.bus_name(system.stage)} and its queues (EventBridge + SQS, "
+            f"moto, in memory) at {system.events_endpoint}"
+        )
+        for svc in system.workers:
+            handlers = [
+                *(r.handler for r in topology.relays_of(svc)),
+                *(s.handler for s in topology.subscriptions_of(svc)),
+            ]
+            lines.append(f"  {worker_name(svc):<14} runs {', '.join(handlers)}")
+        lines.append("  dead letters: `make dlq` lists them, `make dlq-replay` sends them back")
     lines.append(
         "hot reload on: saving a file under a service (or lib/svckit) restarts it"
+        + (" and its worker" if system.workers else "")
         if reload
         else "hot reload off"
     )
@@ -455,6 +597,12 @@ def print_env(system: LocalSystem, stream: TextIO = sys.stdout) -> None:
             f"# {svc.name}: cd {svc.name} && chalice local --stage {system.stage} "
             f"--port {system.ports.of(svc)}\n"
         )
+    if system.events:
+        for svc in services.DATA_SERVICES:
+            stream.write(
+                f"# {svc.name}'s event handlers: python -m tools.local.eventworker "
+                f"--service {svc.name} --stage {system.stage}\n"
+            )
     stream.write(
         "# the gateway reads the service URLs from its stage config (5001, 5002); with other\n"
         "# ports use: python -m tools.devserver --project-dir gateway_api --port N "

@@ -45,6 +45,7 @@ class Runner:
             services.USER.port_env: str(self.ports.user),
             services.PRODUCT.port_env: str(self.ports.product),
             "DYNAMODB_PORT": str(self.ports.dynamodb),
+            "EVENTS_PORT": str(self.ports.events),
             "DYNAMODB_DATA_DIR": str(data_dir),
             "NO_COLOR": "1",
             **env_overrides,
@@ -90,7 +91,13 @@ class Runner:
         return any(fragment in line for line in list(self.lines))
 
     def ports_in_use(self) -> list[int]:
-        every = (self.ports.gateway, self.ports.user, self.ports.product, self.ports.dynamodb)
+        every = (
+            self.ports.gateway,
+            self.ports.user,
+            self.ports.product,
+            self.ports.dynamodb,
+            self.ports.events,
+        )
         return [port for port in every if port_in_use(port)]
 
     def wait_exit(self) -> int:

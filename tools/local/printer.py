@@ -14,6 +14,9 @@ COLORS = {
     "user_api": "36",
     "product_api": "33",
     "gateway_api": "32",
+    "events": "34",
+    "user_worker": "96",
+    "product_worker": "93",
 }
 
 
