@@ -150,9 +150,10 @@ def wire(sqs: Any, events: Any, stage: str) -> list[str]:
         )
         if made:
             created.append(sub.dead_letter_queue_name(stage))
-        redrive = {"deadLetterTargetArn": queue_arn(sqs, dlq_url), "maxReceiveCount": str(
-            sub.max_receive_count
-        )}  # fmt: skip
+        redrive = {
+            "deadLetterTargetArn": queue_arn(sqs, dlq_url),
+            "maxReceiveCount": sub.max_receive_count,
+        }
         url, made = ensure_queue(
             sqs,
             sub.queue_name(stage),

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 from tools import services, topology
@@ -116,14 +116,6 @@ def pollers(
     return found
 
 
-class _Stop(Exception):
-    """Raised from the signal handler to end the main thread's wait."""
-
-
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Poll until SIGTERM/SIGINT (exit 0); exit 2 on bad arguments, 1 if the app cannot load."""
     parser = argparse.ArgumentParser(
@@ -138,6 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = next(s for s in services.DATA_SERVICES if s.name == args.service)
     project_dir = (args.project_dir or service.directory).resolve()
 
+    # SIGTERM and SIGINT are taken by sigwait below, never by a handler: one arriving at any
+    # moment (a reload right after the start) ends the worker the same orderly way. Blocked
+    # before any thread starts, so every poller thread inherits the mask.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     # What tools.devserver does before loading the app: CLI mode flag, stdout logging, cwd.
     os.environ["AWS_CHALICE_CLI_MODE"] = "true"
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
@@ -147,18 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     module, config = load_app(project_dir, args.stage)
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
     threads = [poller.start(stop) for poller in pollers(service, module, config, args.stage)]
     say(
         f"Worker {service.name} (stage {args.stage}, pid {os.getpid()}) polling with "
         f"{len(threads)} thread(s)"
     )
-    try:
-        while True:
-            signal.pause()
-    except (_Stop, KeyboardInterrupt):
-        pass
+    signal.sigwait(stop_signals)
     stop.set()
     # A poller in a long poll or an invocation finishes it first; the runner's grace period
     # (5 s) is longer than this, so the worker always ends on its own.

@@ -1,0 +1,71 @@
+"""Real local endpoints for tests of the event plumbing: moto's server for EventBridge and SQS,
+and the DynamoDB engine ``make run`` would choose (DynamoDB Local in memory, or moto where it
+cannot run), each a child process on a free port, as the runner starts them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from tools.local import dynamodb
+from tools.local import events as local_events
+from tools.local.process import HOST, Child, free_port
+
+T = TypeVar("T")
+READY_SECONDS = 60.0
+
+
+def _until_ready(probe: Callable[[], T], child: Child) -> T:
+    deadline = time.monotonic() + READY_SECONDS
+    while True:
+        try:
+            return probe()
+        except Exception:
+            if not child.running or time.monotonic() > deadline:
+                raise AssertionError(f"{child.name} did not come up:\n{child.tail()}") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def events_server() -> Iterator[str]:
+    """moto's server as ``make run`` starts it for EventBridge and SQS; yields its URL."""
+    port = free_port()
+    child = Child(
+        "events",
+        [sys.executable, "-m", "tools.motoserver", "-H", HOST, "-p", str(port)],
+        dict(os.environ),
+    )
+    endpoint = f"http://{HOST}:{port}"
+    try:
+        _until_ready(lambda: local_events.client("sqs", endpoint).list_queues(), child)
+        yield endpoint
+    finally:
+        child.stop()
+
+
+@contextmanager
+def dynamodb_server() -> Iterator[str]:
+    """The DynamoDB engine ``make run`` would pick here, in memory; yields its URL."""
+    engine = dynamodb.choose(data_dir=None, say=lambda _: None)
+    port = free_port()
+    child = Child("dynamodb", engine.argv(sys.executable, HOST, port), dict(os.environ))
+    endpoint = f"http://{HOST}:{port}"
+    try:
+        _until_ready(lambda: dynamodb.client(endpoint).list_tables(), child)
+        yield endpoint
+    finally:
+        child.stop()
+
+
+def clients(events_endpoint: str, dynamodb_endpoint: str) -> dict[str, Any]:
+    return {
+        "sqs": local_events.client("sqs", events_endpoint),
+        "events": local_events.client("events", events_endpoint),
+        "dynamodb": local_events.client("dynamodb", dynamodb_endpoint),
+        "streams": local_events.client("dynamodbstreams", dynamodb_endpoint),
+    }
