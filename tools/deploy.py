@@ -9,13 +9,18 @@
    key derived from its contents, so an unchanged service is not redeployed;
 3. the token keys: an Ed25519 signing key in Secrets Manager (only user_api's role may read it)
    and its public JWKS in an SSM String parameter, created once and then reused, never printed;
-4. the user_api and product_api stacks (created, or updated when something changed), then
+4. the stage's event bus stack (``shop-<stage>-events``, from ``tools.eventstack``: the
+   EventBridge bus and its archive), whose ``EventBusName``/``EventBusArn`` outputs become
+   parameters of the user_api and product_api stacks (their relays publish to the bus, their
+   rules subscribe their queues to it);
+5. the user_api and product_api stacks (created, or updated when something changed), then
    their ``EndpointURL`` outputs become the gateway stack's ``UserApiUrl``/``ProductApiUrl``
    parameters, then the gateway_api stack; the gateway's URL is printed last.
 
-``destroy`` deletes the gateway stack first, then the other two, the bucket, the secret and the
-parameter. All state lives in the stacks: nothing is written to ``.chalice/deployed``, so any
-machine with credentials can update or destroy what another one deployed.
+``destroy`` deletes the gateway stack first, then the other two, then the bus stack (a bus
+cannot go while the services' rules are on it), the bucket, the secret and the parameter.
+All state lives in the stacks: nothing is written to ``.chalice/deployed``, so any machine with
+credentials can update or destroy what another one deployed.
 
 ``--localstack`` points every client at LocalStack through ``AWS_ENDPOINT_URL`` (default
 ``http://localhost.localstack.cloud:4566``, which boto3 honours for every service) with LocalStack's
@@ -46,7 +51,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from svckit import keys
-from tools import package
+from tools import eventstack, package
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
 
 PROJECT = "shop"
@@ -97,7 +102,12 @@ class Naming:
             )
 
     def stack(self, service: ServiceDef) -> str:
-        return f"{PROJECT}-{self.stage}-{service.name.replace('_', '-')}"
+        return eventstack.service_stack_name(service, self.stage)
+
+    @property
+    def events_stack(self) -> str:
+        """The bus's stack: first up, last down."""
+        return eventstack.stack_name(self.stage, eventstack.EVENTS_STACK_PART)
 
     @property
     def signing_key_secret(self) -> str:
@@ -748,6 +758,17 @@ class Deployer:
             "JwksParameterName": refs.jwks_parameter,
             "SigningKeySecretArn": refs.secret_arn,
         }
+        # The bus first: the services' rules are made on it, and their relays publish to it.
+        bus = self.stacks.deploy(
+            self.naming.events_stack,
+            eventstack.bus_template(self.naming.stage),
+            {},
+            self.naming.tags,
+        )
+        for output in (eventstack.BUS_NAME_PARAMETER, eventstack.BUS_ARN_PARAMETER):
+            if output not in bus.outputs:
+                raise DeployError(f"stack {self.naming.events_stack} has no output {output}")
+            values[output] = bus.outputs[output]
         urls: dict[str, str] = {}
         for service in (USER, PRODUCT, GATEWAY):
             packaged = built[service.name]
@@ -777,7 +798,8 @@ class Deployer:
         return urls
 
     def destroy(self) -> None:
-        """Remove the stacks (the gateway first: it depends on the others), the bucket, the keys."""
+        """Remove the stacks (the gateway first: it depends on the others; the bus last: the
+        services' rules are on it), the bucket, the keys."""
         where = self.target.endpoint_url or "AWS"
         self._say(f"destroying stage {self.naming.stage} on {where} ({self.target.region})")
         gateway_url = None
@@ -787,6 +809,8 @@ class Deployer:
         for service in (GATEWAY, PRODUCT, USER):
             if not self.stacks.delete(self.naming.stack(service)):
                 self._say(f"stack {self.naming.stack(service)}: not there")
+        if not self.stacks.delete(self.naming.events_stack):
+            self._say(f"stack {self.naming.events_stack}: not there")
         self.bucket().destroy()
         self.keys.destroy()
         if gateway_url:

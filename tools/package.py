@@ -6,7 +6,7 @@ keeps generating the function, the REST API and the role, and the service's own
 ``resources.json`` adds what Chalice cannot express: its table, a data-access policy scoped to that
 table's ARN, and the environment wired by ``Ref`` instead of names typed into a config file.
 
-Four things happen here rather than in a config file, each for a reason:
+Five things happen here rather than in a config file, each for a reason:
 
 * ``lib/svckit`` is copied into the app's ``vendor/`` first, because Chalice packages only
   ``app.py``, ``chalicelib/`` and ``vendor/`` (a local pip package in ``requirements.txt`` is not
@@ -14,16 +14,27 @@ Four things happen here rather than in a config file, each for a reason:
 * A fragment common to every service (:data:`COMMON_FRAGMENT`) is deep-merged under the service's
   own one: API Gateway's own errors in the contract's ``{"Code", "Message"}`` shape with an
   ``X-Request-Id`` header (API Gateway's request id), stage
-  throttling for the contract's 429, the public JWKS from an SSM parameter, a log group with
-  a retention, so that deleting the stack deletes the logs too, and the function's name (its
-  stack's), which is what lets each ``.chalice/policy-<stage>.json`` grant logs on that
-  function's own log group instead of every Lambda's.
-* The function's ``STAGE`` setting is the stage being packaged (:func:`stage_fragment`), not a
-  value from ``config.json``, where a new stage starts as a copy of another's section: tokens
-  name their stage, so one stage's tokens fail in another.
-* The result is checked before anyone deploys it: runtime ``python3.11``, no ``set-by-deploy``
-  placeholder left in the environment, no logs permission wider than the function's own log
-  group. A wrong template fails here, not half-way through a stack.
+  throttling for the contract's 429, the public JWKS from an SSM parameter.
+* The service's share of the events (``tools.eventstack.service_fragment``, generated from
+  ``tools/topology.py``) is merged over both: its relays' table streams and failure queues, its
+  subscriptions' queues, dead-letter queues, rules and queue policies, and one policy per event
+  function. Chalice's decorators can only be given a placeholder ARN (the stream and the queue
+  exist once the stack has made them); the merge replaces it, and a template that still holds
+  one is refused.
+* Every function (the API's and each event function) gets its stack's name plus its own suffix
+  as its name, a log group with a retention, so that deleting the stack deletes the logs too,
+  and the same environment as the API function (``set-by-deploy`` values are wired once, in
+  ``resources.json``, for all of them). The name is what lets each function's
+  ``.chalice/policy-<stage>*.json`` grant logs on that function's own log group instead of
+  every Lambda's. The function's ``STAGE`` setting is the stage being packaged
+  (:func:`stage_fragment`), not a value from ``config.json``, where a new stage starts as a
+  copy of another's section: tokens name their stage, so one stage's tokens fail in another.
+* The result is checked before anyone deploys it (:func:`check_template`): for every function,
+  runtime ``python3.11``, its stage, its name, its log group, no ``set-by-deploy`` placeholder
+  left in the environment, no logs permission wider than its own log group; each event
+  function with a role of its own; no placeholder stream or queue ARN anywhere; every queue's
+  visibility timeout at least six times its consumer's timeout. A wrong template fails here,
+  not half-way through a stack.
 
 Dependencies are downloaded by Chalice as manylinux wheels from PyPI. Chalice caches the built
 package in ``<service>/.chalice/deployments/`` keyed by the requirements, the app code and
@@ -45,7 +56,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from svckit import events
 from svckit.tokens import STAGE_SETTING
+from tools import eventstack, topology
 from tools.services import ROOT, SERVICES, ServiceDef
 
 BUILD_DIR = ROOT / "build"
@@ -54,15 +67,33 @@ RUNTIME = "python3.11"
 # The value a stage's config gives a variable that only the deploy can know (a table made by the
 # stack, a URL of another stack, the public key). The merge must replace every one of them.
 PLACEHOLDER = "set-by-deploy"
-FUNCTION = "APIHandler"  # Chalice's logical id for the function that serves the REST API
-FUNCTION_NAME = {"Ref": "AWS::StackName"}  # the function's name: its stack's, so its stage's
-# The one log group the function may write to: its own (see FunctionName in COMMON_FRAGMENT).
-# Each service's .chalice/policy-<stage>.json must grant logs on exactly this ARN;
-# check_template refuses anything wider.
-OWN_LOG_GROUP_ARN = {
-    "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
-    ":log-group:/aws/lambda/${AWS::StackName}:*"
-}
+FUNCTION = eventstack.API_FUNCTION  # Chalice's logical id for the function of the REST API
+FUNCTION_TYPE = "AWS::Serverless::Function"
+# Lambda asks a queue's visibility timeout to be at least six times its consumer's timeout, so a
+# message is not handed to a second poller while the first one still works on it.
+VISIBILITY_TIMEOUT_FACTOR = 6
+
+
+def function_name(suffix: str = "") -> dict[str, str]:
+    """A function's name: its stack's (so its stage's), plus its suffix for an event function
+    (``-relay-user-changes``). The API function's is the stack's name alone."""
+    if not suffix:
+        return {"Ref": "AWS::StackName"}
+    return {"Fn::Sub": "${AWS::StackName}" + suffix}
+
+
+def own_log_group_arn(suffix: str = "") -> dict[str, str]:
+    """The one log group a function may write to: its own (see :func:`function_name`). Each
+    ``.chalice/policy-<stage>*.json`` must grant logs on exactly this ARN; check_template refuses
+    anything wider."""
+    return {
+        "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
+        f":log-group:/aws/lambda/${{AWS::StackName}}{suffix}:*"
+    }
+
+
+FUNCTION_NAME = function_name()
+OWN_LOG_GROUP_ARN = own_log_group_arn()
 KEEP_CACHED_PACKAGES = 3  # per service, in .chalice/deployments (each is several MB)
 
 
@@ -161,24 +192,8 @@ COMMON_FRAGMENT: dict[str, Any] = {
             }
         },
         FUNCTION: {
-            "Properties": {
-                # Named after its stack (so after the stage) rather than by CloudFormation at
-                # random: the role's logs permission must name the function's log group, and it
-                # cannot refer to the function itself (the function needs the role first).
-                "FunctionName": FUNCTION_NAME,
-                "Environment": {"Variables": {"JWT_JWKS": {"Ref": "JwksParameterName"}}},
-            }
-        },
-        "APIHandlerLogGroup": {
-            # Lambda would create this group itself, with no retention, and it would outlive the
-            # stack; declared here it has a retention and goes away with `make destroy`.
-            "Type": "AWS::Logs::LogGroup",
-            "DeletionPolicy": "Delete",
-            "UpdateReplacePolicy": "Delete",
-            "Properties": {
-                "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{{FUNCTION}}}"},
-                "RetentionInDays": {"Ref": "LogRetentionDays"},
-            },
+            # The public key inline: CloudFormation resolves the parameter at each deploy.
+            "Properties": {"Environment": {"Variables": {"JWT_JWKS": {"Ref": "JwksParameterName"}}}}
         },
     },
 }
@@ -195,23 +210,126 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def stage_fragment(stage: str) -> dict[str, Any]:
-    """The function's ``STAGE`` setting, from the stage being packaged.
+def functions_of(service: ServiceDef) -> dict[str, str]:
+    """Every function the service's template must hold: logical id -> the suffix of its name
+    after the stack's (empty for the API function; ``-relay-user-changes`` etc. for the event
+    functions of ``tools/topology.py``)."""
+    functions = {FUNCTION: ""}
+    for logical_id, handler in eventstack.event_functions(service).items():
+        functions[logical_id] = eventstack.function_suffix(handler)
+    return functions
+
+
+def role_of(logical_id: str) -> str:
+    """The role Chalice gives a function: ``ApiHandlerRole`` for the API's, its own
+    ``<Function>Role`` for a function with its own ``iam_policy_file``."""
+    return "ApiHandlerRole" if logical_id == FUNCTION else f"{logical_id}Role"
+
+
+def log_group_of(logical_id: str) -> str:
+    return f"{logical_id}LogGroup"
+
+
+def functions_fragment(functions: Mapping[str, str]) -> dict[str, Any]:
+    """Each function's name and its log group.
+
+    Named after its stack (so after the stage) rather than by CloudFormation at random: the
+    role's logs permission must name the function's log group, and it cannot refer to the
+    function itself (the function needs the role first). Lambda would create the log group
+    itself, with no retention, and it would outlive the stack; declared here it has a retention
+    and goes away with ``make destroy``.
+    """
+    resources: dict[str, Any] = {}
+    for logical_id, suffix in functions.items():
+        resources[logical_id] = {"Properties": {"FunctionName": function_name(suffix)}}
+        resources[log_group_of(logical_id)] = {
+            "Type": "AWS::Logs::LogGroup",
+            "DeletionPolicy": "Delete",
+            "UpdateReplacePolicy": "Delete",
+            "Properties": {
+                "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{{logical_id}}}"},
+                "RetentionInDays": {"Ref": "LogRetentionDays"},
+            },
+        }
+    return {"Resources": resources}
+
+
+def stage_fragment(stage: str, functions: Iterable[str] = (FUNCTION,)) -> dict[str, Any]:
+    """Every function's ``STAGE`` setting, from the stage being packaged.
 
     Tokens name their stage in ``iss`` and ``aud`` (``svckit.tokens``), so a token of one stage
     fails in another. The value is the name passed to ``--stage``, merged last, so it cannot come
     from a stage's ``environment_variables`` copied from another stage.
     """
     variables = {STAGE_SETTING: stage}
-    return {"Resources": {FUNCTION: {"Properties": {"Environment": {"Variables": variables}}}}}
+    return {
+        "Resources": {
+            logical_id: {"Properties": {"Environment": {"Variables": dict(variables)}}}
+            for logical_id in functions
+        }
+    }
+
+
+def _variables(resource: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(resource.get("Properties", {}).get("Environment", {}).get("Variables", {}))
+
+
+def _share_environment(fragment: dict[str, Any], functions: Iterable[str]) -> None:
+    """Give every function the API function's wired variables (under its own, which win).
+
+    Chalice gives every function of an app the same ``environment_variables`` of the stage, so
+    each event function also starts with every ``set-by-deploy`` value; wired once, for the API
+    function, in ``resources.json``, they are wired for all.
+    """
+    resources = fragment["Resources"]
+    shared = _variables(resources[FUNCTION])
+    for logical_id in functions:
+        own = _variables(resources.get(logical_id, {}))
+        function = resources.setdefault(logical_id, {}).setdefault("Properties", {})
+        function.setdefault("Environment", {})["Variables"] = {**shared, **own}
+
+
+def _depend_on_policies(fragment: dict[str, Any], functions: Iterable[str]) -> None:
+    """Make each function wait for every ``AWS::IAM::Policy`` attached to its role.
+
+    The policies are resources of their own, so nothing else orders them before the function;
+    and Lambda checks the role when it creates an event source mapping (it must already read
+    the stream or the queue, and send to the failure queue) and when the function first runs.
+    The mappings follow their function, so waiting here covers them too.
+    """
+    resources = fragment["Resources"]
+    for logical_id in functions:
+        role = {"Ref": role_of(logical_id)}
+        policies = {
+            policy_id
+            for policy_id, policy in resources.items()
+            if policy.get("Type") == "AWS::IAM::Policy"
+            and role in policy.get("Properties", {}).get("Roles", [])
+        }
+        existing = resources.get(logical_id, {}).get("DependsOn", [])
+        existing = [existing] if isinstance(existing, str) else list(existing)
+        if policies - set(existing):
+            resources[logical_id]["DependsOn"] = sorted(set(existing) | policies)
 
 
 def merge_fragment(service: ServiceDef, stage: str) -> dict[str, Any]:
-    """What ``--merge-template`` gets: the common fragment under the service's own fragment,
-    and the stage's name over both."""
+    """What ``--merge-template`` gets, each layer over the one before: the common fragment, the
+    tables the topology adds (first, as ``ServiceDef.resources`` lists them), the service's own
+    fragment, its events, every function's name and log group, and the stage's name."""
     own_path = service.directory / "resources.json"
     own = json.loads(own_path.read_text()) if own_path.exists() else {}
-    return deep_merge(deep_merge(COMMON_FRAGMENT, own), stage_fragment(stage))
+    functions = functions_of(service)
+    merged = deep_merge(COMMON_FRAGMENT, {"Resources": topology.generated_tables(service)})
+    for layer in (
+        own,
+        eventstack.service_fragment(service, stage),
+        functions_fragment(functions),
+        stage_fragment(stage, functions),
+    ):
+        merged = deep_merge(merged, layer)
+    _share_environment(merged, functions)
+    _depend_on_policies(merged, functions)
+    return merged
 
 
 def vendor_svckit(service: ServiceDef) -> Path:
@@ -255,50 +373,155 @@ def _chalice_env() -> dict[str, str]:
     return env
 
 
-def _role_statements(template: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The IAM statements of every role's inline policies (Chalice puts the policy file there)."""
-    return [
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def role_statements(template: Mapping[str, Any], role: str) -> list[dict[str, Any]]:
+    """Every IAM statement that reaches ``role``: its inline policies (Chalice puts the policy
+    file there) and every ``AWS::IAM::Policy`` attached to it."""
+    resources = template.get("Resources", {})
+    statements = [
         statement
-        for resource in template.get("Resources", {}).values()
-        if resource.get("Type") == "AWS::IAM::Role"
-        for policy in resource.get("Properties", {}).get("Policies", [])
+        for policy in resources.get(role, {}).get("Properties", {}).get("Policies", [])
         for statement in policy.get("PolicyDocument", {}).get("Statement", [])
     ]
+    for resource in resources.values():
+        props = resource.get("Properties", {})
+        if resource.get("Type") == "AWS::IAM::Policy" and {"Ref": role} in props.get("Roles", []):
+            statements += props.get("PolicyDocument", {}).get("Statement", [])
+    return statements
 
 
-def check_template(service: ServiceDef, template: Mapping[str, Any], stage: str) -> None:
-    """Refuse a template the deploy would fail on later, or that would run with wrong settings."""
-    function = template["Resources"][FUNCTION]["Properties"]
+def _role_id(service: ServiceDef, logical_id: str, function: Mapping[str, Any]) -> str:
+    role = function.get("Role")
+    if not (isinstance(role, dict) and set(role) == {"Fn::GetAtt"}):
+        raise PackageError(f"{service.name}: {logical_id} has no role of the stack: {role!r}")
+    return str(role["Fn::GetAtt"][0])
+
+
+def _check_function(
+    service: ServiceDef, template: Mapping[str, Any], stage: str, logical_id: str, suffix: str
+) -> None:
+    """One function's settings: what check_template requires of every function."""
+    resource = template["Resources"][logical_id]
+    function = resource.get("Properties", {})
+    where = f"{service.name}: {logical_id}"
     variables = function.get("Environment", {}).get("Variables", {})
     if variables.get(STAGE_SETTING) != stage:
         raise PackageError(
-            f"{service.name}: {STAGE_SETTING} is {variables.get(STAGE_SETTING)!r}, not the "
+            f"{where}: {STAGE_SETTING} is {variables.get(STAGE_SETTING)!r}, not the "
             f"packaged stage {stage!r}; tokens would not name the right stage"
         )
     if function.get("Runtime") != RUNTIME:
         raise PackageError(
-            f"{service.name}: runtime is {function.get('Runtime')!r}, expected {RUNTIME!r}; "
+            f"{where}: runtime is {function.get('Runtime')!r}, expected {RUNTIME!r}; "
             f"Chalice takes it from the interpreter, so package with Python 3.11"
         )
-    if function.get("FunctionName") != FUNCTION_NAME:
-        raise PackageError(f"{service.name}: FunctionName must be the stack's name")
-    for statement in _role_statements(template):
-        actions = statement.get("Action", [])
-        actions = actions if isinstance(actions, list) else [actions]
-        if any(str(a).startswith("logs:") for a in actions) and (
-            statement.get("Resource") != OWN_LOG_GROUP_ARN
-        ):
-            raise PackageError(
-                f"{service.name}: a logs permission must name only the function's own log "
-                f"group, {OWN_LOG_GROUP_ARN['Fn::Sub']} (see .chalice/policy-<stage>.json), "
-                f"not {json.dumps(statement.get('Resource'))}"
-            )
+    if function.get("FunctionName") != function_name(suffix):
+        raise PackageError(
+            f"{where}: FunctionName must be the stack's name{' + ' + suffix if suffix else ''}"
+        )
+    log_group = template["Resources"].get(log_group_of(logical_id), {})
+    if log_group.get("Properties", {}).get("LogGroupName") != {
+        "Fn::Sub": f"/aws/lambda/${{{logical_id}}}"
+    }:
+        raise PackageError(f"{where}: no log group {log_group_of(logical_id)} of its own")
     unset = sorted(k for k, v in variables.items() if v == PLACEHOLDER)
     if unset:
         raise PackageError(
-            f"{service.name}: {', '.join(unset)} still {PLACEHOLDER!r}; "
+            f"{where}: {', '.join(unset)} still {PLACEHOLDER!r}; "
             f"its resources.json or tools/package.py must wire them"
         )
+    role = _role_id(service, logical_id, function)
+    own_group = own_log_group_arn(suffix)
+    for statement in role_statements(template, role):
+        actions = _as_list(statement.get("Action", []))
+        if any(str(a).startswith("logs:") for a in actions) and (
+            statement.get("Resource") != own_group
+        ):
+            raise PackageError(
+                f"{where}: a logs permission must name only the function's own log "
+                f"group, {own_group['Fn::Sub']} (see .chalice/policy-<stage>*.json), "
+                f"not {json.dumps(statement.get('Resource'))}"
+            )
+
+
+def _check_own_roles(service: ServiceDef, template: Mapping[str, Any], stage: str) -> None:
+    """Each event function on a role of its own: its least privilege is that role's."""
+    resources = template["Resources"]
+    for logical_id, handler in eventstack.event_functions(service).items():
+        role = _role_id(service, logical_id, resources[logical_id]["Properties"])
+        if role != eventstack.role_id(handler):
+            raise PackageError(
+                f"{service.name}: {logical_id} runs as {role}, not a role of its own; give "
+                f"stages.{stage}.lambda_functions.{handler} an iam_policy_file in "
+                ".chalice/config.json"
+            )
+
+
+def _check_events(service: ServiceDef, template: Mapping[str, Any]) -> None:
+    """What the events need of the template: each relay's table streaming both images
+    (svckit's relay reads old and new), each queue's visibility timeout long enough for its
+    consumer."""
+    resources = template["Resources"]
+    for relay in topology.relays_of(service):
+        stream = resources.get(relay.table, {}).get("Properties", {}).get("StreamSpecification")
+        if stream != {"StreamViewType": "NEW_AND_OLD_IMAGES"}:
+            raise PackageError(
+                f"{service.name}: {relay.table} must have a NEW_AND_OLD_IMAGES stream for "
+                f"{relay.handler}, not {stream!r}"
+            )
+    for sub in topology.subscriptions_of(service):
+        function = resources[eventstack.function_id(sub.handler)]["Properties"]
+        visibility = resources[sub.queue]["Properties"]["VisibilityTimeout"]
+        if visibility < VISIBILITY_TIMEOUT_FACTOR * int(function.get("Timeout", 3)):
+            raise PackageError(
+                f"{service.name}: {sub.queue}'s visibility timeout ({visibility} s) is under "
+                f"{VISIBILITY_TIMEOUT_FACTOR} times {sub.handler}'s timeout "
+                f"({function.get('Timeout')} s); raise it in tools/topology.py"
+            )
+
+
+def check_template(service: ServiceDef, template: Mapping[str, Any], stage: str) -> None:
+    """Refuse a template the deploy would fail on later, or that would run with wrong settings."""
+    text = json.dumps(template)
+    for placeholder in (events.STREAM_ARN_PLACEHOLDER, events.QUEUE_ARN_PLACEHOLDER):
+        if placeholder in text:
+            raise PackageError(
+                f"{service.name}: the template still holds the placeholder ARN {placeholder}: "
+                "an event function of app.py that tools/topology.py does not wire"
+            )
+    expected = functions_of(service)
+    present = {
+        logical_id
+        for logical_id, resource in template.get("Resources", {}).items()
+        if resource.get("Type") == FUNCTION_TYPE
+    }
+    missing = sorted(set(expected) - present)
+    if missing:
+        raise PackageError(
+            f"{service.name}: no function {', '.join(missing)} in the template; app.py must "
+            "define the handlers tools/topology.py names (see svckit.events)"
+        )
+    unknown = sorted(present - set(expected))
+    if unknown:
+        raise PackageError(
+            f"{service.name}: function(s) {', '.join(unknown)} that tools/topology.py does not "
+            "know; they would get no name, log group or events wiring"
+        )
+    roles: dict[str, str] = {}
+    for logical_id in expected:
+        role = _role_id(service, logical_id, template["Resources"][logical_id]["Properties"])
+        if role in roles:
+            raise PackageError(
+                f"{service.name}: {logical_id} shares the role {role} with {roles[role]}"
+            )
+        roles[role] = logical_id
+    _check_own_roles(service, template, stage)
+    for logical_id, suffix in expected.items():
+        _check_function(service, template, stage, logical_id, suffix)
+    _check_events(service, template)
 
 
 @dataclass(frozen=True)
@@ -366,8 +589,10 @@ def package_service(service: ServiceDef, stage: str, out_root: Path) -> Packaged
 def package_all(
     stage: str, out_root: Path | None = None, services: Iterable[ServiceDef] = SERVICES
 ) -> list[Packaged]:
-    """Package every service (dependencies first, the order the deploy uses)."""
+    """Package every service (dependencies first, the order the deploy uses), and write the
+    stage's bus template beside them (``events/template.json``, what the deploy sends first)."""
     root = out_root if out_root is not None else BUILD_DIR / stage
+    eventstack.write_bus_template(stage, root)
     return [package_service(service, stage, root) for service in services]
 
 
@@ -376,8 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="dev")
     parser.add_argument("--out", type=Path, help="output folder (default build/<stage>)")
     args = parser.parse_args(argv)
+    root = args.out if args.out is not None else BUILD_DIR / args.stage
     try:
-        for item in package_all(args.stage, args.out):
+        for item in package_all(args.stage, root):
             size = item.zip_path.stat().st_size / 1e6
             where = item.directory
             if where.is_relative_to(ROOT):
@@ -389,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     except PackageError as exc:
         print(f"package failed: {exc}", file=sys.stderr)
         return 1
+    bus = root / eventstack.EVENTS_STACK_PART / eventstack.TEMPLATE_FILE
+    print(f"{'events':12} {bus.relative_to(ROOT) if bus.is_relative_to(ROOT) else bus}")
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tools import package
+from tools import eventstack, package
 from tools.bench_package import runtime_dir
 
 STAGE = "dev"
@@ -35,6 +35,13 @@ def packaged(
     built = package.package_all(STAGE, out)
     print(f"\npackaged {len(built)} services in {time.perf_counter() - started:.1f}s")
     return {p.service.name: p for p in built}
+
+
+@pytest.fixture(scope="session")
+def bus_template_path(packaged: dict[str, package.Packaged]) -> Path:
+    """The bus stack's template, as packaging wrote it beside the services'."""
+    root = next(iter(packaged.values())).directory.parent
+    return root / eventstack.EVENTS_STACK_PART / eventstack.TEMPLATE_FILE
 
 
 @pytest.fixture(scope="session")

@@ -37,10 +37,10 @@ from botocore.exceptions import ClientError
 from chalice import UnauthorizedError
 from moto import mock_aws
 
-from svckit import keys
+from svckit import events, keys
 from svckit.tokens import TokenIssuer, TokenVerifier
 from tests.deploy.samlite import SamLiteStacks
-from tools import deploy, package
+from tools import deploy, eventstack, package, topology
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
 
 pytestmark = pytest.mark.deploy
@@ -487,12 +487,16 @@ def _deployer(aws: Any, packaged: dict[str, package.Packaged], said: Recorder) -
     )
 
 
-def _function_env(aws: Any, stack: str) -> dict[str, str]:
-    cfn = aws.client("cloudformation")
-    resources = cfn.describe_stack_resources(StackName=stack)["StackResources"]
-    name = next(
-        r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "APIHandler"
-    )
+def _physical_ids(aws: Any, stack: str) -> dict[str, str]:
+    """The stack's resources: logical id -> physical id (a function's name, a queue's URL...)."""
+    resources = aws.client("cloudformation").describe_stack_resources(StackName=stack)
+    return {
+        r["LogicalResourceId"]: r.get("PhysicalResourceId", "") for r in resources["StackResources"]
+    }
+
+
+def _function_env(aws: Any, stack: str, logical_id: str = package.FUNCTION) -> dict[str, str]:
+    name = _physical_ids(aws, stack)[logical_id]
     return dict(
         aws.client("lambda").get_function_configuration(FunctionName=name)["Environment"][
             "Variables"
@@ -510,9 +514,14 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
     with redirect_stdout(out), redirect_stderr(out):
         urls = deployer.deploy()
 
-    # Order: both services before the gateway, which is printed last.
+    # Order: the bus first, both services before the gateway, which is printed last.
     created = [line.split()[1].rstrip(":") for line in said.lines if line.endswith(": created")]
-    assert created == [naming.stack(USER), naming.stack(PRODUCT), naming.stack(GATEWAY)]
+    assert created == [
+        naming.events_stack,
+        naming.stack(USER),
+        naming.stack(PRODUCT),
+        naming.stack(GATEWAY),
+    ]
     assert said.lines[-1] == f"Gateway URL: {urls[GATEWAY.name]}"
 
     stacks = deployer.stacks
@@ -581,23 +590,33 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
             assert any(counters_arn in d for d in documents)
         assert any(secret_arn in d for d in documents) == (service is USER)
 
-    # Each function is named after its stack, and its role may write only its own log group.
+    # Each function is named after its stack (an event function with its own suffix), and its
+    # role may write only its own log group: not another function's of the same stack.
     for service in SERVICES:
         stack = naming.stack(service)
-        resources = cfn.describe_stack_resources(StackName=stack)["StackResources"]
-        by_id = {r["LogicalResourceId"]: r.get("PhysicalResourceId") for r in resources}
-        assert by_id["APIHandler"] == stack
-        role_policies = json.dumps(
-            [
-                iam.get_role_policy(RoleName=by_id["ApiHandlerRole"], PolicyName=p)
-                for p in iam.list_role_policies(RoleName=by_id["ApiHandlerRole"])["PolicyNames"]
-            ],
-            default=str,
-        )
-        assert f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/{stack}:*" in (
-            role_policies
-        )
-        assert "/aws/lambda/*" not in role_policies
+        by_id = _physical_ids(aws, stack)
+        names = {}
+        for logical_id, suffix in package.functions_of(service).items():
+            assert by_id[logical_id] == stack + suffix
+            names[logical_id] = stack + suffix
+        assert len(names) == len(set(names.values())) == (3 if service.owns_table else 1)
+        for logical_id, function_name in names.items():
+            role = by_id[package.role_of(logical_id)]
+            role_policies = json.dumps(
+                [
+                    iam.get_role_policy(RoleName=role, PolicyName=p)
+                    for p in iam.list_role_policies(RoleName=role)["PolicyNames"]
+                ],
+                default=str,
+            )
+            own = f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/{function_name}:*"
+            assert own in role_policies
+            assert "/aws/lambda/*" not in role_policies
+            for other in set(names.values()) - {function_name}:
+                assert f"/aws/lambda/{other}:" not in role_policies
+            assert aws.client("logs").describe_log_groups(
+                logGroupNamePrefix=f"/aws/lambda/{function_name}"
+            )["logGroups"][0]["retentionInDays"] == 14
 
     # The code each function runs is the zip the deploy uploaded.
     s3 = aws.client("s3")
@@ -620,7 +639,7 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == objects
     assert aws.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"] == pem
 
-    # Destroy: the gateway first, then everything the deploy made is gone.
+    # Destroy: the gateway first, the bus last, then everything the deploy made is gone.
     said.lines.clear()
     deployer.destroy()
     deleted = [
@@ -628,8 +647,19 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
         for line in said.lines
         if line.endswith(": deleted") and line.startswith("stack")
     ]
-    assert deleted == [naming.stack(GATEWAY), naming.stack(PRODUCT), naming.stack(USER)]
+    assert deleted == [
+        naming.stack(GATEWAY),
+        naming.stack(PRODUCT),
+        naming.stack(USER),
+        naming.events_stack,
+    ]
     assert all(stacks.status(naming.stack(s)) is None for s in SERVICES)
+    assert stacks.status(naming.events_stack) is None
+    events_client = aws.client("events")
+    assert [b["Name"] for b in events_client.list_event_buses()["EventBuses"]] == ["default"]
+    assert events_client.list_archives()["Archives"] == []
+    assert aws.client("sqs").list_queues().get("QueueUrls", []) == []
+    assert aws.client("lambda").list_event_source_mappings()["EventSourceMappings"] == []
     assert dynamodb.list_tables()["TableNames"] == []
     assert aws.client("lambda").list_functions()["Functions"] == []
     assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
@@ -653,8 +683,9 @@ def _restaged(
         target = out / stage / service.name
         shutil.copytree(source.directory, target)
         template = source.template()
-        variables = template["Resources"][package.FUNCTION]["Properties"]["Environment"]
-        variables["Variables"]["STAGE"] = stage
+        for logical_id in package.functions_of(service):
+            variables = template["Resources"][logical_id]["Properties"]["Environment"]
+            variables["Variables"]["STAGE"] = stage
         (target / "sam.json").write_text(json.dumps(template))
         result.append(package.Packaged(service, target, 0.0))
     return result
@@ -724,6 +755,15 @@ def test_a_stage_copied_from_dev_gets_its_own_key_and_destroying_it_leaves_dev_a
     assert ssm.get_parameter(Name=dev.jwks_parameter)["Parameter"]["Value"] == jwks["dev"]
     assert [s["Name"] for s in secrets.list_secrets()["SecretList"]] == [dev.signing_key_secret]
     assert all(deployers["dev"].stacks.status(dev.stack(s)) == "CREATE_COMPLETE" for s in SERVICES)
+    # Each stage had its own bus and queues (named from its stacks, even with dev's template);
+    # qa's went with it, dev's are still there.
+    assert deployers["dev"].stacks.status(dev.events_stack) == "CREATE_COMPLETE"
+    assert deployers["qa"].stacks.status(qa.events_stack) is None
+    buses = [b["Name"] for b in aws.client("events").list_event_buses()["EventBuses"]]
+    assert sorted(buses) == ["default", topology.bus_name("dev")]
+    queues = [u.rsplit("/", 1)[1] for u in aws.client("sqs").list_queues()["QueueUrls"]]
+    assert queues
+    assert all(q.startswith("shop-dev-") for q in queues), queues
     assert deployers["dev"].bucket().state() == "ours"
     assert deployers["qa"].bucket().state() == "absent"
 
@@ -747,3 +787,152 @@ def test_cli_localstack_mode_says_so_when_localstack_is_not_running(
     assert deploy.main(["deploy", "--stage", STAGE, "--localstack"]) == 1
     assert "Is LocalStack running" in capsys.readouterr().err
     assert os.environ["AWS_ACCESS_KEY_ID"] == "test"  # LocalStack's, not the caller's
+
+
+def _queue_arn(sqs: Any, name: str) -> str:
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ])
+
+
+def _role_documents(aws: Any, stack: str, logical_id: str) -> str:
+    """Every policy of the function's role, as moto resolved it (ARNs, not references)."""
+    iam = aws.client("iam")
+    role = _physical_ids(aws, stack)[package.role_of(logical_id)]
+    return json.dumps(
+        [
+            iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+            for name in iam.list_role_policies(RoleName=role)["PolicyNames"]
+        ]
+    )
+
+
+def test_the_bus_stack_feeds_the_services_streams_queues_and_rules(
+    aws: Any, packaged: dict[str, package.Packaged]
+) -> None:
+    """The events as moto builds them from the real templates: the bus stack's outputs in the
+    service stacks' parameters and functions, each relay's mapping on its own table's stream
+    with the topology's retry settings and failure queue, each consumer's mapping on its own
+    queue, each rule delivering only its subscription's events to its queue, and the queue's
+    redrive to its dead-letter queue."""
+    said = Recorder()
+    deployer = _deployer(aws, packaged, said)
+    naming = deployer.naming
+    with redirect_stdout(io.StringIO()):
+        deployer.deploy()
+    cfn, sqs, lam = aws.client("cloudformation"), aws.client("sqs"), aws.client("lambda")
+    events_client, dynamodb = aws.client("events"), aws.client("dynamodb")
+
+    bus_out = deployer.stacks.outputs(naming.events_stack)
+    bus_name = topology.bus_name(STAGE)
+    assert bus_out[eventstack.BUS_NAME_PARAMETER] == bus_name
+    bus_arn = events_client.describe_event_bus(Name=bus_name)["Arn"]
+    assert bus_out[eventstack.BUS_ARN_PARAMETER] == bus_arn
+    archive = events_client.list_archives(EventSourceArn=bus_arn)["Archives"]
+    assert [(a["RetentionDays"], a["State"]) for a in archive] == [
+        (topology.ARCHIVE_RETENTION_DAYS, "ENABLED")
+    ]
+
+    for service in (USER, PRODUCT):
+        stack = naming.stack(service)
+        parameters = {
+            p["ParameterKey"]: p["ParameterValue"]
+            for p in cfn.describe_stacks(StackName=stack)["Stacks"][0]["Parameters"]
+        }
+        assert parameters[eventstack.BUS_NAME_PARAMETER] == bus_name
+        assert parameters[eventstack.BUS_ARN_PARAMETER] == bus_arn
+        ids = _physical_ids(aws, stack)
+        for logical_id in package.functions_of(service):
+            function_env = _function_env(aws, stack, logical_id)
+            assert function_env["EVENT_BUS_NAME"] == bus_name
+            assert function_env["PROCESSED_EVENTS_TABLE"] == ids[topology.PROCESSED_EVENTS_TABLE]
+            assert function_env["TABLE_NAME"] == ids["Table"]
+            assert package.PLACEHOLDER not in function_env.values()
+
+        for relay in topology.relays_of(service):
+            function_name = ids[eventstack.function_id(relay.handler)]
+            (mapping,) = lam.list_event_source_mappings(FunctionName=function_name)[
+                "EventSourceMappings"
+            ]
+            table = dynamodb.describe_table(TableName=ids[relay.table])["Table"]
+            assert mapping["EventSourceArn"] == table["LatestStreamArn"]
+            assert table["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+            assert mapping["StartingPosition"] == "TRIM_HORIZON"
+            assert mapping["BatchSize"] == relay.batch_size
+            assert mapping["MaximumRetryAttempts"] == relay.maximum_retry_attempts
+            assert mapping["BisectBatchOnFunctionError"] is True
+            assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+            failures = _queue_arn(sqs, relay.failure_queue_name(STAGE))
+            assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": failures}}
+            # Its role, resolved: its own stream, the stage's bus under its own source, its
+            # failure queue; no table, no other stream, no queue to read.
+            documents = _role_documents(aws, stack, eventstack.function_id(relay.handler))
+            assert table["LatestStreamArn"] in documents
+            assert bus_arn in documents
+            assert json.dumps({"events:source": relay.source}) in documents
+            assert failures in documents
+            assert table["TableArn"] + '"' not in documents
+            assert "sqs:ReceiveMessage" not in documents
+
+        for sub in topology.subscriptions_of(service):
+            function_name = ids[eventstack.function_id(sub.handler)]
+            (mapping,) = lam.list_event_source_mappings(FunctionName=function_name)[
+                "EventSourceMappings"
+            ]
+            queue_arn = _queue_arn(sqs, sub.queue_name(STAGE))
+            dead_letters = _queue_arn(sqs, sub.dead_letter_queue_name(STAGE))
+            assert mapping["EventSourceArn"] == queue_arn
+            assert mapping["BatchSize"] == sub.batch_size
+            assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+            url = sqs.get_queue_url(QueueName=sub.queue_name(STAGE))["QueueUrl"]
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])[
+                "Attributes"
+            ]
+            assert int(attributes["VisibilityTimeout"]) == sub.visibility_timeout_seconds
+            assert json.loads(attributes["RedrivePolicy"]) == {
+                "deadLetterTargetArn": dead_letters,
+                "maxReceiveCount": sub.max_receive_count,
+            }
+            rule = events_client.describe_rule(Name=sub.rule_name(STAGE), EventBusName=bus_name)
+            assert json.loads(rule["EventPattern"]) == sub.event_pattern()
+            targets = events_client.list_targets_by_rule(
+                Rule=sub.rule_name(STAGE), EventBusName=bus_name
+            )["Targets"]
+            assert [t["Arn"] for t in targets] == [queue_arn]
+            documents = _role_documents(aws, stack, eventstack.function_id(sub.handler))
+            assert queue_arn in documents
+            assert dead_letters not in documents
+            assert "events:PutEvents" not in documents
+            # moto would invoke the function for each message (in Docker, which is not here):
+            # the mapping is paused so that what the rule delivers stays in the queue.
+            lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+
+    # One event of each subscribed type onto the bus, and one nobody subscribes to: each lands
+    # in its subscriber's queue only.
+    entries = [
+        (events.PRODUCT_SOURCE, events.PRODUCT_ADDED),
+        (events.USER_SOURCE, events.USER_DELETED),
+        (events.USER_SOURCE, events.USER_REGISTERED),
+    ]
+    answer = events_client.put_events(
+        Entries=[
+            {"Source": source, "DetailType": kind, "Detail": "{}", "EventBusName": bus_name}
+            for source, kind in entries
+        ]
+    )
+    assert answer["FailedEntryCount"] == 0
+    for sub in topology.SUBSCRIPTIONS:
+        url = sqs.get_queue_url(QueueName=sub.queue_name(STAGE))["QueueUrl"]
+        dead_url = sqs.get_queue_url(QueueName=sub.dead_letter_queue_name(STAGE))["QueueUrl"]
+        received = []
+        # Never applied: each receive spends one of the queue's tries, then the message moves
+        # to the dead-letter queue, where the operator finds it.
+        for _ in range(sub.max_receive_count + 1):
+            messages = sqs.receive_message(
+                QueueUrl=url, VisibilityTimeout=0, MaxNumberOfMessages=10
+            ).get("Messages", [])
+            received += [json.loads(m["Body"])["detail-type"] for m in messages]
+        assert received == [sub.types[0]] * sub.max_receive_count, sub.queue
+        dead = sqs.receive_message(QueueUrl=dead_url, MaxNumberOfMessages=10)["Messages"]
+        assert [json.loads(m["Body"])["detail-type"] for m in dead] == list(sub.types)

@@ -1,12 +1,18 @@
 """The packaged templates say what the deploy promises: lint-clean, least privilege, wired by Ref.
 
 These read ``sam.json`` as ``tools.package`` leaves it (the file CloudFormation receives, apart
-from the S3 place of the code), so a change to a ``resources.json``, a ``config.json`` or the app
-that breaks a promise fails here, before anyone deploys.
+from the S3 place of the code), and the bus stack's template as ``tools.eventstack`` writes it,
+so a change to a ``resources.json``, a ``config.json``, ``tools/topology.py`` or the app that
+breaks a promise fails here, before anyone deploys.
+
+Every function is checked, not only the API's: the event functions (relays of a table stream to
+the bus, consumers of a queue) each have a role of their own, and each role may touch only that
+function's own stream or queue, log group and data.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import zipfile
@@ -17,8 +23,8 @@ from typing import Any
 import pytest
 from cfnlint.api import lint
 
-from svckit import dynamo
-from tools import package
+from svckit import dynamo, events
+from tools import deploy, eventstack, package, topology
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
 
 pytestmark = pytest.mark.deploy
@@ -27,39 +33,69 @@ SERVICE_NAMES = [s.name for s in SERVICES]
 
 BY_NAME = {s.name: s for s in SERVICES}
 DATA_SERVICES = [USER.name, PRODUCT.name]
+RELAYS = {relay.handler: relay for relay in topology.RELAYS}
+SUBSCRIPTIONS = {sub.handler: sub for sub in topology.SUBSCRIPTIONS}
+LONGEST_STAGE = "s" * 16  # tools.deploy.Naming's longest stage name
 
 
 def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
 
 
-def function(template: dict[str, Any]) -> dict[str, Any]:
-    return template["Resources"][package.FUNCTION]["Properties"]
+def functions(template: dict[str, Any]) -> list[str]:
+    """Every function of the template, by logical id."""
+    return list(resources_of(template, "AWS::Serverless::Function"))
 
 
-def env(template: dict[str, Any]) -> dict[str, Any]:
-    return function(template)["Environment"]["Variables"]
+def function(template: dict[str, Any], logical_id: str = package.FUNCTION) -> dict[str, Any]:
+    return template["Resources"][logical_id]["Properties"]
 
 
-def role_statements(template: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def env(template: dict[str, Any], logical_id: str = package.FUNCTION) -> dict[str, Any]:
+    return function(template, logical_id)["Environment"]["Variables"]
+
+
+def role_of(template: dict[str, Any], logical_id: str) -> str:
+    role_ref = function(template, logical_id)["Role"]
+    assert set(role_ref) == {"Fn::GetAtt"}, role_ref
+    role_id = str(role_ref["Fn::GetAtt"][0])
+    assert template["Resources"][role_id]["Type"] == "AWS::IAM::Role"
+    return role_id
+
+
+def role_statements(
+    template: dict[str, Any], logical_id: str = package.FUNCTION
+) -> Iterator[dict[str, Any]]:
     """Every IAM statement that reaches the function: its role's inline policies and every
     ``AWS::IAM::Policy`` attached to that role."""
-    role_ref = function(template)["Role"]
-    assert set(role_ref) == {"Fn::GetAtt"}, role_ref
-    role_id = role_ref["Fn::GetAtt"][0]
-    role = template["Resources"][role_id]
-    assert role["Type"] == "AWS::IAM::Role"
-    for policy in role["Properties"].get("Policies", []):
+    role_id = role_of(template, logical_id)
+    for policy in template["Resources"][role_id]["Properties"].get("Policies", []):
         yield from policy["PolicyDocument"]["Statement"]
     for policy in resources_of(template, "AWS::IAM::Policy").values():
         if {"Ref": role_id} in policy["Properties"]["Roles"]:
             yield from policy["Properties"]["PolicyDocument"]["Statement"]
+    roles = [{"Ref": role_of(template, f)} for f in functions(template)]
     for policy in resources_of(template, "AWS::IAM::Policy").values():
-        assert {"Ref": role_id} in policy["Properties"]["Roles"], "a policy attached to no function"
+        attached = policy["Properties"]["Roles"]
+        assert len(attached) == 1, f"a policy shared by several roles: {attached}"
+        assert attached[0] in roles, "a policy attached to no function"
 
 
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def event_function(handler: str) -> str:
+    return eventstack.function_id(handler)
+
+
+def event_properties(template: dict[str, Any], handler: str, kind: str) -> dict[str, Any]:
+    """The one SAM event of an event function: its stream's or its queue's."""
+    events_of = function(template, event_function(handler))["Events"]
+    assert list(events_of) == [eventstack.event_source_id(handler, kind)], events_of
+    event = events_of[eventstack.event_source_id(handler, kind)]
+    assert event["Type"] == {"dynamodb": "DynamoDB", "sqs": "SQS"}[kind]
+    return dict(event["Properties"])
 
 
 CALL = re.compile(r"dynamo\.client\(\)\s*\.\s*([a-z_]+)\(")
@@ -120,18 +156,45 @@ def test_cfn_lint_finds_no_error_or_warning(
     assert problems == []
 
 
+def test_cfn_lint_finds_no_error_or_warning_in_the_bus_stack(bus_template_path: Path) -> None:
+    matches = lint(bus_template_path.read_text())
+    problems = [str(m) for m in matches if m.rule.id[0] in "EW"]
+    assert problems == []
+
+
 @pytest.mark.parametrize("name", SERVICE_NAMES)
-def test_function_runs_python311_with_the_stage_settings(
+def test_every_function_runs_python311_with_its_stage_settings(
     name: str, templates: dict[str, dict[str, Any]]
 ) -> None:
-    props = function(templates[name])
-    config = BY_NAME[name].config()
-    stage = {**config, **config["stages"]["dev"]}
-    assert props["Runtime"] == "python3.11"
-    assert props["Handler"] == "app.app"
-    assert props["MemorySize"] == stage["lambda_memory_size"]
-    assert props["Timeout"] == stage["lambda_timeout"]
-    assert props["ReservedConcurrentExecutions"] == stage["reserved_concurrency"]
+    service = BY_NAME[name]
+    handlers = {package.FUNCTION: "app"} | {
+        logical_id: handler for logical_id, handler in eventstack.event_functions(service).items()
+    }
+    assert sorted(functions(templates[name])) == sorted(handlers)
+    for logical_id, handler in handlers.items():
+        props = function(templates[name], logical_id)
+
+        def setting(key: str, handler: str = handler) -> Any:
+            return eventstack.chalice_setting(service, "dev", handler, key)
+
+        assert props["Runtime"] == "python3.11"
+        assert props["Handler"] == f"app.{handler}"
+        assert props["MemorySize"] == setting("lambda_memory_size")
+        assert props["Timeout"] == setting("lambda_timeout")
+        assert props["ReservedConcurrentExecutions"] == setting("reserved_concurrency")
+
+
+def test_the_event_functions_reserve_their_own_small_share_of_concurrency() -> None:
+    """Each relay and consumer has its own ``reserved_concurrency`` in the stage (not the API
+    function's 10, which would nearly triple what the stage reserves), so the account check of
+    tools/deploy.py and docs/deploy.md's figure hold."""
+    for service in (USER, PRODUCT):
+        api = eventstack.chalice_setting(service, "dev", "app", "reserved_concurrency")
+        assert api == 10
+        for handler in eventstack.event_functions(service).values():
+            section = service.config()["stages"]["dev"]["lambda_functions"][handler]
+            assert section["reserved_concurrency"] == 5, handler
+            assert section["iam_policy_file"] == f"policy-dev-{handler.replace('_', '-')}.json"
 
 
 @pytest.mark.parametrize("name", DATA_SERVICES)
@@ -186,58 +249,78 @@ def test_login_attempt_counters_are_a_table_of_their_own_with_a_time_to_live(
         "dynamodb:BatchGetItem",
         "dynamodb:UpdateItem",
     ]
-    # No other service has such a table or a way to it.
+    # No other service has such a table or a way to it, nor any other function of user_api.
     for other in (PRODUCT.name, GATEWAY.name):
         assert "LoginAttemptsTable" not in json.dumps(templates[other])
+    for logical_id in eventstack.event_functions(USER):
+        assert "LoginAttemptsTable" not in json.dumps(list(role_statements(template, logical_id)))
 
 
 @pytest.mark.parametrize("name", DATA_SERVICES)
-def test_table_name_reaches_the_function_by_ref(
+def test_table_names_reach_every_function_by_ref(
     name: str, templates: dict[str, dict[str, Any]]
 ) -> None:
-    assert env(templates[name])["TABLE_NAME"] == {"Ref": "Table"}
+    template = templates[name]
     assert templates[name]["Outputs"]["TableName"]["Value"] == {"Ref": "Table"}
-    for logical_id in BY_NAME[name].tables():
-        variable = BY_NAME[name].table_env(logical_id)
-        assert env(templates[name])[variable] == {"Ref": logical_id}
+    for logical_id in functions(template):
+        assert env(template, logical_id)["TABLE_NAME"] == {"Ref": "Table"}
+        for table in BY_NAME[name].tables():
+            variable = BY_NAME[name].table_env(table)
+            assert env(template, logical_id)[variable] == {"Ref": table}, (logical_id, table)
+
+
+@pytest.mark.parametrize("name", DATA_SERVICES)
+def test_every_function_of_a_service_gets_the_same_environment(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    """Chalice gives every function the stage's variables, ``set-by-deploy`` ones included;
+    tools.package wires them once for all, so an event function reads the same tables, bus and
+    settings as the API function."""
+    template = templates[name]
+    api = env(template)
+    assert api[events.BUS_SETTING] == {"Ref": eventstack.BUS_NAME_PARAMETER}
+    assert api[events.PROCESSED_TABLE_SETTING] == {"Ref": topology.PROCESSED_EVENTS_TABLE}
+    for logical_id in eventstack.event_functions(BY_NAME[name]):
+        assert env(template, logical_id) == api, logical_id
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
 def test_no_placeholder_or_local_setting_reaches_a_deployed_function(
     name: str, templates: dict[str, dict[str, Any]]
 ) -> None:
-    for key, value in env(templates[name]).items():
-        assert value != package.PLACEHOLDER, key
-        if isinstance(value, str):
-            assert not value.startswith("file:"), f"{key} points at a local file"
-            assert "127.0.0.1" not in value, key
-            assert "localhost" not in value, key
+    text = json.dumps(templates[name])
+    assert events.STREAM_ARN_PLACEHOLDER not in text
+    assert events.QUEUE_ARN_PLACEHOLDER not in text
+    assert "000000000000" not in text
+    for logical_id in functions(templates[name]):
+        for key, value in env(templates[name], logical_id).items():
+            assert value != package.PLACEHOLDER, (logical_id, key)
+            if isinstance(value, str):
+                assert not value.startswith("file:"), f"{key} points at a local file"
+                assert "127.0.0.1" not in value, key
+                assert "localhost" not in value, key
 
 
-@pytest.mark.parametrize("name", SERVICE_NAMES)
-def test_function_may_touch_only_its_own_table_with_the_calls_its_code_makes(
-    name: str, templates: dict[str, dict[str, Any]]
-) -> None:
-    statements = list(role_statements(templates[name]))
-    tables = resources_of(templates[name], "AWS::DynamoDB::Table")
+def data_actions_by_table(
+    template: dict[str, Any], logical_id: str, name: str
+) -> dict[str, set[str]]:
+    """The function's DynamoDB data actions by the table they are allowed on (a statement on an
+    index counts for its table), after checking each statement's shape: no wildcard action or
+    resource, only the services this function has business with."""
+    tables = resources_of(template, "AWS::DynamoDB::Table")
+    handler = eventstack.event_functions(BY_NAME[name]).get(logical_id)
     data_actions: dict[str, set[str]] = {}
-    for statement in statements:
+    for statement in role_statements(template, logical_id):
         assert statement["Effect"] == "Allow"
         actions = as_list(statement["Action"])
         assert all("*" not in action for action in actions), f"wildcard action in {statement}"
         services = {a.split(":")[0] for a in actions}
         if services == {"logs"}:
-            continue  # CloudWatch Logs: writing the function's own log streams
+            continue  # CloudWatch Logs: writing the function's own log streams (checked below)
         assert "*" not in json.dumps(statement["Resource"]), f"wildcard resource in {statement}"
-        if services == {"dynamodb"}:
-            on = [
-                logical_id for logical_id in tables if statement["Resource"] == arn_of(logical_id)
-            ]
-            on_index = [
-                logical_id
-                for logical_id in tables
-                if statement["Resource"] in index_arns(templates[name], logical_id)
-            ]
+        if services == {"dynamodb"} and actions != eventstack.STREAM_READ_ACTIONS:
+            on = [t for t in tables if statement["Resource"] == arn_of(t)]
+            on_index = [t for t in tables if statement["Resource"] in index_arns(template, t)]
             if on_index:
                 # An index is read by Query alone: nothing else may name one.
                 assert actions == ["dynamodb:Query"], statement
@@ -247,32 +330,71 @@ def test_function_may_touch_only_its_own_table_with_the_calls_its_code_makes(
                 assert "dynamodb:Query" not in actions, f"Query on a table: {statement}"
             assert len(on) == 1, f"not one of its own tables' (or indexes') ARN: {statement}"
             data_actions.setdefault(on[0], set()).update(actions)
+        elif services == {"secretsmanager"}:
+            assert (name, logical_id) == (USER.name, package.FUNCTION), statement
         else:
-            assert services == {"secretsmanager"}, statement
-            assert name == USER.name, statement
+            # Stream, bus and queue permissions belong to the event functions alone (their
+            # exact shape is checked by the relay and consumer tests below).
+            assert handler is not None, f"{logical_id} has an events permission: {statement}"
+            assert services <= {"dynamodb", "events", "sqs"}, statement
+    return data_actions
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_each_function_may_touch_only_its_own_tables_with_the_calls_its_code_makes(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    """Per function, the DynamoDB actions on each table are exactly the ones listed here; and
+    together they are exactly what the service's own code calls (svckit's processed-events
+    record, made by the consumers through svckit.events, aside: the topology grants it)."""
+    template = templates[name]
+    by_function = {f: data_actions_by_table(template, f, name) for f in functions(template)}
+    together: dict[str, set[str]] = {}
+    for actions in by_function.values():
+        for table, allowed in actions.items():
+            if table != topology.PROCESSED_EVENTS_TABLE:
+                together.setdefault(table, set()).update(allowed)
     expected = dynamodb_calls_in_code(BY_NAME[name]) if BY_NAME[name].owns_table else {}
-    assert data_actions == expected
+    assert together == expected
+    processed = {topology.PROCESSED_EVENTS_TABLE: {"dynamodb:PutItem", "dynamodb:GetItem"}}
     if name == USER.name:
-        assert expected == {
-            "Table": {
-                "dynamodb:PutItem",
-                "dynamodb:GetItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",
-                "dynamodb:Scan",
+        assert by_function == {
+            package.FUNCTION: {
+                "Table": {
+                    "dynamodb:PutItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:Scan",
+                },
+                "LoginAttemptsTable": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
             },
-            "LoginAttemptsTable": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
+            # The points and the event's record are one TransactWriteItems: IAM authorises
+            # each of its items as the action it is (an Update, a Put).
+            event_function("on_product_events"): {"Table": {"dynamodb:UpdateItem"}, **processed},
+            event_function("relay_user_changes"): {},
         }
     if name == PRODUCT.name:
-        assert expected == {
-            "Table": {
-                "dynamodb:PutItem",
-                "dynamodb:GetItem",
-                "dynamodb:Scan",
-                "dynamodb:Query",
-                "dynamodb:DeleteItem",
-            }
+        assert by_function == {
+            package.FUNCTION: {
+                "Table": {
+                    "dynamodb:PutItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:Scan",
+                    "dynamodb:Query",
+                    "dynamodb:DeleteItem",
+                },
+                "RevokedAccountsTable": {"dynamodb:GetItem"},
+            },
+            event_function("on_user_events"): {
+                "Table": {"dynamodb:Query", "dynamodb:DeleteItem"},
+                "RevokedAccountsTable": {"dynamodb:PutItem", "dynamodb:GetItem"},
+                **processed,
+            },
+            event_function("relay_product_changes"): {},
         }
+    if name == GATEWAY.name:
+        assert by_function == {package.FUNCTION: {}}
 
 
 PSEUDO = {
@@ -298,27 +420,33 @@ def resolved(value: Any, refs: dict[str, str]) -> str:
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
-def test_logs_permission_is_only_the_function_own_log_group(
+def test_logs_permission_is_only_each_function_own_log_group(
     name: str, templates: dict[str, dict[str, Any]]
 ) -> None:
-    """The function may write log streams of its own log group and of no other: not every
-    Lambda's group in every region and account (what ``/aws/lambda/*`` allowed)."""
+    """Each function may write log streams of its own log group and of no other: not every
+    Lambda's group in every region and account (what ``/aws/lambda/*`` allowed), nor another
+    function's of the same service."""
     template = templates[name]
     refs = {**PSEUDO, "AWS::StackName": f"shop-dev-{name.replace('_', '-')}"}
-    function_name = resolved(function(template)["FunctionName"], refs)
-    refs["APIHandler"] = function_name  # what Ref gives for a function
-    log_group = template["Resources"]["APIHandlerLogGroup"]["Properties"]["LogGroupName"]
-    assert resolved(log_group, refs) == f"/aws/lambda/{function_name}"
-    logs = [
-        s
-        for s in role_statements(template)
-        if any(a.startswith("logs:") for a in as_list(s["Action"]))
-    ]
-    assert len(logs) == 1, logs
-    assert sorted(as_list(logs[0]["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
-    assert [resolved(r, refs) for r in as_list(logs[0]["Resource"])] == [
-        f"arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/{function_name}:*"
-    ]
+    names = set()
+    for logical_id in functions(template):
+        function_name = resolved(function(template, logical_id)["FunctionName"], refs)
+        names.add(function_name)
+        log_group = template["Resources"][f"{logical_id}LogGroup"]["Properties"]["LogGroupName"]
+        assert resolved(log_group, {**refs, logical_id: function_name}) == (
+            f"/aws/lambda/{function_name}"
+        )
+        logs = [
+            s
+            for s in role_statements(template, logical_id)
+            if any(a.startswith("logs:") for a in as_list(s["Action"]))
+        ]
+        assert len(logs) == 1, logs
+        assert sorted(as_list(logs[0]["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+        assert [resolved(r, refs) for r in as_list(logs[0]["Resource"])] == [
+            f"arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/{function_name}:*"
+        ]
+    assert len(names) == len(functions(template))
 
 
 def test_only_user_api_can_read_the_signing_key(templates: dict[str, dict[str, Any]]) -> None:
@@ -337,6 +465,12 @@ def test_only_user_api_can_read_the_signing_key(templates: dict[str, dict[str, A
         }
     ]
     assert env(user)["JWT_SIGNING_KEY"] == {"Fn::Sub": "secretsmanager:${SigningKeySecretArn}"}
+    # user_api's event functions carry the same setting (every function gets the same
+    # environment) but their roles cannot read the secret.
+    for logical_id in eventstack.event_functions(USER):
+        statements = json.dumps(list(role_statements(user, logical_id)))
+        assert "secretsmanager" not in statements
+        assert "SigningKeySecretArn" not in statements
     for other in (PRODUCT.name, GATEWAY.name):
         text = json.dumps(templates[other])
         assert "secretsmanager" not in text
@@ -350,12 +484,16 @@ def test_the_stage_name_reaches_every_function_from_packaging_not_from_config(
 ) -> None:
     """Tokens name their stage (iss, aud) from STAGE; the value is the stage packaged, so a
     stage whose config section was copied from another still names itself."""
-    assert env(templates[name])["STAGE"] == "dev"
+    for logical_id in functions(templates[name]):
+        assert env(templates[name], logical_id)["STAGE"] == "dev", logical_id
     config = BY_NAME[name].config()
     for section in (config, *config["stages"].values()):
         assert "STAGE" not in section.get("environment_variables", {})
-    merged = package.merge_fragment(BY_NAME[name], "prod")["Resources"][package.FUNCTION]
-    assert merged["Properties"]["Environment"]["Variables"]["STAGE"] == "prod"
+        for per_function in section.get("lambda_functions", {}).values():
+            assert "STAGE" not in per_function.get("environment_variables", {})
+    merged = package.merge_fragment(BY_NAME[name], "prod")["Resources"]
+    for logical_id in functions(templates[name]):
+        assert merged[logical_id]["Properties"]["Environment"]["Variables"]["STAGE"] == "prod"
 
 
 def test_no_per_stage_name_is_configured_in_a_deployed_stage() -> None:
@@ -375,7 +513,8 @@ def test_public_jwks_arrives_inline_from_the_ssm_parameter(
     name: str, templates: dict[str, dict[str, Any]]
 ) -> None:
     template = templates[name]
-    assert env(template)["JWT_JWKS"] == {"Ref": "JwksParameterName"}
+    for logical_id in functions(template):
+        assert env(template, logical_id)["JWT_JWKS"] == {"Ref": "JwksParameterName"}
     parameter = template["Parameters"]["JwksParameterName"]
     assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
     assert "Default" not in parameter  # the deploy names the stage's parameter
@@ -505,9 +644,15 @@ def test_stage_is_throttled_and_logs_expire_with_the_stack(
     ]
     assert template["Parameters"]["ThrottlingRateLimit"]["Default"] > 0
     assert template["Parameters"]["ThrottlingBurstLimit"]["Default"] > 0
-    log_group = template["Resources"]["APIHandlerLogGroup"]
-    assert log_group["Properties"]["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${APIHandler}"}
-    assert log_group["DeletionPolicy"] == "Delete"
+    groups = resources_of(template, "AWS::Logs::LogGroup")
+    assert sorted(groups) == sorted(f"{f}LogGroup" for f in functions(template))
+    for logical_id in functions(template):
+        log_group = groups[f"{logical_id}LogGroup"]
+        assert log_group["Properties"] == {
+            "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{{logical_id}}}"},
+            "RetentionInDays": {"Ref": "LogRetentionDays"},
+        }
+        assert log_group["DeletionPolicy"] == "Delete"
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -530,61 +675,126 @@ def test_merge_follows_chalice_own_merge_rule() -> None:
     assert package.deep_merge(base, fragment)["A"] == {"x": 1, "y": 3, "l": [9]}
 
 
-def test_check_template_refuses_a_wrong_runtime_or_an_unwired_variable() -> None:
-    good = {
-        "Resources": {
-            package.FUNCTION: {
-                "Properties": {
-                    "FunctionName": {"Ref": "AWS::StackName"},
-                    "Runtime": "python3.11",
-                    "Environment": {"Variables": {"A": "1", "STAGE": "dev"}},
-                }
-            },
-            "ApiHandlerRole": {
-                "Type": "AWS::IAM::Role",
-                "Properties": {
-                    "Policies": [
-                        {
-                            "PolicyName": "p",
-                            "PolicyDocument": {
-                                "Statement": [
-                                    {
-                                        "Effect": "Allow",
-                                        "Action": ["logs:PutLogEvents"],
-                                        "Resource": package.OWN_LOG_GROUP_ARN,
-                                    }
-                                ]
-                            },
-                        }
-                    ]
-                },
-            },
-        }
-    }
-    package.check_template(USER, good, "dev")
-    every_group = json.loads(json.dumps(good))
-    statement = every_group["Resources"]["ApiHandlerRole"]["Properties"]["Policies"][0][
-        "PolicyDocument"
-    ]["Statement"][0]
-    statement["Resource"] = "arn:*:logs:*:*:log-group:/aws/lambda/*:*"
-    with pytest.raises(package.PackageError, match="only the function's own log group"):
-        package.check_template(USER, every_group, "dev")
-    unnamed = json.loads(json.dumps(good))
-    del unnamed["Resources"][package.FUNCTION]["Properties"]["FunctionName"]
-    with pytest.raises(package.PackageError, match="FunctionName"):
-        package.check_template(USER, unnamed, "dev")
+def _broken(template: dict[str, Any], change: Any) -> dict[str, Any]:
+    """A deep copy of ``template`` with ``change`` applied to it."""
+    copied = copy.deepcopy(template)
+    change(copied)
+    return copied
+
+
+def _statement(template: dict[str, Any], role: str) -> dict[str, Any]:
+    statements = template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]
+    return dict(statements["Statement"][0])
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_check_template_accepts_what_packaging_made(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    package.check_template(BY_NAME[name], templates[name], "dev")
+
+
+def test_check_template_refuses_a_wrong_runtime_stage_name_or_an_unwired_variable(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    """Each check, on every function: the API's and an event function's."""
+    good = templates[USER.name]
+    relay = event_function("relay_user_changes")
+    for logical_id in (package.FUNCTION, relay):
+
+        def props(t: dict[str, Any], logical_id: str = logical_id) -> dict[str, Any]:
+            return t["Resources"][logical_id]["Properties"]
+
+        def variables(t: dict[str, Any], logical_id: str = logical_id) -> dict[str, Any]:
+            return props(t, logical_id)["Environment"]["Variables"]
+
+        with pytest.raises(package.PackageError, match="FunctionName"):
+            package.check_template(
+                USER, _broken(good, lambda t: props(t).pop("FunctionName")), "dev"
+            )
+        with pytest.raises(package.PackageError, match=r"python3\.11"):
+            package.check_template(
+                USER, _broken(good, lambda t: props(t).update(Runtime="python3.12")), "dev"
+            )
+        with pytest.raises(package.PackageError, match="B still"):
+            package.check_template(
+                USER,
+                _broken(good, lambda t: variables(t).update(B=package.PLACEHOLDER)),
+                "dev",
+            )
+        with pytest.raises(package.PackageError, match="no log group"):
+            package.check_template(
+                USER,
+                _broken(good, lambda t, lid=logical_id: t["Resources"].pop(f"{lid}LogGroup")),
+                "dev",
+            )
     with pytest.raises(package.PackageError, match="not the packaged stage 'prod'"):
         package.check_template(USER, good, "prod")
-    wrong_runtime = json.loads(json.dumps(good))
-    wrong_runtime["Resources"][package.FUNCTION]["Properties"]["Runtime"] = "python3.12"
-    with pytest.raises(package.PackageError, match=r"python3\.11"):
-        package.check_template(USER, wrong_runtime, "dev")
-    unwired = json.loads(json.dumps(good))
-    unwired["Resources"][package.FUNCTION]["Properties"]["Environment"]["Variables"]["B"] = (
-        package.PLACEHOLDER
-    )
-    with pytest.raises(package.PackageError, match="B still"):
-        package.check_template(USER, unwired, "dev")
+
+
+def test_check_template_refuses_a_logs_permission_wider_than_the_function_own_group(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    good = templates[USER.name]
+    for role in ("ApiHandlerRole", eventstack.role_id("on_product_events")):
+        assert _statement(good, role)["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+
+        def widen(t: dict[str, Any], role: str = role) -> None:
+            policy = t["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]
+            policy["Statement"][0]["Resource"] = "arn:*:logs:*:*:log-group:/aws/lambda/*:*"
+
+        with pytest.raises(package.PackageError, match="only the function's own log group"):
+            package.check_template(USER, _broken(good, widen), "dev")
+
+    # Another function's log group of the same stack is just as wrong.
+    def neighbour(t: dict[str, Any]) -> None:
+        role = eventstack.role_id("relay_user_changes")
+        policy = t["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]
+        policy["Statement"][0]["Resource"] = package.own_log_group_arn("-on-product-events")
+
+    with pytest.raises(package.PackageError, match="only the function's own log group"):
+        package.check_template(USER, _broken(good, neighbour), "dev")
+
+
+def test_check_template_refuses_what_the_events_cannot_run_with(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    good = templates[PRODUCT.name]
+    relay = event_function("relay_product_changes")
+    consumer = event_function("on_user_events")
+
+    def placeholder_stream(t: dict[str, Any]) -> None:
+        event = t["Resources"][relay]["Properties"]["Events"]
+        next(iter(event.values()))["Properties"]["Stream"] = events.STREAM_ARN_PLACEHOLDER
+
+    def placeholder_queue(t: dict[str, Any]) -> None:
+        event = t["Resources"][consumer]["Properties"]["Events"]
+        next(iter(event.values()))["Properties"]["Queue"] = events.QUEUE_ARN_PLACEHOLDER
+
+    def shared_role(t: dict[str, Any]) -> None:
+        t["Resources"][consumer]["Properties"]["Role"] = {"Fn::GetAtt": ["ApiHandlerRole", "Arn"]}
+
+    def slow_consumer(t: dict[str, Any]) -> None:
+        t["Resources"][consumer]["Properties"]["Timeout"] = 11  # 6 x 11 > 60
+
+    def no_stream(t: dict[str, Any]) -> None:
+        t["Resources"]["Table"]["Properties"].pop("StreamSpecification")
+
+    def unknown_function(t: dict[str, Any]) -> None:
+        t["Resources"]["Nightly"] = copy.deepcopy(t["Resources"][relay])
+
+    cases = {
+        "placeholder ARN": placeholder_stream,
+        "placeholder ARN ": placeholder_queue,
+        "shares the role|not a role of its own": shared_role,
+        "visibility timeout": slow_consumer,
+        "NEW_AND_OLD_IMAGES": no_stream,
+        "does not know": unknown_function,
+        f"no function {relay}": lambda t: t["Resources"].pop(relay),
+    }
+    for message, change in cases.items():
+        with pytest.raises(package.PackageError, match=message.strip()):
+            package.check_template(PRODUCT, _broken(good, change), "dev")
 
 
 def test_resources_json_files_are_valid_fragments() -> None:
@@ -592,3 +802,332 @@ def test_resources_json_files_are_valid_fragments() -> None:
     for service in SERVICES:
         fragment = json.loads(Path(service.directory / "resources.json").read_text())
         assert set(fragment) <= {"Parameters", "Resources", "Outputs", "Conditions"}
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+def test_bus_stack_is_the_bus_and_an_archive_of_every_source(bus_template_path: Path) -> None:
+    template = json.loads(bus_template_path.read_text())
+    assert template == eventstack.bus_template("dev")
+    resources = template["Resources"]
+    assert sorted(resources) == [eventstack.ARCHIVE, eventstack.BUS]
+    assert resources[eventstack.BUS] == {
+        "Type": "AWS::Events::EventBus",
+        "Properties": {"Name": topology.bus_name("dev")},
+    }
+    archive = resources[eventstack.ARCHIVE]
+    assert archive["Type"] == "AWS::Events::Archive"
+    assert archive["Properties"]["SourceArn"] == arn_of(eventstack.BUS)
+    assert archive["Properties"]["RetentionDays"] == topology.ARCHIVE_RETENTION_DAYS
+    # Everything the services publish, and a replay window no longer than the consumers
+    # remember what they applied (so a replay applies nothing twice).
+    assert archive["Properties"]["EventPattern"] == {
+        "source": sorted([events.USER_SOURCE, events.PRODUCT_SOURCE])
+    }
+    assert topology.ARCHIVE_RETENTION_DAYS * 24 * 3600 < events.PROCESSED_RETENTION_SECONDS
+    outputs = template["Outputs"]
+    assert outputs[eventstack.BUS_NAME_PARAMETER]["Value"] == {
+        "Fn::GetAtt": [eventstack.BUS, "Name"]
+    }
+    assert outputs[eventstack.BUS_ARN_PARAMETER]["Value"] == arn_of(eventstack.BUS)
+    assert eventstack.bus_template("qa")["Resources"][eventstack.BUS]["Properties"]["Name"] == (
+        "shop-qa"
+    )
+
+
+def test_every_subscription_listens_to_a_source_some_relay_publishes() -> None:
+    published = {relay.source for relay in topology.RELAYS}
+    assert {sub.source for sub in topology.SUBSCRIPTIONS} <= published
+    assert set(eventstack.bus_sources()) == published
+
+
+@pytest.mark.parametrize("name", DATA_SERVICES)
+def test_bus_reaches_the_service_stacks_as_parameters_without_defaults(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    parameters = templates[name]["Parameters"]
+    for parameter in (eventstack.BUS_NAME_PARAMETER, eventstack.BUS_ARN_PARAMETER):
+        assert parameters[parameter]["Type"] == "String"
+        assert "Default" not in parameters[parameter], "the deploy passes the bus stack's output"
+    assert eventstack.BUS_NAME_PARAMETER not in templates[GATEWAY.name]["Parameters"]
+    assert "EventBus" not in json.dumps(templates[GATEWAY.name])
+
+
+@pytest.mark.parametrize("handler", sorted(RELAYS))
+def test_relay_reads_its_own_table_stream_with_the_topology_retry_settings(
+    handler: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    relay = RELAYS[handler]
+    template = templates[relay.service.name]
+    props = event_properties(template, handler, "dynamodb")
+    assert props == {
+        "Stream": {"Fn::GetAtt": [relay.table, "StreamArn"]},
+        "BatchSize": relay.batch_size,
+        "StartingPosition": "TRIM_HORIZON",
+        "MaximumBatchingWindowInSeconds": 0,
+        "MaximumRetryAttempts": relay.maximum_retry_attempts,
+        "BisectBatchOnFunctionError": True,
+        "MaximumRecordAgeInSeconds": relay.maximum_record_age_seconds,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "DestinationConfig": {
+            "OnFailure": {"Type": "SQS", "Destination": arn_of(relay.failure_queue)}
+        },
+    }
+    table = template["Resources"][relay.table]["Properties"]
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    failures = template["Resources"][relay.failure_queue]
+    assert failures["Type"] == "AWS::SQS::Queue"
+    assert failures["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert failures["Properties"]["SqsManagedSseEnabled"] is True
+    assert env(template, event_function(handler))[events.BUS_SETTING] == {
+        "Ref": eventstack.BUS_NAME_PARAMETER
+    }
+
+
+@pytest.mark.parametrize("handler", sorted(RELAYS))
+def test_relay_may_read_only_its_stream_and_publish_only_its_source_to_the_bus(
+    handler: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    relay = RELAYS[handler]
+    template = templates[relay.service.name]
+    statements = [
+        s
+        for s in role_statements(template, event_function(handler))
+        if not all(a.startswith("logs:") for a in as_list(s["Action"]))
+    ]
+    for statement in statements:
+        statement.pop("Sid", None)
+    assert sorted(statements, key=json.dumps) == sorted(
+        [
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "dynamodb:DescribeStream",
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                    "dynamodb:ListStreams",
+                ],
+                "Resource": {"Fn::GetAtt": [relay.table, "StreamArn"]},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "events:PutEvents",
+                "Resource": {"Ref": eventstack.BUS_ARN_PARAMETER},
+                "Condition": {"StringEquals": {"events:source": relay.source}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": "sqs:SendMessage",
+                "Resource": arn_of(relay.failure_queue),
+            },
+        ],
+        key=json.dumps,
+    )
+
+
+@pytest.mark.parametrize("handler", sorted(SUBSCRIPTIONS))
+def test_subscription_queue_has_its_dead_letter_queue_and_its_rule_on_the_bus(
+    handler: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    sub = SUBSCRIPTIONS[handler]
+    resources = templates[sub.service.name]["Resources"]
+    queue = resources[sub.queue]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["VisibilityTimeout"] == sub.visibility_timeout_seconds
+    assert queue["Properties"]["MessageRetentionPeriod"] == topology.QUEUE_RETENTION_SECONDS
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["Properties"]["RedrivePolicy"] == {
+        "deadLetterTargetArn": arn_of(sub.dead_letter_queue),
+        "maxReceiveCount": sub.max_receive_count,
+    }
+    dead_letters = resources[sub.dead_letter_queue]["Properties"]
+    assert dead_letters["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert "RedrivePolicy" not in dead_letters
+    rule = resources[sub.rule]
+    assert rule["Type"] == "AWS::Events::Rule"
+    assert rule["Properties"]["EventBusName"] == {"Ref": eventstack.BUS_NAME_PARAMETER}
+    assert rule["Properties"]["EventPattern"] == {
+        "source": [sub.source],
+        "detail-type": list(sub.types),
+    }
+    assert rule["Properties"]["State"] == "ENABLED"
+    assert rule["Properties"]["Targets"] == [{"Id": sub.queue, "Arn": arn_of(sub.queue)}]
+    # The only rule of the service, and the only target sending to this queue.
+    assert list(resources_of(templates[sub.service.name], "AWS::Events::Rule")) == [sub.rule]
+
+
+@pytest.mark.parametrize("handler", sorted(SUBSCRIPTIONS))
+def test_only_its_own_rule_may_send_to_a_subscription_queue(
+    handler: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    sub = SUBSCRIPTIONS[handler]
+    template = templates[sub.service.name]
+    policies = resources_of(template, "AWS::SQS::QueuePolicy")
+    assert list(policies) == [f"{sub.queue}Policy"]
+    props = policies[f"{sub.queue}Policy"]["Properties"]
+    assert props["Queues"] == [{"Ref": sub.queue}]
+    assert props["PolicyDocument"]["Statement"] == [
+        {
+            "Sid": "OwnRuleOnly",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": arn_of(sub.queue),
+            "Condition": {"ArnEquals": {"aws:SourceArn": arn_of(sub.rule)}},
+        }
+    ]
+    # No queue policy on the dead-letter queue or the relay's failure queue: only SQS's redrive
+    # and Lambda (through the relay's role) put messages there.
+    assert all(
+        {"Ref": q} not in p["Properties"]["Queues"]
+        for p in policies.values()
+        for q in (sub.dead_letter_queue, *(r.failure_queue for r in topology.RELAYS))
+    )
+
+
+@pytest.mark.parametrize("handler", sorted(SUBSCRIPTIONS))
+def test_consumer_drains_its_own_queue_reporting_single_failures(
+    handler: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    sub = SUBSCRIPTIONS[handler]
+    template = templates[sub.service.name]
+    logical_id = event_function(handler)
+    props = event_properties(template, handler, "sqs")
+    reserved = function(template, logical_id)["ReservedConcurrentExecutions"]
+    assert props == {
+        "Queue": arn_of(sub.queue),
+        "BatchSize": sub.batch_size,
+        "MaximumBatchingWindowInSeconds": 0,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        # Never more pollers than the function may run: a throttled batch would go back to
+        # the queue with a receive spent, and reach the dead-letter queue for nothing.
+        "ScalingConfig": {"MaximumConcurrency": reserved},
+    }
+    assert 2 <= reserved <= 1000  # the range Lambda accepts for MaximumConcurrency
+    assert env(template, logical_id)[events.PROCESSED_TABLE_SETTING] == {
+        "Ref": topology.PROCESSED_EVENTS_TABLE
+    }
+
+
+@pytest.mark.parametrize("handler", sorted(SUBSCRIPTIONS))
+def test_queue_visibility_timeout_is_at_least_six_times_the_consumer_timeout(
+    handler: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    """AWS's rule for a queue that feeds a function: otherwise a message still being worked on
+    becomes visible again and a second invocation runs it too."""
+    sub = SUBSCRIPTIONS[handler]
+    template = templates[sub.service.name]
+    timeout = function(template, event_function(handler))["Timeout"]
+    visibility = template["Resources"][sub.queue]["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * timeout
+
+
+@pytest.mark.parametrize("handler", sorted(SUBSCRIPTIONS))
+def test_consumer_may_touch_only_its_own_queue_and_processed_events(
+    handler: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    sub = SUBSCRIPTIONS[handler]
+    template = templates[sub.service.name]
+    events_policy = template["Resources"][eventstack.events_policy_id(handler)]
+    assert events_policy["Properties"]["Roles"] == [{"Ref": eventstack.role_id(handler)}]
+    statements = events_policy["Properties"]["PolicyDocument"]["Statement"]
+    assert [{k: v for k, v in s.items() if k != "Sid"} for s in statements] == [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+            ],
+            "Resource": arn_of(sub.queue),
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["dynamodb:PutItem", "dynamodb:GetItem"],
+            "Resource": arn_of(topology.PROCESSED_EVENTS_TABLE),
+        },
+    ]
+    # Nothing else in any of its statements names a queue, a stream or the bus.
+    for statement in role_statements(template, event_function(handler)):
+        actions = as_list(statement["Action"])
+        if any(a.startswith("sqs:") for a in actions):
+            assert statement["Resource"] == arn_of(sub.queue)
+        assert not any(a.startswith("events:") for a in actions)
+        assert "StreamArn" not in json.dumps(statement)
+
+
+@pytest.mark.parametrize("name", DATA_SERVICES)
+def test_no_function_reads_another_function_stream_or_queue(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    template = templates[name]
+    service = BY_NAME[name]
+    own: dict[str, set[str]] = {logical_id: set() for logical_id in functions(template)}
+    for relay in topology.relays_of(service):
+        own[event_function(relay.handler)] = {relay.failure_queue, relay.table}
+    for sub in topology.subscriptions_of(service):
+        own[event_function(sub.handler)] = {sub.queue}
+    for logical_id in functions(template):
+        for statement in role_statements(template, logical_id):
+            actions = as_list(statement["Action"])
+            if any(a.startswith("sqs:") for a in actions):
+                assert statement["Resource"]["Fn::GetAtt"][0] in own[logical_id], statement
+            if any(a in eventstack.STREAM_READ_ACTIONS for a in actions):
+                assert statement["Resource"]["Fn::GetAtt"][0] in own[logical_id], statement
+            if any(a.startswith("events:") for a in actions):
+                assert logical_id in {event_function(r.handler) for r in topology.RELAYS}
+
+
+@pytest.mark.parametrize("name", DATA_SERVICES)
+def test_each_function_waits_for_every_policy_of_its_role(
+    name: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    """Lambda checks the role when it creates an event source mapping, which follows the
+    function: the function must wait for the role's separate policies, or the mapping races
+    them."""
+    template = templates[name]
+    for logical_id in functions(template):
+        role = {"Ref": role_of(template, logical_id)}
+        attached = {
+            policy_id
+            for policy_id, policy in resources_of(template, "AWS::IAM::Policy").items()
+            if role in policy["Properties"]["Roles"]
+        }
+        assert attached, logical_id
+        assert set(as_list(template["Resources"][logical_id].get("DependsOn", []))) >= attached
+
+
+@pytest.mark.parametrize("name", DATA_SERVICES)
+@pytest.mark.parametrize("stage", ["dev", LONGEST_STAGE])
+def test_stack_made_names_are_the_topology_names_and_fit_aws_limits(
+    name: str, stage: str, templates: dict[str, dict[str, Any]]
+) -> None:
+    """Queue, rule and function names are written ``${AWS::StackName}-...``; resolved with the
+    deploy's stack name they are the names tools/topology.py gives (the local wiring and the
+    operator's dead-letter command use those), within AWS's limits for the longest stage."""
+    service = BY_NAME[name]
+    template = package.merge_fragment(service, stage)
+    refs = {"AWS::StackName": deploy.Naming(stage).stack(service)}
+    resources = template["Resources"]
+
+    def name_of(logical_id: str, key: str) -> str:
+        return resolved(resources[logical_id]["Properties"][key], refs)
+
+    expected = {}
+    for relay in topology.relays_of(service):
+        expected[relay.failure_queue] = relay.failure_queue_name(stage)
+    for sub in topology.subscriptions_of(service):
+        expected[sub.queue] = sub.queue_name(stage)
+        expected[sub.dead_letter_queue] = sub.dead_letter_queue_name(stage)
+    for logical_id, wanted in expected.items():
+        assert name_of(logical_id, "QueueName") == wanted
+        assert len(wanted) <= eventstack.NAME_LIMITS["queue"]
+    for sub in topology.subscriptions_of(service):
+        assert name_of(sub.rule, "Name") == sub.rule_name(stage)
+        assert len(sub.rule_name(stage)) <= eventstack.NAME_LIMITS["rule"]
+    for logical_id, handler in eventstack.event_functions(service).items():
+        function_name = name_of(logical_id, "FunctionName")
+        assert function_name == f"{refs['AWS::StackName']}-{handler.replace('_', '-')}"
+        assert len(function_name) <= eventstack.NAME_LIMITS["function"]

@@ -7,9 +7,14 @@ provides; see ``tools.bench_package.RUNTIME_PACKAGES``). The child imports the t
 from the packaged template, each ``Ref`` resolved to what CloudFormation would put there.
 
 AWS is moto in server mode on a free local port (``AWS_ENDPOINT_URL``), holding tables created
-from the template's own ``Table`` and ``LoginAttemptsTable`` and the signing key as a Secrets
-Manager secret, so user_api's login reads its key through the same ``secretsmanager:ARN``
-reference it gets when deployed.
+from the template's own table definitions and the signing key as a Secrets Manager secret, so
+user_api's login reads its key through the same ``secretsmanager:ARN`` reference it gets when
+deployed, and an EventBridge bus with a rule that copies everything on it into a queue, where
+the relays' events are read back.
+
+The event functions are driven the same way, with the event shapes Lambda's mappings deliver: a
+DynamoDB stream batch for a relay (whose events must reach the bus), an SQS batch of EventBridge
+events for a consumer (whose changes must reach the tables its template names, once per event).
 
 Not covered here, because it needs Docker or AWS: Lambda's own bootstrap (``awslambdaric``) and
 its exact boto3/urllib3 versions, and API Gateway in front (its routing and gateway responses are
@@ -30,16 +35,17 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from svckit import keys
+from svckit import dynamo, events, keys
 from svckit.tokens import TokenIssuer, TokenVerifier, audience_for, issuer_for
 from tests.deploy.conftest import STAGE
-from tools import package
+from tools import eventstack, package
 from tools.bench_package import run_isolated, unpack
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER
 
 pytestmark = pytest.mark.deploy
 
 SERVICE_NAMES = [s.name for s in SERVICES]
+BY_NAME = {s.name: s for s in SERVICES}
 
 REGION = "us-east-1"
 CREDENTIALS = {
@@ -132,8 +138,10 @@ def resolve(value: Any, refs: dict[str, str]) -> str:
     raise AssertionError(f"unexpected intrinsic in the environment: {value}")
 
 
-def function_env(template: dict[str, Any], refs: dict[str, str]) -> dict[str, str]:
-    variables = template["Resources"][package.FUNCTION]["Properties"]["Environment"]["Variables"]
+def function_env(
+    template: dict[str, Any], refs: dict[str, str], logical_id: str = package.FUNCTION
+) -> dict[str, str]:
+    variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
     return {key: resolve(value, refs) for key, value in variables.items()}
 
 
@@ -189,6 +197,95 @@ def make_table(
     return name
 
 
+def make_tables(moto_server: str, template: dict[str, Any], prefix: str) -> dict[str, str]:
+    """Every table of the template, made in moto under ``<prefix>-<logical id>``; what each
+    ``Ref`` to one resolves to."""
+    return {
+        logical_id: make_table(moto_server, template, f"{prefix}-{logical_id}", logical_id)
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::DynamoDB::Table"
+    }
+
+
+def _client(moto_server: str, service: str) -> Any:
+    return boto3.client(service, endpoint_url=moto_server, region_name=REGION, **_keys())
+
+
+@pytest.fixture(scope="session")
+def bus(moto_server: str) -> dict[str, str]:
+    """The stage's bus, as the bus stack's outputs give it to the service stacks."""
+    name = "shop-zipcheck"
+    arn = _client(moto_server, "events").create_event_bus(Name=name)["EventBusArn"]
+    return {"EventBusName": name, "EventBusArn": arn}
+
+
+def tap(moto_server: str, bus: dict[str, str], source: str) -> str:
+    """A queue that a rule on the bus fills with every event of ``source``; its URL."""
+    sqs, events_client = _client(moto_server, "sqs"), _client(moto_server, "events")
+    name = f"tap-{source.replace('.', '-')}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    pattern = json.dumps({"source": [source]})
+    events_client.put_rule(Name=name, EventBusName=bus["EventBusName"], EventPattern=pattern)
+    events_client.put_targets(
+        Rule=name, EventBusName=bus["EventBusName"], Targets=[{"Id": "tap", "Arn": arn}]
+    )
+    return str(url)
+
+
+def tapped(moto_server: str, url: str) -> list[dict[str, Any]]:
+    """The EventBridge events the tap queue holds."""
+    messages = _client(moto_server, "sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+def stream_record(name: str, new: dict[str, Any] | None, sequence: str) -> dict[str, Any]:
+    """One DynamoDB stream record as Lambda's mapping hands it to a relay."""
+    image = {"NewImage": dynamo.to_item(new)} if new is not None else {}
+    return {
+        "eventID": f"zipcheck-{sequence}",
+        "eventName": name,
+        "eventSource": "aws:dynamodb",
+        "awsRegion": REGION,
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1795300000,
+            "SequenceNumber": sequence,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+            **image,
+        },
+        "eventSourceARN": f"arn:aws:dynamodb:{REGION}:123456789012:table/t/stream/1",
+    }
+
+
+def sqs_record(message_id: str, detail: dict[str, Any] | str) -> dict[str, Any]:
+    """One SQS message as Lambda's mapping hands it to a consumer: an EventBridge event whose
+    detail is the envelope (or any other body)."""
+    body = detail if isinstance(detail, str) else json.dumps(
+        {"detail-type": detail["type"], "source": detail["source"], "detail": detail}
+    )
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"handle-{message_id}",
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:queue",
+    }
+
+
+def envelope(event_id: str, kind: str, source: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "type": kind,
+        "version": events.SCHEMA_VERSION,
+        "source": source,
+        "time": "2026-11-22T01:00:00.000Z",
+        "data": data,
+    }
+
+
 @pytest.fixture(scope="session")
 def task_dirs(
     packaged: dict[str, package.Packaged], tmp_path_factory: pytest.TempPathFactory
@@ -206,10 +303,12 @@ def invoke(
     template: dict[str, Any],
     env: dict[str, str],
     events: list[dict[str, Any]],
+    logical_id: str = package.FUNCTION,
 ) -> list[dict[str, Any]]:
-    """Run ``events`` through the handler of the unpacked zip in one fresh interpreter."""
+    """Run ``events`` through the handler the template gives function ``logical_id``, from the
+    unpacked zip, in one fresh interpreter."""
     request = {
-        "handler": template["Resources"][package.FUNCTION]["Properties"]["Handler"],
+        "handler": template["Resources"][logical_id]["Properties"]["Handler"],
         "events": events,
     }
     result = run_isolated(
@@ -270,15 +369,16 @@ def test_zip_holds_its_handler_and_dependencies_and_no_test_or_venv_leftovers(
 def test_user_api_zip_registers_logs_in_with_the_secret_key_and_guards_writes(
     moto_server: str,
     stage_aws: dict[str, str],
+    bus: dict[str, str],
     key_material: tuple[str, str],
     templates: dict[str, dict[str, Any]],
     task_dirs: dict[str, Path],
     lambda_runtime: Path,
 ) -> None:
     template = templates[USER.name]
-    table = make_table(moto_server, template, "users-zipcheck")
-    counters = make_table(moto_server, template, "login-attempts-zipcheck", "LoginAttemptsTable")
-    env = function_env(template, {"Table": table, "LoginAttemptsTable": counters, **stage_aws})
+    tables = make_tables(moto_server, template, "users-zipcheck")
+    table, counters = tables["Table"], tables["LoginAttemptsTable"]
+    env = function_env(template, {**tables, **bus, **stage_aws})
     assert env["JWT_SIGNING_KEY"] == "secretsmanager:" + stage_aws["SigningKeySecretArn"]
     credentials = {"username": "zip_user", "password": "correct-horse-1234"}
     wrong = {"username": "zip_user", "password": "wrong-guess-4242"}
@@ -331,14 +431,15 @@ def test_user_api_zip_registers_logs_in_with_the_secret_key_and_guards_writes(
 def test_product_api_zip_refuses_a_write_without_token_and_takes_one_with(
     moto_server: str,
     stage_aws: dict[str, str],
+    bus: dict[str, str],
     key_material: tuple[str, str],
     templates: dict[str, dict[str, Any]],
     task_dirs: dict[str, Path],
     lambda_runtime: Path,
 ) -> None:
     template = templates[PRODUCT.name]
-    table = make_table(moto_server, template, "products-zipcheck")
-    env = function_env(template, {"Table": table, **stage_aws})
+    tables = make_tables(moto_server, template, "products-zipcheck")
+    env = function_env(template, {**tables, **bus, **stage_aws})
     assert "JWT_SIGNING_KEY" not in env
     token = TokenIssuer(key_material[0], ttl_seconds=300, stage=STAGE).issue("zip_user")
     product = {"product_id": "zip-1", "product_name": "Laptop"}
@@ -445,3 +546,169 @@ def test_gateway_zip_reaches_the_services_by_the_urls_it_is_given_and_checks_tok
         "Message",
     }
     assert all("add_product" not in path for path in _Upstream.seen), "forwarded without a token"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_zip_exposes_every_handler_its_template_names(
+    name: str,
+    templates: dict[str, dict[str, Any]],
+    task_dirs: dict[str, Path],
+    lambda_runtime: Path,
+) -> None:
+    """Each function's ``Handler`` (``app.app``, ``app.relay_user_changes``...) is an attribute
+    of the zip's own ``app`` module that Lambda can call."""
+    template = templates[name]
+    handlers = sorted(
+        resource["Properties"]["Handler"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Serverless::Function"
+    )
+    expected = ["app.app"]
+    for handler in eventstack.event_functions(BY_NAME[name]).values():
+        expected.append(f"app.{handler}")
+    assert handlers == sorted(expected)
+    attributes = [h.split(".", 1)[1] for h in handlers]
+    result = run_isolated(
+        f"import app\nprint([a for a in {attributes!r} if not callable(getattr(app, a, None))])",
+        task_dirs[name],
+        lambda_runtime,
+        {**CREDENTIALS, **LAMBDA_ENVIRONMENT},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_user_api_zip_relays_its_stream_to_the_bus_and_grants_points_once(
+    moto_server: str,
+    stage_aws: dict[str, str],
+    bus: dict[str, str],
+    templates: dict[str, dict[str, Any]],
+    task_dirs: dict[str, Path],
+    lambda_runtime: Path,
+) -> None:
+    template = templates[USER.name]
+    tables = make_tables(moto_server, template, "users-events-zipcheck")
+    refs = {**tables, **bus, **stage_aws}
+    endpoint = {"AWS_ENDPOINT_URL": moto_server}
+
+    def run(logical_id: str, events_in: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        env = {**function_env(template, refs, logical_id), **endpoint}
+        return invoke(USER.name, task_dirs, lambda_runtime, template, env, events_in, logical_id)
+
+    credentials = {"username": "zip_points", "password": "correct-horse-1234"}
+    (registered,) = run(package.FUNCTION, [proxy_event("POST", "/register", body=credentials)])
+    assert registered["statusCode"] == 201, registered
+
+    # The consumer: the same ProductAdded delivered twice grants its points once; a message
+    # that is not an event is the batch's only failure.
+    added = envelope(
+        "evt-product-1",
+        events.PRODUCT_ADDED,
+        events.PRODUCT_SOURCE,
+        {"product_id": "p-1", "product_name": "Laptop", "created_by": "zip_points"},
+    )
+    batch = {"Records": [sqs_record("m-1", added), sqs_record("m-2", "not json")]}
+    again = {"Records": [sqs_record("m-3", added)]}
+    first, second = run(eventstack.function_id("on_product_events"), [batch, again])
+    assert first == {"batchItemFailures": [{"itemIdentifier": "m-2"}]}
+    assert second == {"batchItemFailures": []}
+    dynamodb = _client(moto_server, "dynamodb")
+    user = dynamodb.get_item(TableName=tables["Table"], Key={"username_key": {"S": "zip_points"}})
+    assert user["Item"]["points"] == {"N": "10"}
+    processed = dynamodb.scan(TableName=tables["ProcessedEventsTable"])["Items"]
+    assert [item["event_id"]["S"] for item in processed] == ["evt-product-1"]
+
+    # The relay: a registration in the stream becomes UserRegistered on the bus, without the
+    # row's secrets.
+    tap_url = tap(moto_server, bus, events.USER_SOURCE)
+    row = {
+        "username_key": "zip_new",
+        "username": "zip_new",
+        "account_id": "acct-zip-new",
+        "created_at": "2026-11-22T01:00:00Z",
+        "password_hash": "$argon2id$secret-hash",
+        "email": "zip_new@example.com",
+    }
+    stream = {"Records": [stream_record("INSERT", row, "100")]}
+    (relayed,) = run(eventstack.function_id("relay_user_changes"), [stream])
+    assert relayed == {"batchItemFailures": []}
+    (event,) = tapped(moto_server, tap_url)
+    assert event["source"] == events.USER_SOURCE
+    assert event["detail-type"] == events.USER_REGISTERED
+    assert event["detail"]["data"] == {
+        "username": "zip_new",
+        "account_id": "acct-zip-new",
+        "created_at": "2026-11-22T01:00:00Z",
+    }
+    assert "secret-hash" not in json.dumps(event)
+    assert "example.com" not in json.dumps(event)
+
+
+def test_product_api_zip_relays_its_stream_and_removes_a_deleted_account(
+    moto_server: str,
+    stage_aws: dict[str, str],
+    bus: dict[str, str],
+    templates: dict[str, dict[str, Any]],
+    task_dirs: dict[str, Path],
+    lambda_runtime: Path,
+) -> None:
+    template = templates[PRODUCT.name]
+    tables = make_tables(moto_server, template, "products-events-zipcheck")
+    refs = {**tables, **bus, **stage_aws}
+
+    def run(logical_id: str, events_in: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        env = {**function_env(template, refs, logical_id), "AWS_ENDPOINT_URL": moto_server}
+        return invoke(
+            PRODUCT.name, task_dirs, lambda_runtime, template, env, events_in, logical_id
+        )
+
+    dynamodb = _client(moto_server, "dynamodb")
+    for product_id, creator, account in (
+        ("gone-1", "zip_gone", "acct-gone"),
+        ("gone-2", "zip_gone", "acct-gone"),
+        ("later-1", "zip_gone", "acct-later"),  # the name registered again: not deleted
+        ("other-1", "zip_other", "acct-other"),
+    ):
+        item = {
+            "product_id": product_id,
+            "product_name": "Laptop",
+            "created_by": creator,
+            "created_by_account": account,
+            "created_at": "2026-11-22T01:00:00Z",
+        }
+        dynamodb.put_item(TableName=tables["Table"], Item=dynamo.to_item(item))
+
+    deleted = envelope(
+        "evt-user-1",
+        events.USER_DELETED,
+        events.USER_SOURCE,
+        {"username": "zip_gone", "account_id": "acct-gone"},
+    )
+    (answer,) = run(
+        eventstack.function_id("on_user_events"), [{"Records": [sqs_record("m-1", deleted)]}]
+    )
+    assert answer == {"batchItemFailures": []}
+    left = sorted(i["product_id"]["S"] for i in dynamodb.scan(TableName=tables["Table"])["Items"])
+    assert left == ["later-1", "other-1"]
+    revoked = dynamodb.scan(TableName=tables["RevokedAccountsTable"])["Items"]
+    assert [item["account_id"]["S"] for item in revoked] == ["acct-gone"]
+    processed = dynamodb.scan(TableName=tables["ProcessedEventsTable"])["Items"]
+    assert [item["event_id"]["S"] for item in processed] == ["evt-user-1"]
+
+    tap_url = tap(moto_server, bus, events.PRODUCT_SOURCE)
+    product = {
+        "product_id": "new-1",
+        "product_name": "Phone",
+        "created_by": "zip_user",
+        "created_by_account": "acct-zip-user",
+        "created_at": "2026-11-22T01:00:00Z",
+    }
+    stream = {"Records": [stream_record("INSERT", product, "200")]}
+    (relayed,) = run(eventstack.function_id("relay_product_changes"), [stream])
+    assert relayed == {"batchItemFailures": []}
+    (event,) = tapped(moto_server, tap_url)
+    assert event["source"] == events.PRODUCT_SOURCE
+    assert event["detail-type"] == events.PRODUCT_ADDED
+    assert event["detail"]["data"]["product_id"] == "new-1"
+    assert event["detail"]["data"]["created_by"] == "zip_user"
+    assert event["detail"]["data"]["created_by_account"] == "acct-zip-user"
