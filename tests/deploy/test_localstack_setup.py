@@ -63,12 +63,15 @@ def test_the_wait_covers_every_service_a_stack_uses() -> None:
     assert set(needed_services()) == {
         "cloudformation",
         "dynamodb",
+        "dynamodbstreams",  # the relays' event source mappings read the table streams
         "lambda",
         "apigateway",
         "iam",
         "s3",
         "ssm",
         "secretsmanager",
+        "events",  # the bus stack, the rules
+        "sqs",  # the subscriptions' queues, dead-letter and failure queues
     }
 
 
