@@ -11,7 +11,7 @@ DDB_LOCK := tools/local/dynamodb-local/package-lock.json
 DDB_STAMP := .local/dynamodb-local/.installed-$(shell sha1sum $(DDB_LOCK) | cut -c1-12)
 
 .PHONY: setup run test lint unit integration bench package deploy deploy-localstack destroy \
-        destroy-localstack localstack-up localstack-down clean wipe dynamodb-local
+        destroy-localstack localstack-up localstack-down clean wipe dynamodb-local dlq dlq-replay
 
 $(STAMP): requirements-dev.txt lib/svckit/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,14 +28,28 @@ setup: $(STAMP) dynamodb-local
 
 dynamodb-local: $(DDB_STAMP)
 
-## run: DynamoDB Local (data kept in .local/dynamodb-data), tables, keys and the three local
-## servers on 5000-5002, supervised and hot-reloaded; Ctrl-C stops all
+## run: DynamoDB Local (data kept in .local/dynamodb-data), tables, keys, EventBridge + SQS
+## (moto, 5102) wired from tools/topology.py, the three local servers on 5000-5002 and one event
+## worker per data service, supervised and hot-reloaded; Ctrl-C stops all
 run: setup
 	$(BIN)/python -m tools.localrun
 
 ## wipe: delete make run's local data (every table and item), saying what it removed
 wipe: setup
 	$(BIN)/python -m tools.local.dynamodb wipe
+
+## dlq: the dead-letter queues of the events, with what each message is (envelope fields only);
+## dlq-replay: consumer dead letters sent back to their queues (QUEUE=name, MAX=n to narrow).
+## STAGE is local (the running make run) unless given; LOCALSTACK=1 for LocalStack
+EVENTS_STAGE = $(if $(filter command line environment,$(origin STAGE)),$(STAGE),local)
+EVENTS_WHERE = --stage $(EVENTS_STAGE) $(if $(LOCALSTACK),--localstack)
+
+dlq: $(STAMP)
+	$(BIN)/python -m tools.events dlq list $(EVENTS_WHERE)
+
+dlq-replay: $(STAMP)
+	$(BIN)/python -m tools.events dlq replay $(EVENTS_WHERE) $(if $(QUEUE),--queue $(QUEUE)) \
+		$(if $(MAX),--max $(MAX))
 
 ## test: lint, then every test layer (unit, integration, deploy checks)
 test: setup lint
