@@ -17,8 +17,8 @@
    their ``EndpointURL`` outputs become the gateway stack's ``UserApiUrl``/``ProductApiUrl``
    parameters, then the gateway_api stack; the gateway's URL is printed last.
 
-``destroy`` deletes the gateway stack first, then the other two, then the bus stack (a bus
-cannot go while the services' rules are on it), the bucket, the secret and the parameter.
+``destroy`` deletes the gateway stack first, then the other two, then the bus stack (the
+services' rules live on the bus, so it goes after them), the bucket, the secret and the parameter.
 All state lives in the stacks: nothing is written to ``.chalice/deployed``, so any machine with
 credentials can update or destroy what another one deployed.
 
