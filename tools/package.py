@@ -92,8 +92,6 @@ def own_log_group_arn(suffix: str = "") -> dict[str, str]:
     }
 
 
-FUNCTION_NAME = function_name()
-OWN_LOG_GROUP_ARN = own_log_group_arn()
 KEEP_CACHED_PACKAGES = 3  # per service, in .chalice/deployments (each is several MB)
 
 
