@@ -64,9 +64,10 @@ unit: setup
 integration: setup
 	$(BIN)/pytest -m integration
 
-## bench: local latency/throughput, zip sizes and cold starts (not part of `make test`)
+## bench: local latency/throughput, event lag, zip sizes and cold starts (not part of `make test`)
 bench: setup
 	$(BIN)/python -m tools.bench_local
+	$(BIN)/python -m tools.bench_events
 	$(BIN)/python -m tools.bench_package --stage $(STAGE)
 
 ## package: one CloudFormation template + deployment.zip per service into build/$(STAGE)/
