@@ -36,11 +36,14 @@ import argparse
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
@@ -200,6 +203,10 @@ class LocalSystem:
             tuple(s for s in self.services if s.owns_table and _has_events(s)) if events else ()
         )
         self._data_lock: dynamodb.DataDirLock | None = None
+        # Where the workers keep their stream positions for this run; a new generation of
+        # files each time the events endpoint starts (see events.Positions).
+        self._positions_dir: Path | None = None
+        self._events_generation = 0
         self.supervisor = Supervisor(
             self.child_env, sink, self.say, policy=policy, cwd=services.ROOT
         )
@@ -285,11 +292,15 @@ class LocalSystem:
         return lambda: self.devserver_argv(service)
 
     def worker_argv(self, service: ServiceDef) -> list[str]:
-        return [
+        argv = [
             self.python, "-m", "tools.local.eventworker",
             "--service", service.name,
             "--stage", self.stage,
         ]  # fmt: skip
+        if self._positions_dir is not None:
+            name = f"{worker_name(service)}-{self._events_generation}.json"
+            argv += ["--positions", str(self._positions_dir / name)]
+        return argv
 
     def _worker_argv_of(self, service: ServiceDef) -> Callable[[], list[str]]:
         return lambda: self.worker_argv(service)
@@ -331,9 +342,10 @@ class LocalSystem:
             if self.events:
                 # The bus and the queues before any service: a relay's first PutEvents must
                 # find its bus, and a rule must exist before the event it should route.
+                self._positions_dir = Path(tempfile.mkdtemp(prefix="shop-event-positions-"))
                 self.supervisor.start(EVENTS)
                 wired = self.wire_events(time.monotonic() + DYNAMODB_STARTUP_SECONDS)
-                self.say(f"events wired on {self.events_endpoint}: {', '.join(wired) or 'present'}")
+                self.say(f"events wired on {self.events_endpoint}: {_wiring(wired)}")
                 self.supervisor.programs[EVENTS].after_start = self._events_after_restart
             for svc in self.services:
                 self.supervisor.start(svc.name)
@@ -419,16 +431,17 @@ class LocalSystem:
 
     def _events_after_restart(self, child: Child) -> None:
         """moto keeps the bus and the queues in memory: a restarted events program has none.
-        Wire them again, then restart the workers, whose relays read their streams again from
-        the trim horizon and so publish again whatever the lost queues held (the consumers
-        apply each event id once, so what was applied already changes nothing)."""
+        Wire them again, then restart the workers with fresh position files, so their relays
+        read the streams again from the trim horizon and publish again whatever the lost
+        queues held (the consumers apply each event id once)."""
         wired = local_events.wire_when_ready(
             self.events_endpoint,
             self.stage,
             time.monotonic() + DYNAMODB_STARTUP_SECONDS,
             lambda: child.running,
         )
-        self.say(f"events wired again: {', '.join(wired) or 'present'}")
+        self.say(f"events wired again: {_wiring(wired)}")
+        self._events_generation += 1  # the restarted workers start from the trim horizon
         self.supervisor.request_restart(
             [worker_name(svc) for svc in self.workers], "the events endpoint restarted"
         )
@@ -516,6 +529,9 @@ class LocalSystem:
         """Stop every child: SIGTERM all groups at once, SIGKILL what is left after the grace
         period. Safe to call twice and after a failed start."""
         self.supervisor.stop_all()
+        if self._positions_dir is not None:
+            shutil.rmtree(self._positions_dir, ignore_errors=True)
+            self._positions_dir = None
         if self._data_lock is not None:
             self._data_lock.release()
             self._data_lock = None
@@ -530,6 +546,17 @@ class LocalSystem:
 def worker_name(service: ServiceDef) -> str:
     """The program name of ``service``'s event worker (``user_worker``)."""
     return local_events.worker_name(service.name)
+
+
+def _wiring(created: Sequence[str]) -> str:
+    """``bus shop-local, 6 queues`` for what ``events.wire`` created, or that all was there."""
+    if not created:
+        return "bus, queues and rules present"
+    queues = [name for name in created if not name.startswith("bus ")]
+    parts = [name for name in created if name.startswith("bus ")]
+    if queues:
+        parts.append(f"{len(queues)} queue{'s' if len(queues) > 1 else ''}")
+    return f"created {', '.join(parts)}; rules and targets put (tools/topology.py)"
 
 
 def _has_events(service: ServiceDef) -> bool:

@@ -78,9 +78,13 @@ def _pid(system: LocalSystem, name: str) -> int | None:
     return child.pid if child is not None and child.running else None
 
 
+REGISTERED: list[str] = []  # every user this module registered: one UserRegistered each
+
+
 def _member(gateway: str) -> tuple[str, str]:
     name = f"ev_{uuid.uuid4().hex[:8]}"
     assert post(gateway, "/register_user", {"username": name, "password": PASSWORD}).status == 201
+    REGISTERED.append(name)
     login = post(gateway, "/login_user", {"username": name, "password": PASSWORD})
     assert login.status == 200, login
     return name, str(login.json()["access_token"])
@@ -103,6 +107,13 @@ def _points_after_a_product(system: LocalSystem) -> None:
     per_product = int(services.USER.stage_env(system.stage)["POINTS_PER_PRODUCT"])
 
     drive(system, lambda: _points(gateway, name, token) == before + per_product)
+
+
+def _relayed_registrations(system: LocalSystem) -> int:
+    """How many UserRegistered events the current user_worker process has relayed."""
+    child = system.supervisor.child(USER_WORKER)
+    assert child is not None
+    return sum('"event relayed"' in line and "UserRegistered" in line for line in child.lines())
 
 
 def test_a_product_added_earns_its_creator_points_through_the_events(running):
@@ -153,6 +164,11 @@ def test_a_save_under_a_service_reloads_its_worker_with_it(running):
     system.wait_healthy(services.USER, time.monotonic() + 30)
     system.wait_worker(services.USER, time.monotonic() + 30)
     _points_after_a_product(system)
+    # The reloaded worker went on from its stream position, as an event source mapping does
+    # across deployments: only the registration made since was relayed, none again. (Its log
+    # lines are in stream order, so any old one would have come before the new one.)
+    drive(system, lambda: _relayed_registrations(system) >= 1)
+    assert _relayed_registrations(system) == 1
 
 
 def test_a_restarted_events_program_is_wired_again_and_events_flow(running):
@@ -182,4 +198,7 @@ def test_a_restarted_events_program_is_wired_again_and_events_flow(running):
     )
     for svc in services.DATA_SERVICES:
         system.wait_worker(svc, time.monotonic() + 30)
+    # With the queues lost, the relays read their streams from the start again: every
+    # registration so far is published again (the consumers apply each id once).
+    drive(system, lambda: _relayed_registrations(system) >= len(REGISTERED))
     _points_after_a_product(system)

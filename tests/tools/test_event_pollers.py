@@ -415,3 +415,26 @@ def test_a_table_made_again_is_read_from_its_new_stream(aws, stage, table, said)
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def test_a_poller_with_the_positions_of_an_earlier_one_goes_on_from_there(
+    aws, stage, table, said, tmp_path
+):
+    positions = tmp_path / "positions.json"
+    first = Recorder(lambda records: {})
+    poller = _stream_poller(first, aws, stage, table, said)
+    poller.positions = local_events.Positions(positions)
+    _put(aws, table, "a", "b")
+    _poll_until(poller, lambda: sum(len(k) for k in _seen(first)) >= 2)
+
+    _put(aws, table, "c")
+    again = Recorder(lambda records: {})
+    restarted = _stream_poller(again, aws, stage, table, said)
+    restarted.positions = local_events.Positions(positions)
+    _poll_until(restarted, lambda: _seen(again) != [])
+    fresh = Recorder(lambda records: {})
+    without = _stream_poller(fresh, aws, stage, table, said)
+    _poll_until(without, lambda: sum(len(k) for k in _seen(fresh)) >= 3)
+
+    assert _seen(again) == [["c"]]  # from its position on
+    assert [k for keys in _seen(fresh) for k in keys] == ["a", "b", "c"]  # from the start

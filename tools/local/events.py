@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 import traceback
@@ -38,6 +39,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from tools import topology
@@ -456,6 +458,44 @@ class _Shard:
     limit: int | None = None  # a halved batch size after a function error (bisect)
 
 
+class Positions:
+    """Where each shard's reading got to, in a JSON file, so a worker restarted within a run
+    (a reload, a crash) goes on from there, as Lambda's event source mapping keeps its position
+    across deployments of the function. Keyed by stream ARN: a table made again has a new
+    stream, read from its start. The runner gives each worker a new file whenever the events
+    endpoint starts, because its queues then hold nothing: reading the streams again from the
+    start publishes again whatever was lost with them.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._data: dict[str, dict[str, dict[str, Any]]] = {}
+        if path is not None and path.exists():
+            try:
+                self._data = json.loads(path.read_text())
+            except ValueError:
+                self._data = {}  # a torn file: read from the start, which loses nothing
+
+    def get(self, stream_arn: str, shard_id: str) -> tuple[str | None, bool]:
+        with self._lock:
+            entry = self._data.get(stream_arn, {}).get(shard_id, {})
+        return entry.get("checkpoint"), bool(entry.get("done"))
+
+    def put(self, stream_arn: str, shard_id: str, checkpoint: str | None, done: bool) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            self._data.setdefault(stream_arn, {})[shard_id] = {
+                "checkpoint": checkpoint,
+                "done": done,
+            }
+            # Written whole and renamed: a worker killed mid-write leaves the old file.
+            partial = self.path.with_suffix(".partial")
+            partial.write_text(json.dumps(self._data))
+            os.replace(partial, self.path)
+
+
 class StreamPoller(Poller):
     """Lambda's DynamoDB stream event source mapping for one relay.
 
@@ -468,8 +508,10 @@ class StreamPoller(Poller):
     to the relay's failure queue, as Lambda's on-failure destination, and the shard moves on.
     Records older than ``maximum_record_age_seconds`` go the same way without an invocation.
 
-    State is in memory: a restarted worker reads the stream from its trim horizon again, which
-    is harmless (the consumers apply an event id once) and loses nothing.
+    Where each shard got to is kept in ``positions`` (a file the runner names), so a worker
+    restarted within a run goes on from there; without one, or with a fresh one, the stream is
+    read from its trim horizon, which loses nothing and publishes again what was published
+    before (the consumers are meant to apply an event id once).
     """
 
     def __init__(
@@ -485,8 +527,10 @@ class StreamPoller(Poller):
         say: Say,
         retry_delays: Sequence[float] = STREAM_RETRY_DELAYS,
         poll_seconds: float = STREAM_POLL_SECONDS,
+        positions: Positions | None = None,
     ) -> None:
         super().__init__(relay.handler, say)
+        self.positions = positions or Positions(None)
         self.relay = relay
         self.function = function
         self.table = table
@@ -530,8 +574,12 @@ class StreamPoller(Poller):
             described = self.streams.describe_stream(StreamArn=arn, **extra)["StreamDescription"]
             for shard in described.get("Shards", []):
                 if shard["ShardId"] not in self.shards:
+                    checkpoint, done = self.positions.get(arn, shard["ShardId"])
                     self.shards[shard["ShardId"]] = _Shard(
-                        shard["ShardId"], shard.get("ParentShardId")
+                        shard["ShardId"],
+                        shard.get("ParentShardId"),
+                        checkpoint=checkpoint,
+                        done=done,
                     )
             start = described.get("LastEvaluatedShardId")
             if not start:
@@ -603,6 +651,8 @@ class StreamPoller(Poller):
             if next_iterator != "":  # "": read again with a new iterator (see _get_records)
                 shard.iterator = next_iterator
                 shard.done = next_iterator is None
+                if shard.done:
+                    self._remember(shard)
             return False
         expired = self._expired(records)
         if expired:
@@ -647,6 +697,11 @@ class StreamPoller(Poller):
         shard.iterator = nxt
         shard.retry_from, shard.invocations, shard.retry_at, shard.limit = None, 0, 0.0, None
         shard.done = nxt is None
+        self._remember(shard)
+
+    def _remember(self, shard: _Shard) -> None:
+        assert self.stream_arn is not None
+        self.positions.put(self.stream_arn, shard.id, shard.checkpoint, shard.done)
 
     def _expired(self, records: Sequence[Mapping[str, Any]]) -> int:
         """How many records at the head of the batch are older than the mapping's maximum age."""
@@ -713,6 +768,7 @@ class StreamPoller(Poller):
         )
         shard.checkpoint = _sequence(records[-1])
         shard.retry_from, shard.invocations, shard.retry_at, shard.limit = None, 0, 0.0, None
+        self._remember(shard)
 
 
 def _sequence(record: Mapping[str, Any]) -> str:

@@ -71,7 +71,11 @@ def function(config: Any, stage: str, handler_name: str, handler: Any) -> events
 
 
 def pollers(
-    service: services.ServiceDef, module: ModuleType, config: Any, stage: str
+    service: services.ServiceDef,
+    module: ModuleType,
+    config: Any,
+    stage: str,
+    positions: events.Positions | None = None,
 ) -> list[events.Poller]:
     """One poller per relay and subscription of ``service`` whose handler the app defines; a
     missing handler is said and skipped (the rest still run)."""
@@ -100,6 +104,7 @@ def pollers(
                 dynamodb_client=events.client("dynamodb"),
                 sqs=sqs,
                 say=say,
+                positions=positions,
             )
         )
         say(f"{relay.handler} <- stream of table {table} (batch {relay.batch_size})")
@@ -126,9 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--stage", default="local")
     parser.add_argument("--project-dir", type=Path, help="the app folder (default: the service's)")
+    parser.add_argument(
+        "--positions",
+        type=Path,
+        help="a file keeping where each stream was read to, across restarts of this worker "
+        "(without it every start reads the streams from their trim horizon)",
+    )
     args = parser.parse_args(argv)
     service = next(s for s in services.DATA_SERVICES if s.name == args.service)
     project_dir = (args.project_dir or service.directory).resolve()
+    positions_file = args.positions.resolve() if args.positions else None  # before the chdir
 
     # SIGTERM and SIGINT are taken by sigwait below, never by a handler: one arriving at any
     # moment (a reload right after the start) ends the worker the same orderly way. Blocked
@@ -144,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module, config = load_app(project_dir, args.stage)
 
     stop = threading.Event()
-    threads = [poller.start(stop) for poller in pollers(service, module, config, args.stage)]
+    found = pollers(service, module, config, args.stage, events.Positions(positions_file))
+    threads = [poller.start(stop) for poller in found]
     say(
         f"Worker {service.name} (stage {args.stage}, pid {os.getpid()}) polling with "
         f"{len(threads)} thread(s)"
