@@ -23,8 +23,9 @@ endpoint that is already running instead of starting one; ``RELOAD=0`` (or ``--n
 turns hot reload off; ``NO_COLOR`` turns colours off.
 
 ``python -m tools.localrun --print-env`` prints the ``export`` lines that point a plain
-``chalice local --stage local`` at the same DynamoDB endpoint; ``--without user_api`` leaves one
-service out of the run so it can be started that way (under a debugger, say).
+``chalice local --stage local`` (and ``python -m tools.local.eventworker``) at the same DynamoDB
+and events endpoints; ``--without user_api`` leaves one service and its event worker out of the
+run so they can be started that way (under a debugger, say).
 
 ``LocalSystem`` is the reusable part: the integration tests and ``tools.bench_local`` start the
 same processes on free ports through it, so what the tests exercise is what ``make run`` runs.
@@ -667,7 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         choices=[svc.name for svc in services.SERVICES],
-        help="leave this service out (run it yourself with --print-env's settings)",
+        help="leave this service (and its event worker) out (run it yourself with "
+        "--print-env's settings)",
     )
     parser.add_argument("--stage", default="local")
     parser.add_argument(

@@ -666,6 +666,7 @@ class StreamPoller(Poller):
         index = next(i for i, r in enumerate(records) if _sequence(r) == failed_at)
         if index:
             shard.checkpoint = _sequence(records[index - 1])
+            self._remember(shard)
         if failed_at != shard.retry_from:
             shard.retry_from, shard.invocations = failed_at, 0
         shard.invocations += 1
