@@ -202,3 +202,20 @@ def test_a_restarted_events_program_is_wired_again_and_events_flow(running):
     # registration so far is published again (the consumers apply each id once).
     drive(system, lambda: _relayed_registrations(system) >= len(REGISTERED))
     _points_after_a_product(system)
+
+
+def test_the_workers_outlast_a_restart_of_the_dynamodb_engine(running):
+    system, lines = running
+    engine_pid = _pid(system, "dynamodb")
+    workers = {name: _pid(system, name) for name in (USER_WORKER, PRODUCT_WORKER)}
+    assert engine_pid is not None
+
+    # In memory here: the restarted engine has new tables, hence new streams, made by the runner.
+    os.kill(engine_pid, signal.SIGKILL)
+
+    drive(system, lambda: lines.said("created tables again"))
+    # The pollers said what failed while it was down, kept trying, and found the new streams.
+    drive(system, lambda: lines.said("has a new stream; reading it from the start", USER_WORKER))
+    drive(system, lambda: lines.said("has a new stream; reading it from the start", PRODUCT_WORKER))
+    assert {name: _pid(system, name) for name in workers} == workers  # the same processes
+    _points_after_a_product(system)
