@@ -22,7 +22,7 @@ from chalice import (
 from chalice.app import DynamoDBEvent, SQSEvent
 
 from chalicelib import accounts, products
-from svckit import events, validation
+from svckit import events, metrics, validation
 from svckit.errors import not_found
 from svckit.pagination import page_response
 from svckit.tokens import Principal
@@ -95,6 +95,7 @@ def _add(schema: validation.Schema) -> Response:
     except products.ProductExistsError as exc:
         raise ConflictError(f"product_id {product_id!r} already exists") from exc
     service.log.info("product added", product_id=product_id, created_by=caller.username)
+    metrics.add(metrics.PRODUCTS_ADDED)
     return Response(
         body={"message": "Product added successfully", "product": public_view(product)},
         status_code=201,
@@ -152,6 +153,7 @@ def delete_product(product_id: str) -> Response:
     except products.NotCreatorError as exc:
         raise ForbiddenError("only the product's creator or an admin may delete it") from exc
     service.log.info("product deleted", product_id=product_id, deleted_by=caller.username)
+    metrics.add(metrics.PRODUCTS_DELETED)
     return Response(body="", status_code=204)
 
 
@@ -226,4 +228,7 @@ def remove_account(event: events.Event) -> str:
         accounts.revoke(account, username, event.id)
     deleted = products.delete_all_of(username, account)
     service.log.info("account removed", username=username, products_deleted=deleted)
+    if deleted:
+        # Deleted all the same, by the cascade rather than by a request: counted with them.
+        metrics.add(metrics.PRODUCTS_DELETED, deleted)
     return "applied" if events.record_once(event, "applied") else "duplicate"

@@ -85,7 +85,9 @@ class Subscription:
     source: str  # the producer's events.source
     types: tuple[str, ...]  # the event types it applies
     batch_size: int = 10
-    max_receive_count: int = 5  # tries before a message goes to the dead-letter queue
+    # tries before a message goes to the dead-letter queue; the consumer counts a failure on
+    # the last one as dead-lettered, so a different value here makes that metric wrong
+    max_receive_count: int = events.MAX_RECEIVE_COUNT
     # AWS asks for at least six times the function's timeout, so a message is never handed to a
     # second poller while the first is still working on it.
     visibility_timeout_seconds: int = 60

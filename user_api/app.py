@@ -21,7 +21,7 @@ from chalice import (
 from chalice.app import DynamoDBEvent, SQSEvent
 
 from chalicelib import login_limits, passwords, users
-from svckit import config, dynamo, events, keys, validation
+from svckit import config, dynamo, events, keys, metrics, validation
 from svckit.errors import error_response, not_found
 from svckit.pagination import page_response
 from svckit.tokens import Principal, TokenIssuer
@@ -117,6 +117,7 @@ def register() -> Response:
     except users.UserExistsError as exc:
         raise ConflictError("username is already taken") from exc
     service.log.info("user registered", username=user["username"])
+    metrics.add(metrics.USERS_REGISTERED)
     owner = Principal(username=user["username"], roles=frozenset(), account=user[users.ACCOUNT])
     return Response(
         body={"message": "User registered successfully", "user": public_view(user, owner)},
@@ -167,6 +168,7 @@ def login() -> Response | dict[str, Any]:
             client=login_limits.forwarded_client(source, forwarded_for),
             retry_after=refusal.retry_after,
         )
+        metrics.add(metrics.LOGINS_THROTTLED)
         return error_response(
             TooManyRequestsError(refusal.message),
             headers={"Retry-After": str(refusal.retry_after)},
@@ -175,6 +177,7 @@ def login() -> Response | dict[str, Any]:
     stored = user.get("password_hash") if user else None
     if not passwords.verify(stored, body["password"]) or user is None:
         login_limits.record_failure(body["username"], source, forwarded_for)
+        metrics.add(metrics.LOGINS_FAILED)
         raise UnauthorizedError(BAD_CREDENTIALS)
     if passwords.needs_rehash(stored):
         _upgrade_hash(user["username"], stored, body["password"])
@@ -240,6 +243,7 @@ def grant_points(username: str) -> dict[str, Any]:
     except users.UserNotFoundError as exc:
         raise not_found("user", username) from exc
     service.log.info("points granted", username=user["username"], points=body["points"])
+    metrics.add(metrics.POINTS_GRANTED, body["points"])
     return public_view(user, caller)
 
 
@@ -257,6 +261,7 @@ def delete_user(username: str) -> Response:
     except users.UserNotFoundError as exc:
         raise not_found("user", username) from exc
     service.log.info("user deleted", username=name, by=caller.username)
+    metrics.add(metrics.USERS_DELETED)
     return Response(body="", status_code=204)
 
 
@@ -311,4 +316,5 @@ def grant_product_points(event: events.Event) -> str:
         return "duplicate"
     except events.ConditionNotMet:
         return "skipped: no such account" if events.record_once(event, "skipped") else "duplicate"
-    return "applied"
+    metrics.add(metrics.POINTS_GRANTED, points)
+    return events.APPLIED

@@ -30,14 +30,21 @@ from upstream. The deploy rewrites a service's API Gateway errors into the contr
 Gateway's ``502 Internal server error`` or ``504 Endpoint request timed out``, which tell the
 caller nothing about which service failed; and a service's own 503 ("its table is unavailable")
 is an internal the caller cannot act on. A 5xx from upstream always means "that service failed".
+
+Every call is timed (``UpstreamLatency`` by target) and every answer the gateway makes up in a
+service's place is counted (``UpstreamFailures`` by target and status, ``svckit.metrics``). In
+Lambda every call carries the invocation's X-Ray trace header, so the trace goes on through API
+Gateway into the service.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -54,7 +61,7 @@ from urllib3.exceptions import (
 )
 
 from chalicelib import connections
-from svckit import config
+from svckit import config, metrics
 from svckit.errors import BadGatewayError, GatewayTimeoutError, ServiceUnavailableError
 from svckit.web import REQUEST_ID_HEADER, Service
 
@@ -70,6 +77,11 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 # API Gateway's own, the caller's X-Forwarded-For) is forwarded.
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Authorization")
 FORWARDED_FOR_HEADER = "X-Forwarded-For"
+# X-Ray: Lambda puts the invocation's trace header in this variable (per invocation, so it is
+# read per call); sent on, API Gateway continues the same trace into the service it calls.
+# Absent (locally, in tests) nothing is sent.
+TRACE_ENV = "_X_AMZN_TRACE_ID"
+TRACE_HEADER = "X-Amzn-Trace-Id"
 # Methods that may be sent twice: a second GET changes nothing a first one did not.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD"})
 # Response headers the contract says pass through unchanged, and a 429's Retry-After (user_api's
@@ -104,6 +116,11 @@ class Upstream:
 
     def failed(self) -> BadGatewayError:
         return BadGatewayError(f"{self.label} failed")
+
+    def counted(self, error: ChaliceViewError) -> ChaliceViewError:
+        """``error``, the gateway's own answer for this service, counted by its status."""
+        metrics.add(metrics.UPSTREAM_FAILURES, 1, target=self.name, status=str(error.STATUS_CODE))
+        return error
 
 
 USER = Upstream("user_api", "user service", "USER_API_URL")
@@ -210,16 +227,18 @@ def call(
         # A deployment mistake, not the caller's: logged loudly, answered as the service being
         # unreachable, which from the caller's side is exactly what it is.
         service.log.error("upstream not configured", upstream=target.name, error=str(exc))
-        raise target.unavailable() from exc
+        raise target.counted(target.unavailable()) from exc
     if budget is None:
         budget = config.number("UPSTREAM_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)
     connect = config.number("UPSTREAM_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
     # Named, so a service's logs tell the gateway's calls from anyone else's.
     sent = {"User-Agent": "gateway_api", **(headers or {})}
+    if trace := os.environ.get(TRACE_ENV):
+        sent[TRACE_HEADER] = trace
     started = time.perf_counter()
     deadline = connections.Deadline(budget)
     tries = 0
-    with connections.watchdog.watching(deadline):
+    with connections.watchdog.watching(deadline), _timed(target):
         while True:
             tries += 1
             try:
@@ -244,7 +263,7 @@ def call(
                     answered=failure.STATUS_CODE,
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
-                raise failure from exc
+                raise target.counted(failure) from exc
     service.log.info(
         "upstream call",
         upstream=target.name,
@@ -255,6 +274,18 @@ def call(
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return answer
+
+
+@contextlib.contextmanager
+def _timed(target: Upstream) -> Iterator[None]:
+    """``UpstreamLatency``: the whole call, its retry included, answered or failed (a timeout
+    is time the caller waited too)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+        metrics.add(metrics.UPSTREAM_LATENCY, elapsed_ms, target=target.name)
 
 
 def _exchange(
@@ -353,12 +384,12 @@ def forward(service: Service, target: Upstream, path: str) -> Response:
             status=status,
             upstream_request_id=response.headers.get(REQUEST_ID_HEADER, ""),
         )
-        raise _replacement(target, status)
+        raise target.counted(_replacement(target, status))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         # Every service answers JSON; anything else is a broken service, not a caller's problem.
-        raise target.failed() from exc
+        raise target.counted(target.failed()) from exc
     passed = {
         name: value for name in PASSED_RESPONSE_HEADERS if (value := response.headers.get(name))
     }

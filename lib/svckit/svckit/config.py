@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import os
 
+# The project's name: the prefix of every event source (``svckit.events``) and the CloudWatch
+# namespace of every metric (``svckit.metrics``). Kept here, the lightest module, so that the
+# metrics of a service that never touches events (gateway_api) import no AWS SDK for it.
+PROJECT = "shop"
+
 
 class ConfigError(RuntimeError):
     """A required setting is absent or malformed: a deployment mistake, never a client's."""

@@ -33,9 +33,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from svckit import aws, config, dynamo
+from svckit import aws, config, dynamo, metrics
 
-PROJECT = "shop"
+PROJECT = config.PROJECT
 USER_SOURCE = f"{PROJECT}.user_api"
 PRODUCT_SOURCE = f"{PROJECT}.product_api"
 # The event types of API.md, by the service that announces them.
@@ -56,6 +56,11 @@ PROCESSED_RETENTION_SECONDS = 30 * 24 * 3600
 STREAM_ARN_PLACEHOLDER = "arn:aws:dynamodb:us-east-1:000000000000:table/set-by-deploy/stream/0"
 QUEUE_ARN_PLACEHOLDER = "arn:aws:sqs:us-east-1:000000000000:set-by-deploy"
 PUT_EVENTS_MAX_ENTRIES = 10  # EventBridge's limit per PutEvents call
+# How many times a consumer's queue hands out a message before moving it to the dead-letter
+# queue (the redrive policy's ``maxReceiveCount``). Defined here rather than in tools/topology.py
+# because the consumer needs it too: a failure on the last try is counted as dead-lettered
+# (``EventsDeadLettered``), and the topology's subscriptions take it as their default.
+MAX_RECEIVE_COUNT = 5
 # A change DynamoDB made itself (a TTL expiry) rather than the service: not a domain event.
 _DYNAMODB_SERVICE = "dynamodb.amazonaws.com"
 _NAMESPACE = uuid.UUID("8c3a4b6e-2f51-4f0e-9d2a-3f1b6c5e7a90")
@@ -216,7 +221,13 @@ def relay(
             log.warning("relay: PutEvents failed", error=type(exc).__name__, events=len(chunk))
             return _failed_from(chunk[0][0])
         results = answer.get("Entries", [])
-        if answer.get("FailedEntryCount", 0) or len(results) != len(chunk):
+        partial = bool(answer.get("FailedEntryCount", 0)) or len(results) != len(chunk)
+        for index, (_, entry) in enumerate(chunk):
+            # Every entry with an id is on the bus, those after a refused one included (they
+            # are sent again with the retry, and the consumers see the same event id twice).
+            if not partial or (index < len(results) and results[index].get("EventId")):
+                metrics.add(metrics.EVENTS_RELAYED, 1, type=entry["DetailType"])
+        if partial:
             for index, (sequence, _) in enumerate(chunk):
                 result = results[index] if index < len(results) else {}
                 if not result.get("EventId"):
@@ -238,6 +249,13 @@ def _failed_from(sequence_number: str) -> dict[str, Any]:
 # -- consumers --
 
 Handler = Callable[[Event], str]  # applies an event; returns its outcome ("applied", ...)
+# The outcome that changed something (counted as applied, with its lag); any other outcome
+# ("duplicate", "skipped: ...") is counted as skipped.
+APPLIED = "applied"
+# The metrics' ``type`` of a message that is not a readable event, and of an event type this
+# consumer has no handler for.
+UNREADABLE = "unreadable"
+OTHER_TYPE = "other"
 
 
 def consume(
@@ -253,11 +271,16 @@ def consume(
     for record in records:
         message_id = str(record.get("messageId", ""))
         received = (record.get("attributes") or {}).get("ApproximateReceiveCount", "1")
+        # The metrics' ``type``: an event type this consumer handles, or a fixed word, so a
+        # message's own content can never add a series.
+        kind = UNREADABLE
         try:
             event = Event.from_message(str(record.get("body", "")))
             handler = handlers.get(event.type)
+            kind = event.type if handler is not None else OTHER_TYPE
             if handler is None:
                 log.warning("event type not handled here", type=event.type, event_id=event.id)
+                metrics.add(metrics.EVENTS_SKIPPED, 1, type=kind)
                 continue
             outcome = handler(event)
         except Exception as exc:  # one message's failure, whatever it is, stays its own
@@ -269,15 +292,35 @@ def consume(
                 reason=str(exc) if isinstance(exc, EventError) else None,
             )
             failures.append({"itemIdentifier": message_id})
+            metrics.add(metrics.EVENTS_FAILED, 1, type=kind)
+            if _receive_count(received) >= MAX_RECEIVE_COUNT:
+                # Its last try: the queue moves it to the dead-letter queue rather than
+                # handing it out again.
+                metrics.add(metrics.EVENTS_DEAD_LETTERED, 1, type=kind)
             continue
+        lag_ms = _lag_ms(event.time)
         log.info(
             "event consumed",
             type=event.type,
             event_id=event.id,
             outcome=outcome,
-            lag_ms=_lag_ms(event.time),
+            lag_ms=lag_ms,
         )
+        if outcome == APPLIED:
+            metrics.add(metrics.EVENTS_APPLIED, 1, type=kind)
+            if lag_ms is not None:
+                # A clock behind the producer's is not a negative lag.
+                metrics.add(metrics.EVENT_LAG, max(lag_ms, 0), type=kind)
+        else:
+            metrics.add(metrics.EVENTS_SKIPPED, 1, type=kind)
     return {"batchItemFailures": failures}
+
+
+def _receive_count(raw: object) -> int:
+    try:
+        return int(str(raw))
+    except ValueError:
+        return 1
 
 
 def _lag_ms(when: str) -> int | None:

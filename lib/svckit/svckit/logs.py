@@ -27,6 +27,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import TextIO
 
 from aws_lambda_powertools import Logger
@@ -72,6 +73,13 @@ class QueuedStreamHandler(logging.StreamHandler):
         if self._writer is None:
             self._start_writer()
         self._lines.put(line)  # blocks only when the queue is full: the reader is far behind
+
+    def put_lines(self, text: str) -> None:
+        """Queue ``text``, whole lines ending in a newline, for the writer thread: it is written
+        by one ``write``, between two log lines, never through one."""
+        if self._writer is None:
+            self._start_writer()
+        self._lines.put(text)
 
     def _start_writer(self) -> None:
         with self._start_lock:
@@ -125,6 +133,31 @@ def _handler_for(service: str, stream: TextIO | None) -> logging.Handler | None:
         if service not in _handlers:
             _handlers[service] = QueuedStreamHandler(stream)
         return _handlers[service]
+
+
+def write_lines(logger: Logger, lines: Sequence[str]) -> None:
+    """Write ``lines`` (no newlines inside) where ``logger`` writes its own lines, as whole lines.
+
+    For lines that are not log records but share their stream: CloudWatch's Embedded Metric
+    Format (``svckit.metrics``) must be a line of its own, or CloudWatch reads no metric from it
+    and the runner's exporter sees two broken lines. Locally they join the queue of the writer
+    thread, which writes each item whole; in Lambda they are written under the handler's lock,
+    which a log line from another thread (a gateway ``/health`` probe) also takes.
+    """
+    if not lines:
+        return
+    text = "".join(line + "\n" for line in lines)
+    handler = logger.registered_handler
+    if isinstance(handler, QueuedStreamHandler):
+        handler.put_lines(text)
+        return
+    stream = getattr(handler, "stream", None) or sys.stdout
+    handler.acquire()
+    try:
+        stream.write(text)
+        stream.flush()
+    finally:
+        handler.release()
 
 
 def make_logger(service: str, stream: TextIO | None = None) -> Logger:

@@ -4,6 +4,9 @@
 ``chalice local``, ``chalice.test.Client`` and Lambda. Token verification is a call a view makes
 (``service.principal()``), not an API Gateway authorizer, because the gateway's own 401/403 bodies
 are not the contract's error shape and because it must behave the same in all three places.
+
+A second middleware, for every event type, writes each invocation's metrics (``svckit.metrics``);
+the HTTP one adds ``Requests`` and ``Latency`` by route and status class to them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from chalice import BadRequestError, Chalice, Response, UnauthorizedError
 from chalice.app import Request
 
-from svckit import config, keys, logs
+from svckit import config, keys, logs, metrics
 from svckit.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
@@ -73,6 +76,10 @@ class Service:
         self.app = Chalice(app_name=name, configure_logs=False)
         self.app.debug = False  # never a stack trace in a response body
         self.log = logs.make_logger(name)
+        self.metrics = metrics.Metrics(name, self.log)
+        # Registered first, so it is the outer one: it opens the invocation every handler (HTTP
+        # and events) adds its values to, and writes them once the inner one has answered.
+        self.app.register_middleware(self.metrics.middleware, "all")
         self.app.register_middleware(self._around_request, "http")
 
     @property
@@ -88,6 +95,7 @@ class Service:
         request_id = request_id_for(request.headers)
         request.context["request_id"] = request_id
         self.log.thread_safe_append_keys(request_id=request_id)
+        status = 500  # what Chalice answers if the code below raises
         try:
             body = request.raw_body or b""
             if len(body) > MAX_BODY_BYTES:
@@ -96,17 +104,24 @@ class Service:
                 )
             else:
                 response = get_response(request)
+            status = response.status_code
             response.headers[REQUEST_ID_HEADER] = request_id
             self.log.info(
                 "request",
                 method=request.method,
                 path=request.path,
-                status=response.status_code,
+                status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
             return response
         finally:
             self.log.thread_safe_clear_keys()
+            # The route as Chalice matched it, never the raw path: one series per route.
+            route = f"{request.method} {request.context.get('resourcePath') or 'unmatched'}"
+            labels = {"route": route, "status_class": metrics.status_class(status)}
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+            metrics.add(metrics.REQUESTS, 1, **labels)
+            metrics.add(metrics.LATENCY, elapsed_ms, **labels)
 
     @property
     def request_id(self) -> str:
