@@ -16,11 +16,15 @@ child that exits unexpectedly is restarted with backoff while the others keep se
 endpoint its wiring); a saved source file restarts the services it touches and their workers
 (``tools.local.reload``); Ctrl-C or SIGTERM stops every process group it started.
 
-Environment: ``GATEWAY_API_PORT``, ``USER_API_PORT``, ``PRODUCT_API_PORT``, ``DYNAMODB_PORT``
-and ``EVENTS_PORT`` move the ports; ``LOCAL_DYNAMODB=dynamodb-local|moto`` forces an engine;
-``DYNAMODB_DATA_DIR`` moves DynamoDB Local's data; ``DYNAMODB_ENDPOINT=http://host:port`` uses an
-endpoint that is already running instead of starting one; ``RELOAD=0`` (or ``--no-reload``)
-turns hot reload off; ``NO_COLOR`` turns colours off.
+The services' metrics (CloudWatch EMF lines in their output) are taken out of what is printed
+and served to Prometheus at ``http://127.0.0.1:5101/metrics`` (``tools.local.metrics``).
+
+Environment: ``GATEWAY_API_PORT``, ``USER_API_PORT``, ``PRODUCT_API_PORT``, ``DYNAMODB_PORT``,
+``EVENTS_PORT`` and ``METRICS_PORT`` move the ports; ``LOCAL_DYNAMODB=dynamodb-local|moto``
+forces an engine; ``DYNAMODB_DATA_DIR`` moves DynamoDB Local's data;
+``DYNAMODB_ENDPOINT=http://host:port`` uses an endpoint that is already running instead of
+starting one; ``RELOAD=0`` (or ``--no-reload``) turns hot reload off; ``NO_COLOR`` turns colours
+off.
 
 ``python -m tools.localrun --print-env`` prints the ``export`` lines that point a plain
 ``chalice local --stage local`` (and ``python -m tools.local.eventworker``) at the same DynamoDB
@@ -51,6 +55,7 @@ from typing import TextIO
 from tools import services, topology
 from tools.local import dynamodb
 from tools.local import events as local_events
+from tools.local import metrics as local_metrics
 from tools.local.dynamodb import Engine, EngineUnavailable
 from tools.local.printer import LinePrinter
 from tools.local.process import (
@@ -121,6 +126,7 @@ class Ports:
     product: int
     dynamodb: int
     events: int = DEFAULT_EVENTS_PORT
+    metrics: int = local_metrics.DEFAULT_PORT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Ports:
@@ -140,19 +146,21 @@ class Ports:
             product=read(services.PRODUCT.port_env, services.PRODUCT.port),
             dynamodb=read("DYNAMODB_PORT", DEFAULT_DYNAMODB_PORT),
             events=read(local_events.PORT_ENV, DEFAULT_EVENTS_PORT),
+            metrics=read(local_metrics.PORT_ENV, local_metrics.DEFAULT_PORT),
         )
 
     @classmethod
     def free(cls) -> Ports:
         """Free ports for every process, for tests and benchmarks that must not collide with
         ``make run``."""
-        gateway, user, product, dynamodb_port, events_port = free_ports(5)
+        gateway, user, product, dynamodb_port, events_port, metrics_port = free_ports(6)
         return cls(
             gateway=gateway,
             user=user,
             product=product,
             dynamodb=dynamodb_port,
             events=events_port,
+            metrics=metrics_port,
         )
 
     def of(self, service: ServiceDef) -> int:
@@ -190,6 +198,9 @@ class LocalSystem:
     ) -> None:
         self.ports = ports
         self.stage = stage
+        # The services' metrics lines go to the Prometheus exporter, not on to the sink.
+        self.exporter = local_metrics.Exporter()
+        sink = self.exporter.sink(sink)
         self.sink = sink
         self.python = python
         self.extra_env = dict(extra_env or {})
@@ -328,6 +339,7 @@ class LocalSystem:
             if not self.external_dynamodb and self.engine is None:
                 self.engine = dynamodb.choose(data_dir=None, say=self.say)
             self._check_ports_free()
+            self.exporter.serve(HOST, self.ports.metrics)
             if self.engine is not None and self.engine.data_dir is not None:
                 self._data_lock = dynamodb.DataDirLock(self.engine.data_dir).acquire()
             if self.engine is not None:
@@ -376,6 +388,7 @@ class LocalSystem:
             wanted.append(("DynamoDB", self.ports.dynamodb, "DYNAMODB_PORT"))
         if self.events:
             wanted.append(("events", self.ports.events, local_events.PORT_ENV))
+        wanted.append(("metrics", self.ports.metrics, local_metrics.PORT_ENV))
         busy = [
             f"{name} port {port} (set {env})" for name, port, env in wanted if port_in_use(port)
         ]
@@ -530,6 +543,7 @@ class LocalSystem:
         """Stop every child: SIGTERM all groups at once, SIGKILL what is left after the grace
         period. Safe to call twice and after a failed start."""
         self.supervisor.stop_all()
+        self.exporter.stop()
         if self._positions_dir is not None:
             shutil.rmtree(self._positions_dir, ignore_errors=True)
             self._positions_dir = None
@@ -597,6 +611,10 @@ def banner(system: LocalSystem, reload: bool) -> str:
             ]
             lines.append(f"  {worker_name(svc):<14} runs {', '.join(handlers)}")
         lines.append("  dead letters: `make dlq` lists them, `make dlq-replay` sends them back")
+    lines.append(
+        f"metrics: {system.exporter.url} (Prometheus, from the services' EMF lines; "
+        "docs/observability.md)"
+    )
     lines.append(
         "hot reload on: saving a file under a service (or lib/svckit) restarts it"
         + (" and its worker" if system.workers else "")

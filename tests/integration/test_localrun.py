@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.prometheus import scrape, value
 from tests.support.system import bearer, get, post, wait_until
 from tools import services
 from tools.localrun import Ports, http_status, port_in_use
@@ -46,6 +47,7 @@ class Runner:
             services.PRODUCT.port_env: str(self.ports.product),
             "DYNAMODB_PORT": str(self.ports.dynamodb),
             "EVENTS_PORT": str(self.ports.events),
+            "METRICS_PORT": str(self.ports.metrics),
             "DYNAMODB_DATA_DIR": str(data_dir),
             "NO_COLOR": "1",
             **env_overrides,
@@ -97,6 +99,7 @@ class Runner:
             self.ports.product,
             self.ports.dynamodb,
             self.ports.events,
+            self.ports.metrics,
         )
         return [port for port in every if port_in_use(port)]
 
@@ -165,6 +168,7 @@ def test_ctrl_c_stops_everything(start_runner: Callable[..., Runner]) -> None:
         assert any(line.startswith(f"[{name}]") for line in runner.lines), name
     assert runner.said("DynamoDB Local (data in"), runner.output()
     assert f"http://127.0.0.1:{runner.ports.gateway}" in runner.output()
+    assert f"metrics: http://127.0.0.1:{runner.ports.metrics}/metrics" in runner.output()
 
     runner.process.send_signal(signal.SIGINT)
 
@@ -310,6 +314,15 @@ def test_the_moto_fallback_serves_the_walkthrough(start_runner: Callable[..., Ru
     _walk_through(runner.gateway)
     listed = get(runner.gateway, "/get_products")
     assert [p["product_name"] for p in listed.json()] == ["Laptop"], listed
+    # The services' EMF lines went to the metrics endpoint, not to the terminal.
+    added = {"service": "gateway_api", "stage": "local", "route": "POST /add_product"}
+    assert wait_until(
+        lambda: value(scrape(runner.ports.metrics), "shop_requests_total", **added,
+                      status_class="2xx") or None,
+        timeout=15,
+    )  # fmt: skip
+    assert not runner.said('"_aws"'), runner.output()
+    assert runner.said('"message":"request"'), runner.output()
 
 
 def test_a_healthy_gateway_means_writes_work(tmp_path: Path) -> None:
