@@ -355,7 +355,7 @@ class LocalSystem:
             if self.events:
                 # The bus and the queues before any service: a relay's first PutEvents must
                 # find its bus, and a rule must exist before the event it should route.
-                self._positions_dir = Path(tempfile.mkdtemp(prefix="shop-event-positions-"))
+                self._positions_dir = _positions_dir()
                 self.supervisor.start(EVENTS)
                 wired = self.wire_events(time.monotonic() + DYNAMODB_STARTUP_SECONDS)
                 self.say(f"events wired on {self.events_endpoint}: {_wiring(wired)}")
@@ -561,6 +561,30 @@ class LocalSystem:
 def worker_name(service: ServiceDef) -> str:
     """The program name of ``service``'s event worker (``user_worker``)."""
     return local_events.worker_name(service.name)
+
+
+POSITIONS_PREFIX = "shop-event-positions-"
+
+
+def _positions_dir() -> Path:
+    """A new folder for this run's stream positions, named after this process; folders of runs
+    that were killed without cleaning up (SIGKILL) are removed on the way."""
+    base = Path(tempfile.gettempdir())
+    for stale in base.glob(f"{POSITIONS_PREFIX}*-*"):
+        owner = stale.name.removeprefix(POSITIONS_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and not _pid_alive(int(owner)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{POSITIONS_PREFIX}{os.getpid()}-", dir=base))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to judge
+    return True
 
 
 def _wiring(created: Sequence[str]) -> str:
