@@ -503,13 +503,14 @@ class StreamPoller(Poller):
     """Lambda's DynamoDB stream event source mapping for one relay.
 
     Finds the table's ``LatestStreamArn``, walks its shards (a child only once its parent is
-    read to the end; new shards are looked for every second), starts at ``TRIM_HORIZON`` (the
-    template's ``StartingPosition``), reads ``batch_size`` records at a time and invokes the
-    relay. A batch the relay answers with a ``batchItemFailures`` sequence number is read again
-    from that record (the records before it are done); an exception or a malformed answer fails
-    the whole batch. After ``maximum_retry_attempts`` retries of the same batch its range goes
-    to the relay's failure queue, as Lambda's on-failure destination, and the shard moves on.
-    Records older than ``maximum_record_age_seconds`` go the same way without an invocation.
+    read to the end; new shards are looked for every ``DESCRIBE_SECONDS``), starts at
+    ``TRIM_HORIZON`` (the template's ``StartingPosition``), reads ``batch_size`` records at a
+    time and invokes the relay. A batch the relay answers with a ``batchItemFailures``
+    sequence number is read again from that record (the records before it are done); an
+    exception or a malformed answer fails the whole batch. After ``maximum_retry_attempts``
+    retries of the same batch its range goes to the relay's failure queue, as Lambda's
+    on-failure destination, and the shard moves on. Records older than
+    ``maximum_record_age_seconds`` go the same way without an invocation.
 
     Where each shard got to is kept in ``positions`` (a file the runner names), so a worker
     restarted within a run goes on from there; without one, or with a fresh one, the stream is
