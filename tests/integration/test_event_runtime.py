@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from tools import services, topology
 from tools.local import events as local_events
 from tools.local.reload import Watcher
 from tools.local.supervisor import RestartPolicy, State
-from tools.localrun import EVENTS, LocalSystem, Ports, worker_name
+from tools.localrun import EVENTS, LocalSystem, Ports, StartupError, worker_name
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +220,16 @@ def test_the_workers_outlast_a_restart_of_the_dynamodb_engine(running):
     drive(system, lambda: lines.said("has a new stream; reading it from the start", PRODUCT_WORKER))
     assert {name: _pid(system, name) for name in workers} == workers  # the same processes
     _points_after_a_product(system)
+
+
+def test_a_busy_events_port_is_named_before_anything_starts():
+    ports = Ports.free()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports.events))
+        taken.listen()
+        system = LocalSystem(ports)
+
+        with pytest.raises(StartupError, match=f"events port {ports.events} \\(set EVENTS_PORT\\)"):
+            system.start()
+
+    assert all(program.child is None for program in system.supervisor.programs.values())
