@@ -28,8 +28,9 @@ How a value gets out:
   through the same writer thread, so it is never cut by a log line, and in Lambda on stdout,
   where CloudWatch Logs reads it into metrics.
 
-Powertools' switches still apply: ``POWERTOOLS_METRICS_DISABLED`` (or ``POWERTOOLS_DEV``) turns
-the lines off, which is why no stage may set them (``tests/svckit/test_metrics.py``).
+Powertools' switches still apply, read at cold start: ``POWERTOOLS_METRICS_DISABLED`` (or
+``POWERTOOLS_DEV``) turns the lines off, which is why no stage may set them
+(``tests/svckit/test_metrics.py``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ NAMESPACE = config.PROJECT
 DEFAULT_DIMENSIONS = ("service", "stage")
 # EMF takes at most 100 values of one metric in one line.
 MAX_VALUES_PER_LINE = 100
+# One encoder for every line: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,8 @@ class Metrics:
         # one per Lambda process (and one per app in a pytest process).
         self.cold = True
         self._cold_lock = threading.Lock()
+        # Powertools' switches, read once: a function's environment does not change.
+        self.enabled = not is_metrics_disabled()
         self.write: Callable[[list[str]], None] = lambda lines: logs.write_lines(logger, lines)
 
     def _first_invocation(self) -> bool:
@@ -243,12 +248,12 @@ class Metrics:
                 blob = self._emf.serialize_metric_set(
                     metrics=chunk, dimensions=dimensions, metadata={}
                 )
-                lines.append(json.dumps(blob, separators=(",", ":")))
+                lines.append(_ENCODER.encode(blob))
         return lines
 
     def flush(self, invocation: Invocation) -> None:
         """Write ``invocation``'s lines; never fails the invocation it measured."""
-        if is_metrics_disabled():
+        if not self.enabled:
             invocation.close()
             return
         try:
