@@ -6,7 +6,7 @@ keeps generating the function, the REST API and the role, and the service's own
 ``resources.json`` adds what Chalice cannot express: its table, a data-access policy scoped to that
 table's ARN, and the environment wired by ``Ref`` instead of names typed into a config file.
 
-Five things happen here rather than in a config file, each for a reason:
+Six things happen here rather than in a config file, each for a reason:
 
 * ``lib/svckit`` is copied into the app's ``vendor/`` first, because Chalice packages only
   ``app.py``, ``chalicelib/`` and ``vendor/`` (a local pip package in ``requirements.txt`` is not
@@ -22,16 +22,25 @@ Five things happen here rather than in a config file, each for a reason:
   exist once the stack has made them); the merge replaces it, and a template that still holds
   one is refused.
 * Every function (the API's and each event function) gets its stack's name plus its own suffix
-  as its name, a log group with a retention, so that deleting the stack deletes the logs too,
+  as its name, a policy that lets it send its traces to X-Ray (:func:`tracing_fragment`; Chalice's
+  ``"xray": true`` only switches tracing on, and SAM adds the permission only to roles it makes
+  itself), a log group with a retention, so that deleting the stack deletes the logs too,
   and the same environment as the API function (``set-by-deploy`` values are wired once, in
   ``resources.json``, for all of them). The name is what lets each function's
   ``.chalice/policy-<stage>*.json`` grant logs on that function's own log group instead of
   every Lambda's. The function's ``STAGE`` setting is the stage being packaged
   (:func:`stage_fragment`), not a value from ``config.json``, where a new stage starts as a
   copy of another's section: tokens name their stage, so one stage's tokens fail in another.
+* The REST API is traced by X-Ray and named after its stack (the common fragment): ``chalice
+  package`` leaves the stage's ``TracingEnabled`` unset (aws/chalice#1753) and names the API
+  after the app (``info.title`` of its Swagger body), the same in every stage, while API
+  Gateway's metrics are keyed by that name (``ApiName``): the stage's alarms and dashboard
+  (``tools/observability.py``) need one name per stage. Every table's name is a stack output
+  (``table_output``), which the deploy hands to the observability stack.
 * The result is checked before anyone deploys it (:func:`check_template`): for every function,
-  runtime ``python3.11``, its stage, its name, its log group, no ``set-by-deploy`` placeholder
-  left in the environment, no logs permission wider than its own log group; each event
+  runtime ``python3.11``, its stage, its name, its log group, active tracing and the X-Ray
+  permission, no ``set-by-deploy`` placeholder left in the environment, no logs permission wider
+  than its own log group; the API traced and named after its stack; each event
   function with a role of its own; no placeholder stream or queue ARN anywhere; every queue's
   visibility timeout at least six times its consumer's timeout. A wrong template fails here,
   not half-way through a stack.
@@ -58,7 +67,7 @@ from typing import Any
 
 from svckit import events
 from svckit.tokens import STAGE_SETTING
-from tools import eventstack, topology
+from tools import eventstack, observability, topology
 from tools.services import ROOT, SERVICES, ServiceDef
 
 BUILD_DIR = ROOT / "build"
@@ -72,6 +81,20 @@ FUNCTION_TYPE = "AWS::Serverless::Function"
 # Lambda asks a queue's visibility timeout to be at least six times its consumer's timeout, so a
 # message is not handed to a second poller while the first one still works on it.
 VISIBILITY_TIMEOUT_FACTOR = 6
+REST_API = "RestAPI"  # Chalice's logical id for the REST API (an AWS::Serverless::Api)
+# What a traced function needs to send its segments (Lambda's own X-Ray docs). X-Ray has no
+# resource-level permissions for these two: "*" is the only resource it accepts.
+XRAY_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+XRAY_STATEMENT: dict[str, Any] = {
+    "Sid": "SendTraces",
+    "Effect": "Allow",
+    "Action": XRAY_ACTIONS,
+    "Resource": "*",
+}
+# The API's name: its stack's, so each stage's API has a name of its own in API Gateway's
+# metrics (dimension ApiName). Set both as the resource's Name and as the Swagger body's title,
+# which API Gateway also reads a name from when it imports the body, so either way it is this.
+API_NAME: dict[str, str] = {"Ref": "AWS::StackName"}
 
 
 def function_name(suffix: str = "") -> dict[str, str]:
@@ -176,8 +199,13 @@ COMMON_FRAGMENT: dict[str, Any] = {
         },
     },
     "Resources": {
-        "RestAPI": {
+        REST_API: {
             "Properties": {
+                "Name": API_NAME,
+                # X-Ray for the stage: a request is traced from API Gateway on, and the function's
+                # own segment joins the trace API Gateway started (the Serverless::Api property
+                # that becomes the stage's TracingEnabled; chalice package never sets it).
+                "TracingEnabled": True,
                 "MethodSettings": [
                     {
                         "ResourcePath": "/*",
@@ -186,7 +214,10 @@ COMMON_FRAGMENT: dict[str, Any] = {
                         "ThrottlingBurstLimit": {"Ref": "ThrottlingBurstLimit"},
                     }
                 ],
-                "DefinitionBody": {"x-amazon-apigateway-gateway-responses": GATEWAY_RESPONSES},
+                "DefinitionBody": {
+                    "info": {"title": API_NAME},
+                    "x-amazon-apigateway-gateway-responses": GATEWAY_RESPONSES,
+                },
             }
         },
         FUNCTION: {
@@ -252,6 +283,44 @@ def functions_fragment(functions: Mapping[str, str]) -> dict[str, Any]:
     return {"Resources": resources}
 
 
+def tracing_policy_id(logical_id: str) -> str:
+    return f"{logical_id}TracingPolicy"
+
+
+def tracing_fragment(functions: Iterable[str]) -> dict[str, Any]:
+    """One policy per function's role that lets it send its traces to X-Ray.
+
+    The stage's ``"xray": true`` in ``.chalice/config.json`` makes Chalice write
+    ``Tracing: Active`` on every function; Lambda then sends the function's segments with the
+    function's role, which must allow :data:`XRAY_ACTIONS`. SAM attaches AWS's managed X-Ray
+    policy only to a role it makes itself, and Chalice's roles are the template's own. A policy
+    per role rather than one shared keeps every policy attached to exactly one function, as all
+    the others are, and each function waits for its own (``_depend_on_policies``).
+    """
+    resources = {
+        tracing_policy_id(logical_id): {
+            "Type": "AWS::IAM::Policy",
+            "Properties": {
+                "PolicyName": "send-traces",
+                "Roles": [{"Ref": role_of(logical_id)}],
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": [dict(XRAY_STATEMENT)]},
+            },
+        }
+        for logical_id in functions
+    }
+    return {"Resources": resources}
+
+
+def tables_fragment(service: ServiceDef) -> dict[str, Any]:
+    """Every table's name as a stack output (``observability.table_output``): CloudFormation
+    makes the names up, and the observability stack's alarms and dashboard need them."""
+    outputs = {
+        observability.table_output(logical_id): {"Value": {"Ref": logical_id}}
+        for logical_id in service.tables()
+    }
+    return {"Outputs": outputs} if outputs else {}
+
+
 def stage_fragment(stage: str, functions: Iterable[str] = (FUNCTION,)) -> dict[str, Any]:
     """Every function's ``STAGE`` setting, from the stage being packaged.
 
@@ -313,7 +382,8 @@ def _depend_on_policies(fragment: dict[str, Any], functions: Iterable[str]) -> N
 def merge_fragment(service: ServiceDef, stage: str) -> dict[str, Any]:
     """What ``--merge-template`` gets, each layer over the one before: the common fragment, the
     tables the topology adds (first, as ``ServiceDef.resources`` lists them), the service's own
-    fragment, its events, every function's name and log group, and the stage's name."""
+    fragment, its events, every function's name, log group and tracing policy, every table's
+    name as an output, and the stage's name."""
     own_path = service.directory / "resources.json"
     own = json.loads(own_path.read_text()) if own_path.exists() else {}
     functions = functions_of(service)
@@ -322,6 +392,8 @@ def merge_fragment(service: ServiceDef, stage: str) -> dict[str, Any]:
         own,
         eventstack.service_fragment(service, stage),
         functions_fragment(functions),
+        tracing_fragment(functions),
+        tables_fragment(service),
         stage_fragment(stage, functions),
     ):
         merged = deep_merge(merged, layer)
@@ -425,6 +497,11 @@ def _check_function(
         "Fn::Sub": f"/aws/lambda/${{{logical_id}}}"
     }:
         raise PackageError(f"{where}: no log group {log_group_of(logical_id)} of its own")
+    if function.get("Tracing") != "Active":
+        raise PackageError(
+            f"{where}: Tracing is {function.get('Tracing')!r}, not 'Active'; set \"xray\": true "
+            f"in stages.{stage} of {service.name}/.chalice/config.json"
+        )
     unset = sorted(k for k, v in variables.items() if v == PLACEHOLDER)
     if unset:
         raise PackageError(
@@ -433,7 +510,18 @@ def _check_function(
         )
     role = _role_id(service, logical_id, function)
     own_group = own_log_group_arn(suffix)
-    for statement in role_statements(template, role):
+    statements = role_statements(template, role)
+    tracing = [
+        s for s in statements if any(str(a).startswith("xray:") for a in _as_list(s.get("Action")))
+    ]
+    if [{k: v for k, v in s.items() if k != "Sid"} for s in tracing] != [
+        {k: v for k, v in XRAY_STATEMENT.items() if k != "Sid"}
+    ]:
+        raise PackageError(
+            f"{where}: its role must allow exactly {', '.join(XRAY_ACTIONS)} once (its "
+            f"{tracing_policy_id(logical_id)}), not {json.dumps(tracing)}"
+        )
+    for statement in statements:
         actions = _as_list(statement.get("Action", []))
         if any(str(a).startswith("logs:") for a in actions) and (
             statement.get("Resource") != own_group
@@ -481,6 +569,28 @@ def _check_events(service: ServiceDef, template: Mapping[str, Any]) -> None:
             )
 
 
+def _check_api_and_outputs(service: ServiceDef, template: Mapping[str, Any]) -> None:
+    """The REST API traced and named after its stack; every table's name an output. What the
+    observability stack relies on: the API's metrics under a name of the stage's own, the
+    request traced from API Gateway on, each table's name handed over by the deploy."""
+    api = template.get("Resources", {}).get(REST_API, {}).get("Properties", {})
+    if api.get("TracingEnabled") is not True:
+        raise PackageError(f"{service.name}: {REST_API} must have TracingEnabled true")
+    title = api.get("DefinitionBody", {}).get("info", {}).get("title")
+    if api.get("Name") != API_NAME or title != API_NAME:
+        raise PackageError(
+            f"{service.name}: {REST_API}'s Name and its body's info.title must both be "
+            f"{API_NAME} (its metrics' ApiName), not {api.get('Name')!r} and {title!r}"
+        )
+    outputs = template.get("Outputs", {})
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::DynamoDB::Table":
+            continue
+        output = observability.table_output(logical_id)
+        if outputs.get(output, {}).get("Value") != {"Ref": logical_id}:
+            raise PackageError(f"{service.name}: no output {output} naming table {logical_id}")
+
+
 def check_template(service: ServiceDef, template: Mapping[str, Any], stage: str) -> None:
     """Refuse a template the deploy would fail on later, or that would run with wrong settings."""
     text = json.dumps(template)
@@ -520,6 +630,7 @@ def check_template(service: ServiceDef, template: Mapping[str, Any], stage: str)
     for logical_id, suffix in expected.items():
         _check_function(service, template, stage, logical_id, suffix)
     _check_events(service, template)
+    _check_api_and_outputs(service, template)
 
 
 @dataclass(frozen=True)
@@ -588,9 +699,11 @@ def package_all(
     stage: str, out_root: Path | None = None, services: Iterable[ServiceDef] = SERVICES
 ) -> list[Packaged]:
     """Package every service (dependencies first, the order the deploy uses), and write the
-    stage's bus template beside them (``events/template.json``, what the deploy sends first)."""
+    stage's bus template beside them (``events/template.json``, what the deploy sends first) and
+    its observability template (``observability/template.json``, sent last)."""
     root = out_root if out_root is not None else BUILD_DIR / stage
     eventstack.write_bus_template(stage, root)
+    observability.write_template(stage, root)
     return [package_service(service, stage, root) for service in services]
 
 
@@ -607,14 +720,18 @@ def main(argv: list[str] | None = None) -> int:
             if where.is_relative_to(ROOT):
                 where = where.relative_to(ROOT)
             print(
-                f"{item.service.name:12} {where}/sam.json + deployment.zip ({size:.1f} MB)"
+                f"{item.service.name:13} {where}/sam.json + deployment.zip ({size:.1f} MB)"
                 f"  {item.seconds:.1f}s"
             )
     except PackageError as exc:
         print(f"package failed: {exc}", file=sys.stderr)
         return 1
-    bus = root / eventstack.EVENTS_STACK_PART / eventstack.TEMPLATE_FILE
-    print(f"{'events':12} {bus.relative_to(ROOT) if bus.is_relative_to(ROOT) else bus}")
+    for part, name in (
+        (eventstack.EVENTS_STACK_PART, eventstack.TEMPLATE_FILE),
+        (observability.STACK_PART, observability.TEMPLATE_FILE),
+    ):
+        path = root / part / name
+        print(f"{part:13} {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0
 
 
