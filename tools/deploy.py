@@ -15,10 +15,17 @@
    rules subscribe their queues to it);
 5. the user_api and product_api stacks (created, or updated when something changed), then
    their ``EndpointURL`` outputs become the gateway stack's ``UserApiUrl``/``ProductApiUrl``
-   parameters, then the gateway_api stack; the gateway's URL is printed last.
+   parameters, then the gateway_api stack;
+6. the stage's observability stack (``shop-<stage>-observability``, from
+   ``tools.observability``: the alarms' SNS topic, the alarms, the dashboard, the saved Logs
+   Insights queries), last because it watches all the others: the tables' names are the
+   service stacks' outputs, passed as its parameters; ``--alarm-email`` (or ``ALARM_EMAIL``)
+   subscribes an address to the topic. The dashboard's URL and the gateway's URL are printed
+   last.
 
-``destroy`` deletes the gateway stack first, then the other two, then the bus stack (the
-services' rules live on the bus, so it goes after them), the bucket, the secret and the parameter.
+``destroy`` deletes the observability stack first (its alarms watch the rest), then the gateway
+stack, then the other two, then the bus stack (the services' rules live on the bus, so it goes
+after them), the bucket, the secret and the parameter.
 All state lives in the stacks: nothing is written to ``.chalice/deployed``, so any machine with
 credentials can update or destroy what another one deployed.
 
@@ -51,7 +58,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from svckit import keys
-from tools import eventstack, package
+from tools import eventstack, observability, package
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
 
 PROJECT = "shop"
@@ -108,6 +115,11 @@ class Naming:
     def events_stack(self) -> str:
         """The bus's stack: first up, last down."""
         return eventstack.stack_name(self.stage, eventstack.EVENTS_STACK_PART)
+
+    @property
+    def observability_stack(self) -> str:
+        """The alarms, dashboard and saved queries: last up, first down."""
+        return observability.stack_name(self.stage)
 
     @property
     def signing_key_secret(self) -> str:
@@ -545,16 +557,42 @@ class Stacks:
             reasons = "\n  ".join(self.failure_reasons(name)) or "(no failure events)"
             raise DeployError(f"stack {name} ended {final['status']}, not {wanted}:\n  {reasons}")
 
+    def _parameter_list(
+        self, name: str, parameters: Mapping[str, str | None], updating: bool
+    ) -> list[dict[str, Any]]:
+        """CloudFormation's parameters. A value of None keeps the stack's current value on an
+        update (what ``aws cloudformation deploy`` does for a parameter it is not given), and
+        leaves the template's default otherwise: on a create, or when the stack does not have
+        that parameter yet. The current value is read and sent back rather than asked for with
+        ``UsePreviousValue``: the same on AWS for a parameter that is not ``NoEcho`` (none of
+        ours is), and moto fails on ``UsePreviousValue`` for a parameter left at its default."""
+        current: dict[str, str] = {}
+        if updating and any(v is None for v in parameters.values()):
+            stack = self.describe(name) or {}
+            current = {
+                p["ParameterKey"]: str(p.get("ParameterValue", ""))
+                for p in stack.get("Parameters", [])
+            }
+        listed: list[dict[str, Any]] = []
+        for key, value in parameters.items():
+            if value is None:
+                if key not in current:
+                    continue
+                value = current[key]
+            listed.append({"ParameterKey": key, "ParameterValue": value})
+        return listed
+
     def deploy(
         self,
         name: str,
         template: Mapping[str, Any],
-        parameters: Mapping[str, str],
+        parameters: Mapping[str, str | None],
         tags: Mapping[str, str],
         template_url: Callable[[str], str] | None = None,
     ) -> StackResult:
         """Create or update stack ``name``; ``template_url`` stores an oversized body and
-        returns its URL (CloudFormation takes at most 51,200 bytes inline)."""
+        returns its URL (CloudFormation takes at most 51,200 bytes inline). A parameter given
+        as None keeps its current value (see ``_parameter_list``)."""
         body = json.dumps(self.render(template), separators=(",", ":"))
         status = self.status(name)
         if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "REVIEW_IN_PROGRESS"):
@@ -573,7 +611,7 @@ class Stacks:
             raise DeployError(f"template of {name} is over {TEMPLATE_BODY_LIMIT} bytes")
         request: dict[str, Any] = {
             "StackName": name,
-            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+            "Parameters": self._parameter_list(name, parameters, updating=status is not None),
             "Capabilities": CAPABILITIES,
             "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
             **source,
@@ -667,12 +705,16 @@ class Deployer:
         packager: Packager = _package,
         stacks: Stacks | None = None,
         say: Say = _say,
+        alarm_email: str | None = None,
     ) -> None:
         self._session = session
         self.target = target
         self.naming = naming
         self._packager = packager
         self._say = say
+        # None: the observability stack keeps the address it has (none on a first deploy);
+        # "": no address (the subscription is removed).
+        self.alarm_email = alarm_email
         self.stacks = stacks or Stacks(
             session.client("cloudformation"), target.poll_seconds, target.max_wait_seconds, say
         )
@@ -718,7 +760,9 @@ class Deployer:
         if problem:
             raise DeployError(problem)
 
-    def _parameters(self, template: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, str]:
+    def _parameters(
+        self, template: Mapping[str, Any], values: Mapping[str, str | None]
+    ) -> dict[str, str | None]:
         """The values this template declares, so each stack gets only its own parameters."""
         declared = template.get("Parameters", {})
         missing = [k for k, v in declared.items() if "Default" not in v and k not in values]
@@ -745,16 +789,16 @@ class Deployer:
         bucket.ensure()
         refs = self.keys.ensure()
 
-        def template_url(service: ServiceDef) -> Callable[[str], str]:
+        def template_url(prefix: str) -> Callable[[str], str]:
             def store(body: str) -> str:
                 digest = hashlib.sha256(body.encode()).hexdigest()[:32]
-                key = f"{service.name}/templates/{digest}.json"
+                key = f"{prefix}/templates/{digest}.json"
                 bucket.put_text(key, body)
                 return bucket.url(key, self.target.endpoint_url)
 
             return store
 
-        values = {
+        values: dict[str, str | None] = {
             "JwksParameterName": refs.jwks_parameter,
             "SigningKeySecretArn": refs.secret_arn,
         }
@@ -770,6 +814,7 @@ class Deployer:
                 raise DeployError(f"stack {self.naming.events_stack} has no output {output}")
             values[output] = bus.outputs[output]
         urls: dict[str, str] = {}
+        outputs: dict[str, dict[str, str]] = {}
         for service in (USER, PRODUCT, GATEWAY):
             packaged = built[service.name]
             template = with_artifacts(
@@ -783,8 +828,9 @@ class Deployer:
                 template,
                 self._parameters(template, values),
                 self.naming.tags,
-                template_url(service),
+                template_url(service.name),
             )
+            outputs[service.name] = result.outputs
             if service is USER:
                 values["UserApiUrl"] = self.target.service_url(result.outputs, stage_path(service))
             elif service is PRODUCT:
@@ -792,16 +838,45 @@ class Deployer:
                     result.outputs, stage_path(service)
                 )
             urls[service.name] = self.target.public_url(result.outputs, stage_path(service))
+        watched = self._deploy_observability(outputs, template_url(observability.STACK_PART))
         for name, url in urls.items():
             self._say(f"{name:12} {url}")
+        self._say(f"Dashboard: {watched.outputs.get('DashboardUrl', '(no output)')}")
         self._say(f"Gateway URL: {urls[GATEWAY.name]}")
         return urls
 
+    def _deploy_observability(
+        self, outputs: Mapping[str, Mapping[str, str]], template_url: Callable[[str], str]
+    ) -> StackResult:
+        """The alarms, dashboard and saved queries, once everything they watch exists: their
+        table names are the service stacks' outputs."""
+        template = observability.template(self.naming.stage)
+        try:
+            values = observability.parameter_values(outputs, self.alarm_email)
+        except KeyError as exc:
+            raise DeployError(f"cannot wire the observability stack: {exc.args[0]}") from exc
+        result = self.stacks.deploy(
+            self.naming.observability_stack,
+            template,
+            self._parameters(template, values),
+            self.naming.tags,
+            template_url,
+        )
+        if self.alarm_email:
+            self._say(
+                f"alarms: {self.alarm_email} subscribed to {result.outputs.get('AlarmTopicArn')}"
+                " (SNS mails a confirmation link first; no alarm mail until it is followed)"
+            )
+        return result
+
     def destroy(self) -> None:
-        """Remove the stacks (the gateway first: it depends on the others; the bus last: the
-        services' rules are on it), the bucket, the keys."""
+        """Remove the stacks (the observability stack first: it watches all the others; then the
+        gateway: it depends on the other two; the bus last: the services' rules are on it), the
+        bucket, the keys."""
         where = self.target.endpoint_url or "AWS"
         self._say(f"destroying stage {self.naming.stage} on {where} ({self.target.region})")
+        if not self.stacks.delete(self.naming.observability_stack):
+            self._say(f"stack {self.naming.observability_stack}: not there")
         gateway_url = None
         outputs = self.stacks.outputs(self.naming.stack(GATEWAY))
         if outputs:
@@ -827,7 +902,7 @@ def _region(session: Any) -> str:
     return str(region)
 
 
-def build_deployer(stage: str, localstack: bool) -> Deployer:
+def build_deployer(stage: str, localstack: bool, alarm_email: str | None = None) -> Deployer:
     endpoint = localstack_environment() if localstack else os.environ.get("AWS_ENDPOINT_URL")
     session = boto3.session.Session()
     region = _region(session)
@@ -840,7 +915,7 @@ def build_deployer(stage: str, localstack: bool) -> Deployer:
     for service in SERVICES:
         if stage not in service.config().get("stages", {}):
             raise DeployError(f"{service.name}/.chalice/config.json has no stage {stage!r}")
-    return Deployer(session, target, Naming(stage))
+    return Deployer(session, target, Naming(stage), alarm_email=alarm_email)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -852,9 +927,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"deploy to LocalStack (AWS_ENDPOINT_URL, default {LOCALSTACK_ENDPOINT})",
     )
+    parser.add_argument(
+        "--alarm-email",
+        default=os.environ.get("ALARM_EMAIL"),
+        help="mail the stage's alarms to this address (default $ALARM_EMAIL; when neither is "
+        "given the stack keeps the address it has; '' removes it)",
+    )
     args = parser.parse_args(argv)
     try:
-        deployer = build_deployer(args.stage, args.localstack)
+        deployer = build_deployer(args.stage, args.localstack, args.alarm_email)
         if args.action == "deploy":
             deployer.deploy()
         else:

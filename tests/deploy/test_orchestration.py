@@ -39,8 +39,9 @@ from moto import mock_aws
 
 from svckit import events, keys
 from svckit.tokens import TokenIssuer, TokenVerifier
+from tests.deploy import samlite
 from tests.deploy.samlite import SamLiteStacks
-from tools import deploy, eventstack, package, topology
+from tools import deploy, eventstack, observability, package, topology
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
 
 pytestmark = pytest.mark.deploy
@@ -514,15 +515,19 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
     with redirect_stdout(out), redirect_stderr(out):
         urls = deployer.deploy()
 
-    # Order: the bus first, both services before the gateway, which is printed last.
+    # Order: the bus first, both services before the gateway, the observability stack (which
+    # watches them all) last; the gateway's URL is printed last.
     created = [line.split()[1].rstrip(":") for line in said.lines if line.endswith(": created")]
     assert created == [
         naming.events_stack,
         naming.stack(USER),
         naming.stack(PRODUCT),
         naming.stack(GATEWAY),
+        naming.observability_stack,
     ]
     assert said.lines[-1] == f"Gateway URL: {urls[GATEWAY.name]}"
+    dashboard = deployer.stacks.outputs(naming.observability_stack)["DashboardUrl"]
+    assert said.lines[-2] == f"Dashboard: {dashboard}"
 
     stacks = deployer.stacks
     user_out = stacks.outputs(naming.stack(USER))
@@ -618,13 +623,18 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
                 logGroupNamePrefix=f"/aws/lambda/{function_name}"
             )["logGroups"][0]["retentionInDays"] == 14
 
-    # The code each function runs is the zip the deploy uploaded.
+    # The code each function runs is the zip the deploy uploaded. The observability template is
+    # over CloudFormation's 51,200 bytes for a body, so it went through the bucket too.
     s3 = aws.client("s3")
     bucket = deployer.bucket().name
     objects = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
-    assert objects == sorted(
+    templates = [o for o in objects if not o.endswith(".zip")]
+    assert sorted(set(objects) - set(templates)) == sorted(
         f"{s.name}/{deploy.content_key(packaged[s.name].zip_path)}.zip" for s in SERVICES
     )
+    observability_body = json.dumps(observability.template(STAGE), separators=(",", ":"))
+    assert len(observability_body.encode()) > deploy.TEMPLATE_BODY_LIMIT
+    assert [t.split("/")[0] for t in templates] == [observability.STACK_PART]
 
     # No key material reached the output.
     pem = aws.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
@@ -648,6 +658,7 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
         if line.endswith(": deleted") and line.startswith("stack")
     ]
     assert deleted == [
+        naming.observability_stack,
         naming.stack(GATEWAY),
         naming.stack(PRODUCT),
         naming.stack(USER),
@@ -655,6 +666,11 @@ def test_deploy_wires_the_stacks_in_order_and_destroy_removes_everything(
     ]
     assert all(stacks.status(naming.stack(s)) is None for s in SERVICES)
     assert stacks.status(naming.events_stack) is None
+    assert stacks.status(naming.observability_stack) is None
+    assert aws.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
+    assert aws.client("cloudwatch").list_dashboards()["DashboardEntries"] == []
+    assert aws.client("sns").list_topics()["Topics"] == []
+    assert samlite.query_definitions(ACCOUNT, REGION) == {}
     events_client = aws.client("events")
     assert [b["Name"] for b in events_client.list_event_buses()["EventBuses"]] == ["default"]
     assert events_client.list_archives()["Archives"] == []
