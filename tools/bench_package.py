@@ -9,6 +9,12 @@ that the code controls. It prints the median of the runs and the ratio to the he
 The same harness (:func:`unpack`, :func:`runtime_dir`, :func:`run_isolated`) is what
 ``tests/deploy`` uses to prove each zip is complete: a module missing from the zip fails there
 exactly as it would on Lambda, because nothing else is on ``sys.path``.
+
+It also reports what the metrics cost (``svckit.metrics``): the import of ``svckit.metrics``
+(Powertools' EMF provider with it) on top of what a handler imports anyway, timed the same way
+in each unpacked package; and the CPU time one request spends in the services' middleware, for
+a one-route ``Service`` called through Chalice's own handler with and without the metrics
+middleware (every thread's CPU, so the writer thread's write of the EMF line is counted too).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -121,6 +129,128 @@ def cold_import_seconds(
         if run:
             timings.append(float(result.stdout.strip().splitlines()[-1]))
     return timings
+
+
+# What svckit.metrics imports that svckit.web imports anyway (Chalice, the logger, the stage):
+# imported first, so the time measured is what the metrics add.
+METRICS_PREREQUISITES = ("chalice", "svckit.config", "svckit.logs", "svckit.tokens")
+METRICS_IMPORT_TIMER = """
+import importlib
+for name in {prerequisites!r}:
+    importlib.import_module(name)
+started = time.perf_counter()
+importlib.import_module("svckit.metrics")
+print(time.perf_counter() - started)
+"""
+
+
+def metrics_import_seconds(
+    task_dir: Path, runtime: Path, env: Mapping[str, str], runs: int
+) -> list[float]:
+    """``runs`` fresh-interpreter timings of importing ``svckit.metrics`` from the unpacked
+    package, after what the handler imports anyway."""
+    code = METRICS_IMPORT_TIMER.format(prerequisites=METRICS_PREREQUISITES)
+    timings = []
+    for run in range(runs + 1):  # the first run only warms the page cache
+        result = run_isolated(code, task_dir, runtime, env)
+        if result.returncode != 0:
+            raise RuntimeError(f"import of svckit.metrics failed:\n{result.stderr[-3000:]}")
+        if run:
+            timings.append(float(result.stdout.strip().splitlines()[-1]))
+    return timings
+
+
+# Where a service's lines are written (svckit.logs): in Lambda by the request's own thread, under
+# make run by the log writer thread.
+WRITERS = {"lambda": "Lambda: lines written by the request's thread",
+           "local": "make run: lines written by the log writer thread"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MiddlewareCost:
+    """Per-request CPU microseconds, median of the rounds, of each (writer, with metrics)
+    variant: on the request's own thread, and in the whole process (every thread)."""
+
+    thread: Mapping[tuple[str, bool], float]
+    process: Mapping[tuple[str, bool], float]
+    emf_bytes: int  # the EMF line one request writes
+
+
+def middleware_cpu(requests: int = 5000, rounds: int = 7) -> MiddlewareCost:
+    """A one-route ``Service`` called through Chalice's handler (``app(event, context)``, as
+    Lambda calls it), its log and EMF lines written to a discarded stream, the way Lambda writes
+    them and the way ``make run``'s services do. With metrics is the service as shipped;
+    without, its metrics middleware is taken out (``metrics.add`` then finds no invocation and
+    keeps nothing)."""
+    from chalice import Response
+    from chalice.local import LambdaContext, LambdaEventConverter, RouteMatcher
+
+    from svckit import logs
+    from svckit.web import Service
+
+    def build(writer: str, with_metrics: bool) -> tuple[Any, Any, list[str]]:
+        previous = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        if writer == "lambda":  # read once, when the service's logger is made
+            os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "bench"
+        try:
+            service = Service(f"bench_{writer}_{uuid.uuid4().hex[:8]}", ROOT)
+        finally:
+            if previous is None:
+                os.environ.pop("AWS_LAMBDA_FUNCTION_NAME", None)
+            else:
+                os.environ["AWS_LAMBDA_FUNCTION_NAME"] = previous
+        handler = service.log.registered_handler
+        assert isinstance(handler, logs.QueuedStreamHandler) == (writer == "local")
+        handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - open for the process's life
+        written: list[str] = []
+        real_write = service.metrics.write
+
+        def keep_one(lines: list[str]) -> None:
+            if not written:
+                written.extend(lines)
+            real_write(lines)
+
+        service.metrics.write = keep_one
+
+        @service.app.route("/items/{item_id}")
+        def item(item_id: str) -> Response:
+            return Response(body={"id": item_id}, status_code=200)
+
+        if not with_metrics:
+            service.app.middleware_handlers = [
+                (f, kind) for f, kind in service.app.middleware_handlers
+                if f != service.metrics.middleware
+            ]  # fmt: skip
+        return service.app, handler, written
+
+    def settle(handler: Any) -> None:
+        if isinstance(handler, logs.QueuedStreamHandler):
+            handler.flush_queue(30)  # the writer thread's share is done, and counted
+
+    converter = LambdaEventConverter(RouteMatcher(["/items/{item_id}"]))
+    event = converter.create_lambda_event("GET", "/items/42", {"X-Request-Id": "bench"}, None)
+    context = LambdaContext("bench", 128)
+    variants = [(writer, metrics) for writer in WRITERS for metrics in (False, True)]
+    built = {variant: build(*variant) for variant in variants}
+    process: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
+    thread: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
+    for round_ in range(rounds):
+        # Alternated, so that a machine getting busier (or quieter) meanwhile weighs on all.
+        for variant in variants if round_ % 2 else variants[::-1]:
+            app, handler, _ = built[variant]
+            settle(handler)
+            started, started_thread = time.process_time(), time.thread_time()
+            for _ in range(requests):
+                app(event, context)
+            thread[variant].append((time.thread_time() - started_thread) / requests * 1e6)
+            settle(handler)
+            process[variant].append((time.process_time() - started) / requests * 1e6)
+    written = built["local", True][2]
+    return MiddlewareCost(
+        thread={v: statistics.median(t) for v, t in thread.items()},
+        process={v: statistics.median(t) for v, t in process.items()},
+        emf_bytes=len(written[0]) + 1 if written else 0,
+    )
 
 
 HELLO_APP = """import boto3
@@ -228,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", default="dev")
     parser.add_argument("--runs", type=int, default=7, help="fresh interpreters per artifact")
     args = parser.parse_args(argv)
+    # Handlers' imports log nothing, so nothing here writes; the micro-benchmark's own lines go
+    # to a discarded stream. Measured before packaging, on an idle machine.
+    cost = middleware_cpu()
     services: Sequence[ServiceDef] = [s for s in SERVICES if (s.directory / "app.py").exists()]
     out_root = ROOT / "build" / "bench"
     workdir = Path(tempfile.mkdtemp(prefix="bench-package-"))
@@ -244,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             for p in built
         ]
+        metrics_imports = {
+            p.service.name: metrics_import_seconds(
+                workdir / f"task-{p.zip_path.parent.name}", runtime, IMPORT_ENV, args.runs
+            )
+            for p in built
+        }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"cold import of the handler from the unzipped package, median of {args.runs} runs")
@@ -251,7 +390,46 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "ratios are to hello+boto3: a one-route Chalice app importing boto3, packaged the same way"
     )
+    print()
+    print(report_metrics(metrics_imports, {r.name: r for r in rows}, cost, args.runs))
     return 0
+
+
+def report_metrics(
+    imports: Mapping[str, list[float]],
+    handlers: Mapping[str, Measurement],
+    cost: MiddlewareCost,
+    runs: int,
+) -> str:
+    """What the metrics cost, at cold start and per request."""
+    lines = [
+        "what the metrics cost (svckit.metrics, Powertools' EMF provider):",
+        f"  cold start: import of svckit.metrics after what the handler imports anyway, "
+        f"median of {runs} runs",
+    ]
+    for name, timings in imports.items():
+        median = statistics.median(timings) * 1000
+        share = median / (handlers[name].median * 1000) if name in handlers else 0.0
+        lines.append(
+            f"    {name:12} {median:6.1f} ms ({share:.1%} of the handler's import, "
+            f"{min(timings) * 1000:.1f}-{max(timings) * 1000:.1f} ms)"
+        )
+    lines += [
+        "  per request: CPU of a one-route Service through Chalice's handler, median of rounds",
+        f"    {'':32} {'request thread':>15} {'all threads':>12}",
+    ]
+    for writer, title in WRITERS.items():
+        lines.append(f"    {title}")
+        for label, with_metrics in (("without metrics", False), ("with metrics", True)):
+            lines.append(
+                f"      {label:30} {cost.thread[writer, with_metrics]:12.1f} us "
+                f"{cost.process[writer, with_metrics]:9.1f} us"
+            )
+        extra_thread = cost.thread[writer, True] - cost.thread[writer, False]
+        extra_process = cost.process[writer, True] - cost.process[writer, False]
+        lines.append(f"      {'metrics cost':30} {extra_thread:+12.1f} us {extra_process:+9.1f} us")
+    lines.append(f"    (one EMF line of {cost.emf_bytes} bytes a request)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
