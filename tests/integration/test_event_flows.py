@@ -176,3 +176,54 @@ def test_a_poison_message_is_dead_lettered_and_replayed_once_fixed(
     assert "ProductAdded" not in _dlq(system, "list").stdout
     assert _dlq(system, "replay").returncode == 0  # nothing left: nothing applied twice
     settled(gateway, name, POINTS, seconds=0.5)
+
+
+def test_an_event_delivered_again_minutes_later_is_absorbed_not_dead_lettered(
+    system: LocalSystem, gateway, member, unique
+):
+    """At-least-once delivery: the same ProductAdded reaches user_api's queue twice, a few
+    seconds apart. The second is a duplicate that must be deleted as done, not fail until the
+    dead-letter queue (DynamoDB refuses a transaction token reused with other parameters for
+    ten minutes, which a token derived from the event id would run into)."""
+    name, token = member
+    assert add(gateway, token, unique("dup")).status == 201
+    wait_for_points(gateway, name, POINTS)
+    account = get(gateway, f"/users/{name}", bearer(token)).json()
+    subscription = topology.subscriptions_of(services.USER)[0]
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=system.events_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    queue = sqs.get_queue_url(QueueName=subscription.queue_name(system.stage))["QueueUrl"]
+    dead = sqs.get_queue_url(QueueName=subscription.dead_letter_queue_name(system.stage))
+    from svckit import events
+    from tests.support import lambda_events as le
+
+    data = {"product_id": unique("dup"), "product_name": "x", "created_by": name}
+    data["created_by_account"] = None
+    body = le.eventbridge_body(le.envelope(events.PRODUCT_ADDED, data, events.PRODUCT_SOURCE))
+    sqs.send_message(QueueUrl=queue, MessageBody=body)
+    settled(gateway, name, 2 * POINTS)
+    time.sleep(1.1)  # the record's timestamps differ from the first delivery's
+    sqs.send_message(QueueUrl=queue, MessageBody=body)
+
+    def drained() -> bool:
+        counts = sqs.get_queue_attributes(
+            QueueUrl=queue,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return all(v == "0" for v in counts.values())
+
+    time.sleep(1.0)
+    wait_until(drained, timeout=CATCH_UP_SECONDS)
+    time.sleep(3 * subscription.local_visibility_timeout_seconds)  # a failure would be back
+    assert drained()
+    waiting = sqs.get_queue_attributes(
+        QueueUrl=dead["QueueUrl"], AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    assert waiting == "0"
+    assert points(gateway, name) == 2 * POINTS
+    assert account["username"] == name

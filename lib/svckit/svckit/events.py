@@ -24,6 +24,7 @@ EventBridge entry's ``detail``; the entry's ``source`` and ``detail-type`` repea
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -55,6 +56,10 @@ PROCESSED_RETENTION_SECONDS = 30 * 24 * 3600
 # still holds one); the local runner wires the handlers itself. No AWS call ever uses them.
 STREAM_ARN_PLACEHOLDER = "arn:aws:dynamodb:us-east-1:000000000000:table/set-by-deploy/stream/0"
 QUEUE_ARN_PLACEHOLDER = "arn:aws:sqs:us-east-1:000000000000:set-by-deploy"
+# A transaction that conflicts with another on the same item is tried this many times in all,
+# pausing up to CONFLICT_PAUSE_SECONDS times the attempt number in between.
+CONFLICT_ATTEMPTS = 3
+CONFLICT_PAUSE_SECONDS = 0.05
 PUT_EVENTS_MAX_ENTRIES = 10  # EventBridge's limit per PutEvents call
 # How many times a consumer's queue hands out a message before moving it to the dead-letter
 # queue (the redrive policy's ``maxReceiveCount``). Defined here rather than in tools/topology.py
@@ -368,22 +373,36 @@ def apply_once(event: Event, changes: Sequence[Mapping[str, Any]], outcome: str)
     AlreadyApplied with nothing changed; a change whose own condition fails raises
     ConditionNotMet, also with nothing changed (the caller decides what that means).
 
-    The ``ClientRequestToken`` is derived from the event id, so a botocore retry of this very
-    call (its answer lost) is recognised by DynamoDB as the same transaction for ten minutes.
+    Each call has a ``ClientRequestToken`` of its own, so a botocore retry of the call (its
+    answer lost) is recognised by DynamoDB as the same transaction. It must not be derived from
+    the event: DynamoDB refuses a token reused with other parameters for ten minutes
+    (IdempotentParameterMismatch), and a redelivery's record has other timestamps, so every
+    duplicate within ten minutes would fail until its dead-letter queue. Duplicates are the
+    record's condition's business, not the token's.
+
+    A conflict with a concurrent transaction on the same item (consumers running in parallel,
+    each granting points to one busy user) is tried again here, a few times, after a short
+    random pause, rather than sent back to the queue, where each try costs a visibility timeout
+    and counts towards the dead-letter queue.
     """
     items = [processed_record(event, outcome), *changes]
-    token = uuid.uuid5(_NAMESPACE, f"apply/{event.id}/{outcome}").hex
-    try:
-        dynamo.client().transact_write_items(TransactItems=items, ClientRequestToken=token)
-    except ClientError as exc:
-        if dynamo.error_code(exc) != "TransactionCanceledException":
-            raise
-        reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-        if reasons and reasons[0] == "ConditionalCheckFailed":
-            raise AlreadyApplied(event.id) from exc
-        if "ConditionalCheckFailed" in reasons[1:]:
-            raise ConditionNotMet(event.id) from exc
-        raise  # a conflict with a concurrent transaction, throttling: retried by redelivery
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            dynamo.client().transact_write_items(
+                TransactItems=items, ClientRequestToken=uuid.uuid4().hex
+            )
+            return
+        except ClientError as exc:
+            if dynamo.error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise AlreadyApplied(event.id) from exc
+            if "ConditionalCheckFailed" in reasons[1:]:
+                raise ConditionNotMet(event.id) from exc
+            if "TransactionConflict" not in reasons or attempt == CONFLICT_ATTEMPTS:
+                raise  # throttling, or conflicts that persist: retried by redelivery
+        time.sleep(random.uniform(0, CONFLICT_PAUSE_SECONDS * attempt))  # noqa: S311 (jitter)
 
 
 def was_applied(event: Event) -> bool:
