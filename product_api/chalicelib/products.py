@@ -145,7 +145,8 @@ def delete_all_of(username: str, account: str | None) -> int:
     Page by page on the ``by_creator`` index, never a Scan, each product with its own
     conditional delete: still that creator's, and added by that account (or by a token from
     before accounts existed, which can only be the deleted registration's). A product deleted
-    meanwhile, or one of a later registration of the name, is left alone. Safe to repeat: a
+    meanwhile, or one of a later registration of the name, is left alone; an account from before
+    account ids (``account`` None) takes only the products without one. Safe to repeat: a
     second run finds nothing left to delete.
     """
     deleted = 0
@@ -156,20 +157,21 @@ def delete_all_of(username: str, account: str | None) -> int:
             BY_CREATOR_KEY_ATTRIBUTES,
         )  # fmt: skip
         for item in items:
-            if account is not None and item.get(CREATOR_ACCOUNT) not in (account, None):
-                continue
+            if item.get(CREATOR_ACCOUNT) not in (account, None):
+                continue  # a later registration's
             deleted += _delete_of_account(item[KEY], username, account)
         if start is None:
             return deleted
 
 
 def _delete_of_account(product_id: str, username: str, account: str | None) -> int:
-    condition = "#c = :c"
+    condition = "#c = :c AND "
     values: dict[str, Any] = {":c": username}
-    names = {"#c": CREATOR}
-    if account is not None:
-        condition += " AND (#a = :a OR attribute_not_exists(#a))"
-        names["#a"] = CREATOR_ACCOUNT
+    names = {"#c": CREATOR, "#a": CREATOR_ACCOUNT}
+    if account is None:  # an account from before account ids: only its own, id-less products
+        condition += "attribute_not_exists(#a)"
+    else:
+        condition += "(#a = :a OR attribute_not_exists(#a))"
         values[":a"] = account
     try:
         dynamo.client().delete_item(

@@ -160,3 +160,32 @@ def test_a_refused_entry_is_retried_from_its_own_record(product_client, tables, 
         client.meta.events.unregister("before-parameter-build.events.PutEvents", spoil)
     assert le.failed_ids(answer.payload) == [records[12]["dynamodb"]["SequenceNumber"]]
     assert [e["data"]["product_id"] for e in published()][:12] == [f"p{n}" for n in range(12)]
+
+
+def test_a_deletion_of_an_account_without_id_spares_later_registrations(
+    product_client, add, tables
+):
+    """A user row from before account ids is deleted: only the products added without an
+    account id go; a later registration's products (with an id) stay, however late the event."""
+    assert add("john_doe", "legacy", None) == 201
+    assert add("john_doe", "newer", NEW) == 201
+    assert deliver(product_client, user_deleted("john_doe", None)) == {"batchItemFailures": []}
+    assert product_ids(tables) == {"newer"}
+
+
+def test_a_record_the_relay_cannot_map_is_retried_from_itself(product_client, published):
+    """The records before it reach the bus; it is reported, so Lambda retries from it (and
+    after the retries sends its position to the failure queue) instead of losing it."""
+    good = {
+        "product_id": "p1", "product_name": "x", "created_by": "ann",
+        "created_at": "2026-11-22T00:00:00Z",
+    }  # fmt: skip
+    broken = {"product_id": "p2"}  # no name: the mapping cannot make a PRODUCT of it
+    records = [
+        le.stream_record("INSERT", {"product_id": "p1"}, new=good),
+        le.stream_record("INSERT", {"product_id": "p2"}, new=broken),
+        le.stream_record("INSERT", {"product_id": "p3"}, new={**good, "product_id": "p3"}),
+    ]
+    answer = product_client.lambda_.invoke("relay_product_changes", le.stream_event(records))
+    assert le.failed_ids(answer.payload) == [records[1]["dynamodb"]["SequenceNumber"]]
+    assert [e["data"]["product_id"] for e in published()] == ["p1"]

@@ -194,11 +194,17 @@ def relay(
     a record's event id is the same every time.
     """
     pending: list[tuple[str, dict[str, Any]]] = []  # (sequence number, entry)
+    unreadable: str | None = None  # the first record the mapping failed on
     for record in records:
-        change = _change(record)
-        if change.by_service:
-            continue
-        announced = to_event(change)
+        try:
+            change = _change(record)
+            if change.by_service:
+                continue
+            announced = to_event(change)
+        except Exception as exc:  # a record this code cannot map: the records before it go out
+            unreadable = str(record.get("dynamodb", {}).get("SequenceNumber", ""))
+            log.error("relay: a stream record could not be mapped", error=type(exc).__name__)
+            break
         if announced is None:
             continue
         kind, data = announced
@@ -244,6 +250,10 @@ def relay(
                     return _failed_from(sequence)
         for _, entry in chunk:
             log.info("event relayed", type=entry["DetailType"])
+    if unreadable:
+        # Retried from that record (after the retries, its position goes to the failure queue,
+        # and a fixed relay can be pointed at it), never skipped in silence.
+        return _failed_from(unreadable)
     return {"batchItemFailures": []}
 
 
