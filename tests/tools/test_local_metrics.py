@@ -4,6 +4,7 @@ the right names, types, labels and values; every other line reaches the terminal
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 import uuid
 from pathlib import Path
@@ -186,3 +187,49 @@ def _exposition(exporter: Exporter) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(exporter.registry).decode()
+
+
+# -- docs/grafana-dashboard.json --
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
+
+
+def _series(metric: metrics.Metric) -> set[str]:
+    """The Prometheus sample names the exporter makes of ``metric``."""
+    base = f"shop_{snake(metric.name)}"
+    if metric.unit is metrics.COUNT:
+        return {f"{base}_total"}
+    unit = f"{base}_milliseconds"
+    return {f"{unit}_bucket", f"{unit}_sum", f"{unit}_count"}
+
+
+def _expressions() -> list[str]:
+    board = json.loads(DASHBOARD.read_text())
+    found = []
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            found.append(target["expr"])
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            found.append(variable["definition"])
+    return found
+
+
+def test_the_dashboard_queries_only_series_the_exporter_makes():
+    known = set().union(*(_series(m) for m in metrics.CATALOGUE))
+    used = {name for expr in _expressions() for name in re.findall(r"\bshop_[a-z_]+", expr)}
+    assert used - known == set()
+
+
+def test_the_dashboard_shows_every_metric_of_the_catalogue():
+    used = " ".join(_expressions())
+    missing = [m.name for m in metrics.CATALOGUE if not any(s in used for s in _series(m))]
+    assert missing == []
+
+
+def test_the_dashboard_filters_by_stage_everywhere():
+    for expr in _expressions():
+        if "label_values(shop_requests_total, stage)" in expr:
+            continue
+        assert 'stage="$stage"' in expr, expr
