@@ -47,7 +47,7 @@ from tools.local import dynamodb
 from tools.topology import Relay, Subscription
 
 EVENTS = "events"  # the moto program's name and output prefix
-DEFAULT_PORT = 5102  # beside DynamoDB's 5100; 5101 is left for a second DynamoDB engine
+DEFAULT_PORT = 5102  # beside DynamoDB (5100) and the metrics (5101)
 PORT_ENV = "EVENTS_PORT"
 REGION = dynamodb.REGION
 FAKE_CREDENTIALS = dynamodb.FAKE_CREDENTIALS
