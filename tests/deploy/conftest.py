@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tools import eventstack, package
+from tools import eventstack, observability, package
 from tools.bench_package import runtime_dir
 
 STAGE = "dev"
@@ -42,6 +42,13 @@ def bus_template_path(packaged: dict[str, package.Packaged]) -> Path:
     """The bus stack's template, as packaging wrote it beside the services'."""
     root = next(iter(packaged.values())).directory.parent
     return root / eventstack.EVENTS_STACK_PART / eventstack.TEMPLATE_FILE
+
+
+@pytest.fixture(scope="session")
+def observability_template_path(packaged: dict[str, package.Packaged]) -> Path:
+    """The observability stack's template, as packaging wrote it beside the services'."""
+    root = next(iter(packaged.values())).directory.parent
+    return root / observability.STACK_PART / observability.TEMPLATE_FILE
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,15 @@ resolved to the table's ARN, the SSM-typed JWKS parameter resolved into the func
 environment, the function's code fetched from the uploaded S3 key, the outputs of one stack fed
 to the next.
 
+The observability stack deploys last on the same moto, its alarms, subscription and saved
+queries made through samlite's models (moto's CloudFormation has none of the three), so what
+each alarm and dashboard line names is read back resolved and compared with what moto holds.
+
 What moto cannot follow, and so is not proven here: API Gateway importing Chalice's Swagger 2.0
-body (moto imports only OpenAPI 3) with its routes, gateway responses and stage throttling;
+body (moto imports only OpenAPI 3) with its routes, gateway responses, stage throttling and the
+stage's X-Ray tracing; whether an alarm ever changes state (moto evaluates none) or a metric
+with those dimensions is ever published (CloudWatch's own, and the EMF lines read from logs);
+the dashboard's rendering and the saved queries' syntax (Logs Insights is not in moto);
 invoking a Lambda (moto needs Docker for that); SAM's own transform; CloudFormation's real
 ordering, timing and rollbacks; LocalStack. Those are covered as far as possible by
 test_templates.py and test_zips.py, and otherwise only by a real `make deploy-localstack` or
@@ -775,6 +782,17 @@ def test_a_stage_copied_from_dev_gets_its_own_key_and_destroying_it_leaves_dev_a
     # qa's went with it, dev's are still there.
     assert deployers["dev"].stacks.status(dev.events_stack) == "CREATE_COMPLETE"
     assert deployers["qa"].stacks.status(qa.events_stack) is None
+    # And its own alarms, dashboard and topic; dev's are still there.
+    assert deployers["dev"].stacks.status(dev.observability_stack) == "CREATE_COMPLETE"
+    assert deployers["qa"].stacks.status(qa.observability_stack) is None
+    cloudwatch = aws.client("cloudwatch")
+    alarm_names = [a["AlarmName"] for a in cloudwatch.describe_alarms()["MetricAlarms"]]
+    assert alarm_names
+    assert all(name.startswith("shop-dev-") for name in alarm_names), alarm_names
+    dashboards = cloudwatch.list_dashboards()["DashboardEntries"]
+    assert [d["DashboardName"] for d in dashboards] == ["shop-dev"]
+    topics = [t["TopicArn"].rsplit(":", 1)[1] for t in aws.client("sns").list_topics()["Topics"]]
+    assert topics == ["shop-dev-alarms"]
     buses = [b["Name"] for b in aws.client("events").list_event_buses()["EventBuses"]]
     assert sorted(buses) == ["default", topology.bus_name("dev")]
     queues = [u.rsplit("/", 1)[1] for u in aws.client("sqs").list_queues()["QueueUrls"]]
@@ -952,3 +970,156 @@ def test_the_bus_stack_feeds_the_services_streams_queues_and_rules(
         assert received == [sub.types[0]] * sub.max_receive_count, sub.queue
         dead = sqs.receive_message(QueueUrl=dead_url, MaxNumberOfMessages=10)["Messages"]
         assert [json.loads(m["Body"])["detail-type"] for m in dead] == list(sub.types)
+
+
+def _stack_parameters(aws: Any, stack: str) -> dict[str, str]:
+    described = aws.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    return {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+
+
+def test_the_observability_stack_watches_what_the_other_stacks_made(
+    aws: Any, packaged: dict[str, package.Packaged]
+) -> None:
+    """Deployed last on moto, from the service stacks' outputs: every alarm's dimensions, as
+    moto resolved them, name a function, table, queue or API that moto holds (or an EMF series
+    of the exact dimension set the services emit); the dashboard names the same; the saved
+    queries name every function's log group; the alarm e-mail is subscribed only when given,
+    kept when a later deploy does not say, and removed by an empty one."""
+    said = Recorder()
+    deployer = _deployer(aws, packaged, said)
+    deployer.alarm_email = "ops@example.com"
+    naming = deployer.naming
+    with redirect_stdout(io.StringIO()):
+        deployer.deploy()
+    stacks = deployer.stacks
+
+    # Its table parameters are the service stacks' outputs, each a table moto made.
+    parameters = _stack_parameters(aws, naming.observability_stack)
+    tables = set(aws.client("dynamodb").list_tables()["TableNames"])
+    for table in observability.tables():
+        outputs = stacks.outputs(naming.stack(table.service))
+        assert parameters[table.parameter] == outputs[table.output]
+        assert outputs[table.output] in tables
+        assert outputs[table.output] == _physical_ids(aws, naming.stack(table.service))[
+            table.logical_id
+        ]
+    assert parameters[observability.ALARM_EMAIL_PARAMETER] == "ops@example.com"
+
+    functions = {f["FunctionName"] for f in aws.client("lambda").list_functions()["Functions"]}
+    queues = {u.rsplit("/", 1)[1] for u in aws.client("sqs").list_queues()["QueueUrls"]}
+    apis = {a["name"] for a in aws.client("apigateway").get_rest_apis()["items"]}
+    assert apis == {naming.stack(s) for s in SERVICES}
+    emf = {(n, tuple(sorted(d.items()))) for n, d in observability.app_series(STAGE)}
+
+    def real(namespace: str, name: str, dims: dict[str, str]) -> bool:
+        if namespace == "AWS/Lambda":
+            return set(dims) == {"FunctionName"} and dims["FunctionName"] in functions
+        if namespace == "AWS/DynamoDB":
+            return set(dims) == {"TableName", "Operation"} and dims["TableName"] in tables
+        if namespace == "AWS/SQS":
+            return set(dims) == {"QueueName"} and dims["QueueName"] in queues
+        if namespace == "AWS/ApiGateway":
+            return dims.keys() == {"ApiName", "Stage"} and dims["ApiName"] in apis
+        metric = observability.APP_METRICS[name]
+        return tuple(dims) == metric.dimensions and (name, tuple(sorted(dims.items()))) in emf
+
+    alarms = aws.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    assert len(alarms) == len(observability.alarms(STAGE))
+    topic = stacks.outputs(naming.observability_stack)["AlarmTopicArn"]
+    for alarm in alarms:
+        assert alarm["AlarmActions"] == [topic] == alarm["OKActions"]
+        assert alarm["TreatMissingData"] == "notBreaching"
+        metrics = [q["MetricStat"]["Metric"] for q in alarm.get("Metrics", []) if "MetricStat" in q]
+        if not metrics:
+            metrics = [alarm]
+        for metric in metrics:
+            dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+            assert real(metric["Namespace"], metric["MetricName"], dims), (alarm["AlarmName"], dims)
+    watched_functions = {
+        d["Value"] for a in alarms for d in a.get("Dimensions", []) if d["Name"] == "FunctionName"
+    }
+    assert watched_functions == functions
+
+    # The dashboard, with the names moto resolved into its body.
+    dashboard = aws.client("cloudwatch").get_dashboard(DashboardName=f"shop-{STAGE}")
+    widgets = json.loads(dashboard["DashboardBody"])["widgets"]
+    for widget in widgets:
+        if widget["type"] != "metric":
+            continue
+        assert widget["properties"]["region"] == REGION
+        for line in widget["properties"]["metrics"]:
+            if isinstance(line, dict):
+                continue  # SEARCH expressions: checked on the template
+            parts = line[:-1] if isinstance(line[-1], dict) else line
+            namespace, name, *pairs = parts
+            assert real(namespace, name, dict(zip(pairs[::2], pairs[1::2], strict=True))), line
+    dashboard_text = dashboard["DashboardBody"]
+    assert all(table in dashboard_text for table in tables)
+
+    # The saved queries: every function's log group, each of which existed when they were made.
+    groups = {
+        g["logGroupName"]
+        for g in aws.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/")[
+            "logGroups"
+        ]
+    }
+    assert groups == {f"/aws/lambda/{name}" for name in functions}
+    saved = samlite.query_definitions(ACCOUNT, REGION)
+    assert sorted(saved) == sorted(
+        observability.query_name(STAGE, q) for q in observability.QUERIES
+    )
+    for definition in saved.values():
+        assert set(definition["LogGroupNames"]) == groups
+
+    # The e-mail: subscribed; kept by a deploy that does not name one; removed by "".
+    sns = aws.client("sns")
+
+    def subscribed() -> list[str]:
+        return [s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)[
+            "Subscriptions"
+        ]]
+
+    assert subscribed() == ["ops@example.com"]
+    assert "ops@example.com subscribed" in said.text
+    deployer.alarm_email = None
+    with redirect_stdout(io.StringIO()):
+        deployer.deploy()
+    assert subscribed() == ["ops@example.com"]
+    assert _stack_parameters(aws, naming.observability_stack)[
+        observability.ALARM_EMAIL_PARAMETER
+    ] == "ops@example.com"
+    deployer.alarm_email = ""
+    with redirect_stdout(io.StringIO()):
+        deployer.deploy()
+    assert subscribed() == []
+
+
+def test_an_observability_stack_first_deployed_without_an_address_has_no_subscription(
+    aws: Any, packaged: dict[str, package.Packaged]
+) -> None:
+    deployer = _deployer(aws, packaged, Recorder())
+    with redirect_stdout(io.StringIO()):
+        deployer.deploy()
+    topic = deployer.stacks.outputs(deployer.naming.observability_stack)["AlarmTopicArn"]
+    assert aws.client("sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"] == []
+    parameters = _stack_parameters(aws, deployer.naming.observability_stack)
+    assert parameters.get(observability.ALARM_EMAIL_PARAMETER, "") == ""
+
+
+def test_the_alarm_address_comes_from_the_flag_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str | None] = []
+
+    def fake(stage: str, localstack: bool, alarm_email: str | None = None) -> Any:
+        seen.append(alarm_email)
+        raise deploy.DeployError("stop here")
+
+    monkeypatch.setattr(deploy, "build_deployer", fake)
+    monkeypatch.delenv("ALARM_EMAIL", raising=False)
+    deploy.main(["deploy"])
+    monkeypatch.setenv("ALARM_EMAIL", "env@example.com")
+    deploy.main(["deploy"])
+    deploy.main(["deploy", "--alarm-email", "flag@example.com"])
+    deploy.main(["deploy", "--alarm-email", ""])
+    assert seen == [None, "env@example.com", "flag@example.com", ""]
