@@ -133,6 +133,21 @@ def consumed_types(service: ServiceDef) -> tuple[str, ...]:
     return tuple(t for s in topology.subscriptions_of(service) for t in s.types)
 
 
+def event_types(metric: str, service: ServiceDef) -> tuple[str, ...]:
+    """The ``type`` values an event metric of ``service`` takes (svckit.events): a relay's
+    published types; a consumer's subscribed types, plus ``unreadable`` for a message that is no
+    event (it fails, and is dead-lettered at last) and ``other`` for a type it has no handler
+    for (skipped)."""
+    if metric == "EventsRelayed":
+        return relayed_types(service)
+    subscribed = consumed_types(service)
+    if metric in ("EventsFailed", "EventsDeadLettered"):
+        return (*subscribed, events.UNREADABLE)
+    if metric == "EventsSkipped":
+        return (*subscribed, events.OTHER_TYPE)
+    return subscribed
+
+
 # --- what the other stacks create, named as they name it ------------------------------------
 
 
@@ -760,12 +775,12 @@ def _event_widgets(stage: str) -> list[dict[str, Any]]:
     subscriptions = [q for q in queues(stage) if q.kind == "subscription"]
     dead = [q for q in queues(stage) if q.kind != "subscription"]
 
-    def event_lines(name: str, services: Iterable[ServiceDef], types_of: Any, stat: str) -> list:
+    def event_lines(name: str, services: Iterable[ServiceDef], stat: str) -> list[list[Any]]:
         return [
             _metric(NAMESPACE, name, _app(name, service=s.name, stage=stage, type=t),
                     stat=stat, label=f"{s.name} {t} {name if stat == 'Sum' else stat}")
             for s in services
-            for t in types_of(s)
+            for t in event_types(name, s)
         ]  # fmt: skip
 
     relaying = [s for s in DATA_SERVICES if relayed_types(s)]
@@ -795,12 +810,11 @@ def _event_widgets(stage: str) -> list[dict[str, Any]]:
         ),
         _widget(
             "Event lag p50 / p99 (ms, stored to applied)",
-            event_lines("EventLag", consuming, consumed_types, "p50")
-            + event_lines("EventLag", consuming, consumed_types, "p99"),
+            event_lines("EventLag", consuming, "p50") + event_lines("EventLag", consuming, "p99"),
         ),
         _widget(
             "Events relayed",
-            event_lines("EventsRelayed", relaying, relayed_types, "Sum"),
+            event_lines("EventsRelayed", relaying, "Sum"),
             width=12,
         ),
         _widget(
@@ -809,7 +823,7 @@ def _event_widgets(stage: str) -> list[dict[str, Any]]:
                 line
                 for name in ("EventsApplied", "EventsSkipped", "EventsFailed",
                              "EventsDeadLettered")
-                for line in event_lines(name, consuming, consumed_types, "Sum")
+                for line in event_lines(name, consuming, "Sum")
             ],
             width=12,
         ),
@@ -985,7 +999,5 @@ def app_series(stage: str) -> Iterator[tuple[str, dict[str, str]]]:
                 for target in UPSTREAM_TARGETS:
                     yield metric.name, {**base, TARGET: target}
             elif extra == (TYPE,):
-                service = by_name[service_name]
-                relayed = metric.name == "EventsRelayed"
-                for event_type in relayed_types(service) if relayed else consumed_types(service):
+                for event_type in event_types(metric.name, by_name[service_name]):
                     yield metric.name, {**base, TYPE: event_type}

@@ -266,6 +266,16 @@ def test_the_emf_contract_is_the_code_own() -> None:
     }  # fmt: skip
     for sub in topology.SUBSCRIPTIONS:
         assert set(sub.types) <= set(observability.PUBLISHED_TYPES[sub.source])
+        # A poison message fails (and is dead-lettered) as "unreadable"; an event of a type the
+        # consumer has no handler for is skipped as "other" (svckit.events.consume): both are
+        # series the dashboard must show.
+        failed = observability.event_types("EventsDeadLettered", sub.service)
+        assert failed == (*sub.types, "unreadable")
+        assert observability.event_types("EventsSkipped", sub.service) == (*sub.types, "other")
+        assert observability.event_types("EventLag", sub.service) == sub.types
+    consume = (Path(web.__file__).parent / "events.py").read_text()
+    assert 'UNREADABLE = "unreadable"' in consume
+    assert 'OTHER_TYPE = "other"' in consume
 
 
 def test_a_request_emits_exactly_the_dimension_sets_and_log_fields_the_stack_reads(
