@@ -72,6 +72,8 @@ def test_the_wait_covers_every_service_a_stack_uses() -> None:
         "secretsmanager",
         "events",  # the bus stack, the rules
         "sqs",  # the subscriptions' queues, dead-letter and failure queues
+        "cloudwatch",  # the observability stack's alarms and dashboard
+        "sns",  # its alarm topic
     }
 
 
