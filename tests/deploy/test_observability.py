@@ -31,7 +31,7 @@ from cfnlint.api import lint
 from svckit import dynamo, web
 from svckit import metrics as app_metrics
 from tools import deploy, eventstack, observability, package, topology
-from tools.services import DATA_SERVICES, GATEWAY, SERVICES, ServiceDef
+from tools.services import DATA_SERVICES, GATEWAY, SERVICES, USER, ServiceDef
 
 pytestmark = pytest.mark.deploy
 
@@ -349,6 +349,46 @@ def test_every_function_and_the_api_are_traced_and_may_send_their_traces(
     api = resources["RestAPI"]
     assert api["Type"] == "AWS::Serverless::Api"
     assert api["Properties"]["TracingEnabled"] is True
+
+
+def test_check_template_refuses_untraced_functions_and_apis_and_unnamed_tables(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    """make package stops on any of these, before a deploy could make an untraced stack or an
+    observability stack that watches nothing."""
+    good = templates[USER.name]
+    consumer = eventstack.function_id("on_product_events")
+
+    def broken(change: Any) -> dict[str, Any]:
+        copied = json.loads(json.dumps(good))
+        change(copied["Resources"])
+        return copied
+
+    def widen(resources: dict[str, Any]) -> None:
+        policy = resources[package.tracing_policy_id(consumer)]["Properties"]["PolicyDocument"]
+        policy["Statement"][0]["Action"] = ["xray:*"]
+
+    cases = {
+        r"Tracing is 'PassThrough'": lambda r: r[consumer]["Properties"].update(
+            Tracing="PassThrough"
+        ),
+        "must allow exactly xray:PutTraceSegments": lambda r: r.pop(
+            package.tracing_policy_id(consumer)
+        ),
+        "must allow exactly xray:PutTraceSegments ": widen,
+        "TracingEnabled": lambda r: r["RestAPI"]["Properties"].pop("TracingEnabled"),
+        "Name and its body's info.title": lambda r: r["RestAPI"]["Properties"].pop("Name"),
+        "Name and its body's info.title ": lambda r: r["RestAPI"]["Properties"][
+            "DefinitionBody"
+        ]["info"].update(title="user_api"),
+    }
+    for message, change in cases.items():
+        with pytest.raises(package.PackageError, match=re.escape(message.strip())):
+            package.check_template(USER, broken(change), STAGE)
+    no_output = json.loads(json.dumps(good))
+    no_output["Outputs"].pop("ProcessedEventsTableName")
+    with pytest.raises(package.PackageError, match="no output ProcessedEventsTableName"):
+        package.check_template(USER, no_output, STAGE)
 
 
 def test_stage_settings_switch_tracing_on_for_every_function() -> None:
