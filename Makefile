@@ -10,7 +10,7 @@ STAGE ?= dev
 DDB_LOCK := tools/local/dynamodb-local/package-lock.json
 DDB_STAMP := .local/dynamodb-local/.installed-$(shell sha1sum $(DDB_LOCK) | cut -c1-12)
 
-.PHONY: setup run test lint unit integration bench package deploy deploy-localstack destroy \
+.PHONY: setup run timeline test lint unit integration bench package deploy deploy-localstack destroy \
         destroy-localstack localstack-up localstack-down clean wipe dynamodb-local dlq dlq-replay
 
 $(STAMP): requirements-dev.txt lib/svckit/pyproject.toml
@@ -33,6 +33,10 @@ dynamodb-local: $(DDB_STAMP)
 ## worker per data service, supervised and hot-reloaded; Ctrl-C stops all
 run: setup
 	$(BIN)/python -m tools.localrun
+
+## timeline: one request's path through the services from make run's logs (ID=<X-Request-Id>)
+timeline: setup
+	$(BIN)/python -m tools.timeline "$(ID)"
 
 ## wipe: delete make run's local data (every table and item), saying what it removed
 wipe: setup

@@ -24,7 +24,8 @@ Environment: ``GATEWAY_API_PORT``, ``USER_API_PORT``, ``PRODUCT_API_PORT``, ``DY
 forces an engine; ``DYNAMODB_DATA_DIR`` moves DynamoDB Local's data;
 ``DYNAMODB_ENDPOINT=http://host:port`` uses an endpoint that is already running instead of
 starting one; ``RELOAD=0`` (or ``--no-reload``) turns hot reload off; ``NO_COLOR`` turns colours
-off.
+off; ``RUN_LOG`` moves the file every line is kept in (``.local/logs/run.log``, read by
+``tools.timeline``).
 
 ``python -m tools.localrun --print-env`` prints the ``export`` lines that point a plain
 ``chalice local --stage local`` (and ``python -m tools.local.eventworker``) at the same DynamoDB
@@ -53,7 +54,7 @@ from types import FrameType
 from typing import TextIO
 
 from tools import services, topology
-from tools.local import dynamodb
+from tools.local import dynamodb, runlog
 from tools.local import events as local_events
 from tools.local import metrics as local_metrics
 from tools.local.dynamodb import Engine, EngineUnavailable
@@ -68,6 +69,7 @@ from tools.local.process import (
     port_in_use,
 )
 from tools.local.reload import ReloadMap, Watcher
+from tools.local.runlog import RunLog
 from tools.local.supervisor import Program, RestartPolicy, State, Supervisor
 from tools.services import ServiceDef
 
@@ -373,7 +375,10 @@ class LocalSystem:
             for svc in self.workers:
                 self.wait_worker(svc, deadline)
         except (
-            EngineUnavailable, local_events.EventsUnavailable, dynamodb.DataDirBusy, OSError
+            EngineUnavailable,
+            local_events.EventsUnavailable,
+            dynamodb.DataDirBusy,
+            OSError,
         ) as exc:
             self.stop()
             raise StartupError(str(exc)) from exc
@@ -640,6 +645,10 @@ def banner(system: LocalSystem, reload: bool) -> str:
         "docs/observability.md)"
     )
     lines.append(
+        "logs: every line is kept in .local/logs/run.log (RUN_LOG); one request's path through "
+        "the services: make timeline ID=<its X-Request-Id>"
+    )
+    lines.append(
         "hot reload on: saving a file under a service (or lib/svckit) restarts it"
         + (" and its worker" if system.workers else "")
         if reload
@@ -730,8 +739,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.pop(name, None)
     endpoint = os.environ.get("DYNAMODB_ENDPOINT", "").strip() or None
     printer = LinePrinter()
+    # Every line is also kept for tools.timeline (.local/logs/run.log, or RUN_LOG).
+    run_log = RunLog(Path(os.environ.get("RUN_LOG", "").strip() or runlog.DEFAULT_PATH), printer)
     system = LocalSystem(
-        ports, stage=args.stage, sink=printer, dynamodb_endpoint=endpoint, without=args.without
+        ports, stage=args.stage, sink=run_log, dynamodb_endpoint=endpoint, without=args.without
     )
     if args.print_env:
         from svckit import keys
@@ -770,6 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if watcher is not None:
                 watcher.stop()
             system.stop()
+            run_log.close()
     printer.say("stopped", timeout=2.0)
     return code
 

@@ -49,6 +49,7 @@ class Runner:
             "EVENTS_PORT": str(self.ports.events),
             "METRICS_PORT": str(self.ports.metrics),
             "DYNAMODB_DATA_DIR": str(data_dir),
+            "RUN_LOG": str(data_dir.parent / "run.log"),
             "NO_COLOR": "1",
             **env_overrides,
         }
@@ -338,3 +339,37 @@ def test_a_healthy_gateway_means_writes_work(tmp_path: Path) -> None:
         assert registered.status == 201, registered
     finally:
         runner.kill()
+
+
+def test_the_timeline_shows_one_request_across_services(
+    start_runner: Callable[..., Runner], tmp_path: Path
+) -> None:
+    """make run keeps every line; tools.timeline finds one request's lines in every service."""
+    runner = start_runner()
+    token = _register_and_login(runner.gateway, "timeline_user")
+    request_id = "timeline-req-1"
+    added = post(
+        runner.gateway,
+        "/add_product",
+        {"product_id": "t1", "product_name": "Lamp"},
+        {**bearer(token), "X-Request-Id": request_id},
+    )
+    assert added.status == 201, added
+    log = tmp_path / "run.log"
+
+    def shown() -> subprocess.CompletedProcess[str] | None:
+        done = subprocess.run(
+            [sys.executable, "-m", "tools.timeline", request_id, "--log", str(log)],
+            cwd=services.ROOT, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        return done if "product_api" in done.stdout and "gateway_api" in done.stdout else None
+
+    result = wait_until(shown, timeout=10)
+    lines = result.stdout.splitlines()
+    assert "2 services" in lines[0], result.stdout
+    gateway_line = next(line for line in lines if "gateway_api" in line)
+    product_line = next(line for line in lines if "product_api" in line and "POST" in line)
+    assert "POST /add_product" in gateway_line
+    assert "201" in gateway_line
+    assert "201" in product_line
+    assert lines.index(gateway_line) < lines.index(product_line)  # the gateway started first
