@@ -282,6 +282,9 @@ def queues(stage: str) -> list[Queue]:
 
 
 def parameters() -> dict[str, Any]:
+    """What the stack takes: the alarm address (optional), the thresholds (parameters, so an
+    operator can tune a stage's alarms with a stack update rather than a code change), and each
+    table's name, which only the service stacks know."""
     declared: dict[str, Any] = {
         ALARM_EMAIL_PARAMETER: {
             "Type": "String",
