@@ -841,7 +841,9 @@ class Deployer:
         watched = self._deploy_observability(outputs, template_url(observability.STACK_PART))
         for name, url in urls.items():
             self._say(f"{name:12} {url}")
-        self._say(f"Dashboard: {watched.outputs.get('DashboardUrl', '(no output)')}")
+        # The console's URL means nothing for LocalStack: its name is what to look up there.
+        where = "DashboardName" if self.target.is_localstack else "DashboardUrl"
+        self._say(f"Dashboard: {watched.outputs.get(where, '(no output)')}")
         self._say(f"Gateway URL: {urls[GATEWAY.name]}")
         return urls
 
