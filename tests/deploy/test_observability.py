@@ -423,11 +423,10 @@ def test_each_api_is_named_after_its_stack_so_its_metrics_are_the_stage_own(
 def test_sam_makes_the_stage_traced_the_api_named_and_no_xray_permission_of_its_own(
     templates: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What AWS's own transform does with the properties (run only where samtranslator is
-    installed; it is not a development dependency: its pydantic pin conflicts with the
-    project's). It is why the merge template must add both the API's tracing and each role's
+    """What AWS's own transform (aws-sam-translator, a development dependency) does with the
+    properties. It is why the merge template must add both the API's tracing and each role's
     X-Ray permission."""
-    transform = pytest.importorskip("samtranslator.translator.transform").transform
+    from samtranslator.translator.transform import transform
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
 
     class NoManagedPolicies:
