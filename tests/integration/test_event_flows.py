@@ -227,3 +227,27 @@ def test_an_event_delivered_again_minutes_later_is_absorbed_not_dead_lettered(
     assert waiting == "0"
     assert points(gateway, name) == 2 * POINTS
     assert account["username"] == name
+
+
+def test_the_event_lag_measured_is_the_real_one(system: LocalSystem, gateway, member, unique):
+    """The consumers' EventLag runs from the change's stream time. DynamoDB Local rounds that
+    down to the minute, which made a fresh event look up to a minute old; the worker bounds it
+    by when it read the record, so a product's ProductAdded lags by well under five seconds."""
+    from tests.support.prometheus import scrape, value
+
+    labels = {"service": "user_api", "stage": system.stage, "type": "ProductAdded"}
+    name = "shop_event_lag_milliseconds"
+
+    def counts() -> tuple[float, float]:
+        samples = scrape(system.ports.metrics)
+        within = value(samples, f"{name}_bucket", **labels, le="5000.0")
+        return value(samples, f"{name}_count", **labels), within
+
+    before_count, before_within = counts()
+    user, token = member
+    assert add(gateway, token, unique("lag")).status == 201
+    wait_for_points(gateway, user, POINTS)
+    wait_until(lambda: counts()[0] > before_count, timeout=CATCH_UP_SECONDS)
+    after_count, after_within = counts()
+    assert after_count - before_count == 1
+    assert after_within - before_within == 1

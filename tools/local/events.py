@@ -284,6 +284,20 @@ def failed_items(answer: Any, identifiers: Sequence[str]) -> list[str] | None:
     return [identifier for identifier in identifiers if identifier in named]
 
 
+def sharpen_creation_time(record: dict[str, Any], read_at: float) -> dict[str, Any]:
+    """DynamoDB Local rounds a record's ``ApproximateCreationDateTime`` down to the minute
+    (DynamoDB gives it to the second or better), which would make every event look up to a
+    minute old: the envelope's ``time`` and the consumers' lag are taken from it. The change
+    was stored within that minute and before this read, so the earlier of the two is the best
+    bound there is: the read itself for a fresh record (the poll comes within a fraction of a
+    second), the minute's end for an old one read again. Other values are left as they are."""
+    images = record.get("dynamodb")
+    created = images.get("ApproximateCreationDateTime") if isinstance(images, dict) else None
+    if isinstance(images, dict) and isinstance(created, int | float) and created % 60 == 0:
+        images["ApproximateCreationDateTime"] = min(read_at, created + 60)
+    return record
+
+
 def stream_event(records: Sequence[Mapping[str, Any]], stream_arn: str) -> dict[str, Any]:
     """Lambda's DynamoDB event: the GetRecords records as they came over the wire (DynamoDB
     JSON, ``B`` values as base64 text, ``ApproximateCreationDateTime`` in epoch seconds), each
@@ -647,7 +661,8 @@ class StreamPoller(Poller):
             raise
         body = self._raw.body
         wire = json.loads(body) if body else parsed
-        return list(wire.get("Records", [])), wire.get("NextShardIterator")
+        records = [sharpen_creation_time(r, time.time()) for r in wire.get("Records", [])]
+        return records, wire.get("NextShardIterator")
 
     def _poll_shard(self, shard: _Shard) -> bool:
         records, next_iterator = self._get_records(shard)
