@@ -163,7 +163,10 @@ def _walk_through(gateway: str) -> None:
 
 def test_ctrl_c_stops_everything(start_runner: Callable[..., Runner]) -> None:
     runner = start_runner()
-    assert http_status("127.0.0.1", runner.ports.gateway, "/health") == 200
+    # The gateway's /health asks each service's readiness within 2 s; the very first asks make
+    # each service build its DynamoDB client and load its keys, which a loaded machine (the
+    # suite beside DynamoDB Local, moto and seven processes) can take longer than that to do.
+    wait_until(lambda: http_status("127.0.0.1", runner.ports.gateway, "/health") == 200, 10)
     assert set(runner.pids()) == {"user_api", "product_api", "gateway_api"}, runner.output()
     for name in ("dynamodb", "user_api", "product_api", "gateway_api"):
         assert any(line.startswith(f"[{name}]") for line in runner.lines), name
