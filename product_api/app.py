@@ -70,9 +70,11 @@ def public_view(product: dict[str, Any]) -> dict[str, Any]:
 
 def _caller() -> Principal:
     """The verified caller, unless their account was deleted (``UserDeleted``, see accounts):
-    its tokens still verify, and act for nobody. One GetItem, on the write routes only."""
+    its tokens still verify, and act for nobody. A token from before account ids is checked by
+    its name. One GetItem, on the write routes only."""
     caller = service.require_principal()
-    if caller.account is not None and accounts.is_revoked(caller.account):
+    account = caller.account or accounts.legacy_key(caller.username)
+    if accounts.is_revoked(account):
         raise UnauthorizedError(ACCOUNT_DELETED)
     return caller
 
@@ -224,8 +226,7 @@ def remove_account(event: events.Event) -> str:
         raise events.EventError("UserDeleted has no username")
     if events.was_applied(event):
         return "duplicate"
-    if account is not None:
-        accounts.revoke(account, username, event.id)
+    accounts.revoke(account or accounts.legacy_key(username), username, event.id)
     deleted = products.delete_all_of(username, account)
     service.log.info("account removed", username=username, products_deleted=deleted)
     if deleted:

@@ -65,9 +65,13 @@ class Relay:
     source: str  # the events' source, which the function's PutEvents permission is held to
     table: str = "Table"  # logical id in the service's resources.json
     batch_size: int = 100
-    # Lambda's retries of a failing batch (halved each time with BisectBatchOnFunctionError),
-    # after which the batch's position goes to the failure queue and the shard moves on.
-    maximum_retry_attempts: int = 5
+    # Lambda's retries of a failing batch (halved each time with BisectBatchOnFunctionError).
+    # -1 is AWS's "until the record expires": a relay that cannot publish (the bus is down, or
+    # a record its code cannot map) holds its shard until it can, up to the record age below,
+    # rather than discard the rest of the batch after a few tries (the outbox would lose
+    # changes it stored). A held shard shows in the relay's IteratorAge alarm; after the age,
+    # the batch's position goes to the failure queue and the shard moves on.
+    maximum_retry_attempts: int = -1
     maximum_record_age_seconds: int = 24 * 3600  # a stream keeps records 24 h anyway
     failure_queue: str = "RelayFailureQueue"  # logical id of the on-failure destination
 
@@ -94,6 +98,11 @@ class Subscription:
     # make run's queues: a failed message comes back after this, so that a poison message
     # reaches its dead-letter queue in seconds, not minutes. Local handlers run in milliseconds.
     local_visibility_timeout_seconds: int = 2
+    # Whether the consumer reads its processed-events record before applying (svckit.events'
+    # was_applied, for a change that cannot be one transaction with the record): its role then
+    # needs GetItem on that table as well as PutItem. False for one that applies and records in
+    # one transaction (apply_once, record_once), which is PutItem alone.
+    checks_before_applying: bool = False
 
     @property
     def dead_letter_queue(self) -> str:
@@ -126,9 +135,11 @@ SUBSCRIPTIONS = (
         USER, "on_product_events", "ProductEventsQueue", events.PRODUCT_SOURCE,
         (events.PRODUCT_ADDED,),
     ),
-    # product_api removes a deleted account's products and refuses its tokens.
+    # product_api removes a deleted account's products and refuses its tokens; the cascade is
+    # many writes, so it checks the record first and records last.
     Subscription(
         PRODUCT, "on_user_events", "UserEventsQueue", events.USER_SOURCE, (events.USER_DELETED,),
+        checks_before_applying=True,
     ),
 )  # fmt: skip
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+from botocore.exceptions import ClientError
+
 from svckit import config, dynamo
 
 TABLE_SETTING = "REVOKED_ACCOUNTS_TABLE"
@@ -18,6 +20,14 @@ KEY = "account_id"
 # the event can come back (svckit.events.PROCESSED_RETENTION_SECONDS); then DynamoDB's TTL
 # forgets the account, whose every token has long expired.
 RETENTION_SECONDS = 30 * 24 * 3600
+
+
+def legacy_key(username: str) -> str:
+    """The key that stands for a registration from before account ids, whose tokens carry no
+    ``acct``: its name (in lower case, as names are unique). Outside the account id's shape, so
+    it cannot meet one; a later registration of the name has an account id, and its tokens are
+    checked by that instead."""
+    return f"name:{username.lower()}"
 
 
 def _table() -> str:
@@ -45,10 +55,14 @@ def revoke(account_id: str, username: str, event_id: str) -> None:
 def is_revoked(account_id: str) -> bool:
     """One consistent GetItem of the key only: a revocation applies from the moment it is
     stored."""
-    response = dynamo.client().get_item(
-        TableName=_table(),
-        Key={KEY: {"S": account_id}},
-        ConsistentRead=True,
-        ProjectionExpression=KEY,
-    )
+    try:
+        response = dynamo.client().get_item(
+            TableName=_table(),
+            Key={KEY: {"S": account_id}},
+            ConsistentRead=True,
+            ProjectionExpression=KEY,
+        )
+    except ClientError as exc:
+        dynamo.raise_if_throttled(exc)
+        raise
     return "Item" in response

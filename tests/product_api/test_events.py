@@ -11,6 +11,7 @@ from tests.conftest import bearer, post_json
 from tests.support import lambda_events as le
 from tools import services
 
+USERS = services.USER.stage_env("local")["TABLE_NAME"]
 PRODUCTS = services.PRODUCT.stage_env("local")["TABLE_NAME"]
 PROCESSED = services.PRODUCT.stage_env("local")[events.PROCESSED_TABLE_SETTING]
 OLD, NEW, OTHER = "account-old", "account-new", "account-other"
@@ -189,3 +190,53 @@ def test_a_record_the_relay_cannot_map_is_retried_from_itself(product_client, pu
     answer = product_client.lambda_.invoke("relay_product_changes", le.stream_event(records))
     assert le.failed_ids(answer.payload) == [records[1]["dynamodb"]["SequenceNumber"]]
     assert [e["data"]["product_id"] for e in published()] == ["p1"]
+
+
+def test_a_deleted_legacy_users_token_is_refused_by_product_api(
+    user_client, product_client, register, login, tables, published
+):
+    """API.md: UserDeleted -> product_api refuses that user's tokens issued before the deletion,
+    also for a row from before account ids (its tokens carry no ``acct``): revoked by name."""
+    assert register("old_timer").status_code == 201
+    key = {"username_key": {"S": "old_timer"}}
+    tables.update_item(TableName=USERS, Key=key, UpdateExpression="REMOVE account_id")
+    row = from_item(tables.get_item(TableName=USERS, Key=key)["Item"])
+    token = login("old_timer")
+    # The user deletes themself; the relay turns the REMOVE into UserDeleted.
+    assert user_client.http.delete("/users/old_timer", headers=bearer(token)).status_code == 204
+    record = le.stream_record("REMOVE", {"username_key": "old_timer"}, old=row)
+    user_client.lambda_.invoke("relay_user_changes", le.stream_event([record]))
+    [deleted] = published()
+    assert deleted["type"] == events.USER_DELETED
+    assert deleted["data"]["account_id"] is None
+    # product_api applies it.
+    sqs = le.sqs_event([le.sqs_record(le.eventbridge_body(deleted))])
+    assert product_client.lambda_.invoke("on_user_events", sqs).payload == {"batchItemFailures": []}
+    # The deleted user's token still adds products.
+    body = {"product_id": "after-delete", "product_name": "x"}
+    answer = post_json(product_client, "/add_product", body, bearer(token))
+    assert answer.status_code == 401, (answer.status_code, answer.json_body)
+
+
+def test_a_deleted_legacy_users_token_does_not_credit_a_new_registration_of_the_name(
+    user_client, product_client, register, login, tables, published
+):
+    assert register("old_timer").status_code == 201
+    key = {"username_key": {"S": "old_timer"}}
+    tables.update_item(TableName=USERS, Key=key, UpdateExpression="REMOVE account_id")
+    token = login("old_timer")
+    assert user_client.http.delete("/users/old_timer", headers=bearer(token)).status_code == 204
+    assert register("old_timer").status_code == 201  # somebody else takes the name
+    body = {"product_id": "p-old-token", "product_name": "x"}
+    assert post_json(product_client, "/add_product", body, bearer(token)).status_code == 201
+    stored = tables.get_item(
+        TableName=services.PRODUCT.stage_env("local")["TABLE_NAME"],
+        Key={"product_id": {"S": "p-old-token"}},
+    )["Item"]
+    record = le.stream_record("INSERT", {"product_id": "p-old-token"}, new=from_item(stored))
+    product_client.lambda_.invoke("relay_product_changes", le.stream_event([record]))
+    [added] = published()
+    sqs = le.sqs_event([le.sqs_record(le.eventbridge_body(added))])
+    user_client.lambda_.invoke("on_product_events", sqs)
+    points = user_client.http.get("/users/old_timer").json_body["points"]
+    assert points == 0, f"the new account was credited {points} points for the old token's product"

@@ -16,6 +16,7 @@ from tests.conftest import JSON, bearer, post_json
 from tools import services
 
 TABLE = services.PRODUCT.stage_env("local")["TABLE_NAME"]
+REVOKED = services.PRODUCT.stage_env("local")["REVOKED_ACCOUNTS_TABLE"]
 CREATE_PATHS = ["/add_product", "/products"]
 LIST_PATHS = ["/products", "/get_products"]
 VALID = {"product_id": "p-1", "product_name": "Laptop"}
@@ -207,11 +208,16 @@ def test_duplicate_id_is_409_and_the_original_is_kept(
     assert stored(tables, "1")["created_by"] == {"S": "alice"}
 
 
-def test_create_is_one_conditional_put_and_no_read(add, dynamo_calls):
+def test_create_is_one_conditional_put_after_the_callers_revocation_check(add, dynamo_calls):
+    """One GetItem of the caller's account in the revoked-accounts table (a deleted account's
+    token acts for nobody), then one conditional PutItem; no read of the products table."""
     assert add(VALID).status_code == 201
     assert add(VALID).status_code == 409
-    assert [name for name, _ in dynamo_calls] == ["PutItem", "PutItem"]
-    for _, params in dynamo_calls:
+    assert [name for name, _ in dynamo_calls] == ["GetItem", "PutItem"] * 2
+    for name, params in dynamo_calls:
+        if name == "GetItem":
+            assert params["TableName"] == REVOKED
+            continue
         assert params["TableName"] == TABLE
         assert params["ConditionExpression"] == "attribute_not_exists(#k)"
         assert params["ExpressionAttributeNames"] == {"#k": "product_id"}
@@ -566,6 +572,8 @@ def test_throttling_that_outlasts_the_retries_is_429(
     product_client, tables, auth, code, operation, method, path
 ):
     with Stubber(dynamo.client()) as stub:
+        if method == "POST":
+            stub.add_response("get_item", {})  # the caller's account is not revoked
         stub.add_client_error(operation, service_error_code=code, http_status_code=400)
         response = _call(product_client, auth, method, path)
         stub.assert_no_pending_responses()
@@ -576,6 +584,8 @@ def test_throttling_that_outlasts_the_retries_is_429(
 @pytest.mark.parametrize(("operation", "method", "path"), CALLS)
 def test_an_unexpected_table_error_is_a_bare_500(product_client, auth, operation, method, path):
     with Stubber(dynamo.client()) as stub:
+        if method == "POST":
+            stub.add_response("get_item", {})  # the caller's account is not revoked
         stub.add_client_error(
             operation,
             service_error_code="ResourceNotFoundException",
@@ -583,6 +593,7 @@ def test_an_unexpected_table_error_is_a_bare_500(product_client, auth, operation
             http_status_code=400,
         )
         response = _call(product_client, auth, method, path)
+        stub.assert_no_pending_responses()
     assert_error(response, 500, "InternalServerError", "An internal server error occurred.")
     assert b"Traceback" not in response.body
     assert b"products-local" not in response.body

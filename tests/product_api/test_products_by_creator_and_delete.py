@@ -12,6 +12,7 @@ from tests.conftest import JSON, bearer, post_json
 from tools import services
 
 TABLE = services.PRODUCT.stage_env("local")["TABLE_NAME"]
+REVOKED = services.PRODUCT.stage_env("local")["REVOKED_ACCOUNTS_TABLE"]
 BAD_CURSOR = "cursor is invalid: pass back the X-Next-Cursor value unchanged"
 CREATED_BY_RULE = "created_by must be 3-32 characters of A-Z a-z 0-9 _ . -"
 
@@ -218,8 +219,11 @@ def test_delete_is_one_conditional_delete_item_and_no_read(add_as, delete_as, dy
     assert delete_as("alice", "p-1").status_code == 204
     assert delete_as("root_admin", "p-2", roles=["admin"]).status_code == 204
 
-    assert [name for name, _ in dynamo_calls] == ["DeleteItem"] * 3
-    member, creator, admin = (params for _, params in dynamo_calls)
+    # Each caller's account is looked up in the revoked-accounts table first (one GetItem);
+    # the products table sees one conditional DeleteItem per request and no read.
+    assert [name for name, _ in dynamo_calls] == ["GetItem", "DeleteItem"] * 3
+    assert {p["TableName"] for name, p in dynamo_calls if name == "GetItem"} == {REVOKED}
+    member, creator, admin = (params for name, params in dynamo_calls if name == "DeleteItem")
     for params in (member, creator, admin):
         assert params["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
         assert params["ConditionExpression"].startswith("attribute_exists(#k)")
@@ -232,7 +236,7 @@ def test_delete_is_one_conditional_delete_item_and_no_read(add_as, delete_as, dy
 def test_an_invalid_id_is_404_without_asking_the_table(delete_as, dynamo_calls):
     response = delete_as("alice", "bad%20id")
     assert response.status_code == 404
-    assert dynamo_calls == []
+    assert [p["TableName"] for _, p in dynamo_calls] == [REVOKED]  # only the caller's check
 
 
 def test_delete_needs_no_body_and_ignores_content_type(add_as, product_client, issue_token):

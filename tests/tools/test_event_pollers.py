@@ -373,6 +373,34 @@ def test_after_its_retries_a_failing_batch_goes_to_the_failure_queue(aws, stage,
     assert _seen(handler)[3] == ["d"]
 
 
+def test_the_topologys_relay_holds_its_shard_until_the_batch_goes_through(aws, stage, table, said):
+    """The relays' setting (-1, no retry limit but the record's age): a batch failing from b
+    for many more tries than any limit is never given up; once the cause is fixed, b and c
+    go through and nothing reaches the failure queue."""
+    fixed = threading.Event()
+
+    def fail_from_b_until_fixed(records: list[dict[str, Any]]) -> dict[str, Any]:
+        if len(handler.events) >= 12:
+            fixed.set()
+        for record in records:
+            if record["dynamodb"]["Keys"]["k"]["S"] == "b" and not fixed.is_set():
+                return {
+                    "batchItemFailures": [{"itemIdentifier": record["dynamodb"]["SequenceNumber"]}]
+                }
+        return {}
+
+    handler = Recorder(fail_from_b_until_fixed)
+    assert RELAY.maximum_retry_attempts == -1
+    poller = _stream_poller(handler, aws, stage, table, said)
+    _put(aws, table, "a", "b", "c")
+
+    _poll_until(poller, lambda: fixed.is_set() and _seen(handler)[-1] == ["b", "c"])
+
+    assert len(handler.events) >= 12
+    assert _seen(handler)[1:] == [["b", "c"]] * (len(handler.events) - 1)
+    assert _counts(aws, RELAY.failure_queue_name(stage))[0] == 0
+
+
 def test_an_exception_fails_the_whole_batch_and_the_retry_is_halved(aws, stage, table, said):
     def crash_once(records: list[dict[str, Any]]) -> dict[str, Any]:
         if len(handler.events) == 1:

@@ -43,7 +43,7 @@ def points(user_client, username: str) -> int:
 @pytest.fixture
 def john(register, tables) -> str:
     """john_doe's account id, as his tokens carry it."""
-    assert register("john_doe").status_code == 201
+    assert register("john_doe", email="john@example.com").status_code == 201
     return row(tables, "john_doe")["account_id"]["S"]
 
 
@@ -81,9 +81,15 @@ def test_points_for_a_deleted_or_reregistered_account_go_nowhere(
     assert skipped["outcome"] == {"S": "skipped"}
 
 
-def test_an_event_without_an_account_goes_to_the_name(user_client, john):
-    """Products added with a token from before account ids: the name's current account."""
+def test_an_event_without_an_account_credits_only_a_row_without_one(user_client, john, tables):
+    """A product added with a token from before account ids: its creator is a registration
+    from before account ids too. A row that has one (john's, or a later registration of a
+    legacy name) gets nothing; a legacy row gets the points."""
     deliver(user_client, product_added("JOHN_DOE", None))
+    assert points(user_client, "john_doe") == 0
+    key = {"username_key": {"S": "john_doe"}}
+    tables.update_item(TableName=USERS, Key=key, UpdateExpression="REMOVE account_id")
+    deliver(user_client, product_added("JOHN_DOE", None, "p2"))
     assert points(user_client, "john_doe") == 10
 
 
@@ -132,6 +138,76 @@ def test_registration_and_deletion_are_relayed_without_secrets(
         assert event["version"] == 1
         assert "password" not in str(event)
         assert "argon2" not in str(event)
+        assert "example.com" not in str(event)
     # The same record relayed again is the same event.
     user_client.lambda_.invoke("relay_user_changes", le.stream_event(records[:1]))
     assert published()[0]["id"] == sent[0]["id"]
+
+
+CONFLICT = {
+    "Error": {"Code": "TransactionConflictException", "Message": "Transaction is ongoing"},
+    "ResponseMetadata": {"HTTPStatusCode": 400},
+}
+
+
+@pytest.mark.parametrize("operation", ["update_item", "delete_item"])
+def test_a_write_meeting_a_points_transaction_is_busy_not_a_500(
+    user_client, john, login, monkeypatch, operation
+):
+    """DynamoDB refuses a plain write to an item a transaction holds at that moment (a consumer
+    granting points) with TransactionConflictException, which botocore does not retry: the
+    contract's 429 "retry shortly", never a 500. DynamoDB Local never conflicts, so the one
+    refusal is put in front of moto's real call."""
+    from botocore.exceptions import ClientError
+
+    from svckit import dynamo
+
+    token = login("john_doe")
+    client = dynamo.client()
+    real = getattr(client, operation)
+
+    def conflicting(**kwargs):
+        if kwargs.get("TableName") == USERS:
+            raise ClientError(CONFLICT, operation)
+        return real(**kwargs)
+
+    monkeypatch.setattr(client, operation, conflicting)
+    if operation == "update_item":
+        answer = user_client.http.put("/user/promote/john_doe", headers=bearer(token))
+    else:
+        answer = user_client.http.delete("/users/john_doe", headers=bearer(token))
+    assert answer.status_code == 429, answer.body
+    assert answer.json_body["Code"] == "TooManyRequestsError"
+
+
+def test_a_points_transaction_in_conflict_is_tried_again_in_place(user_client, john, monkeypatch):
+    """Consumers running in parallel for one busy user conflict; the consumer tries again a
+    few times (with jitter) before sending the message back to its queue."""
+    from botocore.exceptions import ClientError
+
+    from svckit import dynamo
+
+    client = dynamo.client()
+    real = client.transact_write_items
+    refusals = {"left": 2}
+
+    def conflicting_twice(**kwargs):
+        if refusals["left"]:
+            refusals["left"] -= 1
+            reasons = [{"Code": "None"}, {"Code": "TransactionConflict"}]
+            response = {
+                "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                "CancellationReasons": reasons,
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            }
+            raise ClientError(response, "TransactWriteItems")
+        return real(**kwargs)
+
+    monkeypatch.setattr(client, "transact_write_items", conflicting_twice)
+    assert deliver(user_client, product_added("john_doe", john))["batchItemFailures"] == []
+    assert refusals["left"] == 0
+    assert points(user_client, "john_doe") == 10
+    refusals["left"] = events.CONFLICT_ATTEMPTS  # every try refused: back to the queue
+    answer = deliver(user_client, product_added("john_doe", john, "p2"))
+    assert le.failed_ids(answer) == answer["ids"]
+    assert points(user_client, "john_doe") == 10

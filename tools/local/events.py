@@ -690,7 +690,8 @@ class StreamPoller(Poller):
             shard.retry_from, shard.invocations = failed_at, 0
         shard.invocations += 1
         retries = shard.invocations - 1
-        if retries >= self.relay.maximum_retry_attempts:
+        limit = self.relay.maximum_retry_attempts  # -1: no limit but the record's age
+        if 0 <= limit <= retries:
             self._give_up(
                 shard, records[index:], "RetryAttemptsExhausted", shard.invocations, function_error
             )
@@ -704,7 +705,7 @@ class StreamPoller(Poller):
         delay = self.retry_delays[min(retries, len(self.retry_delays) - 1)]
         self.say(
             f"{self.name}: batch from sequence number {failed_at} failed; retry "
-            f"{retries + 1} of {self.relay.maximum_retry_attempts} in {delay:g} s"
+            f"{retries + 1}{f' of {limit}' if limit >= 0 else ''} in {delay:g} s"
         )
         shard.iterator = None  # the retry reads again from retry_from
         shard.retry_at = time.monotonic() + delay

@@ -158,15 +158,17 @@ def add_points(username: str, points: int) -> dict[str, Any]:
 
 def points_change(username: str, points: int, account: str | None) -> dict[str, Any]:
     """The TransactWriteItems entry that adds ``points`` to ``username``, only while the row is
-    the registration ``account`` names (any registration, for an event without one): points
-    earned by an account that was deleted, or whose name now belongs to someone else, are not
-    theirs to receive."""
-    condition = "attribute_exists(#k)"
+    the registration ``account`` names (for an event without one, a row from before account
+    ids, which has none either): points earned by an account that was deleted, or whose name
+    now belongs to someone else, are not theirs to receive."""
+    condition = "attribute_exists(#k) AND "
     values: dict[str, Any] = {":p": points}
-    if account is not None:
-        condition += " AND #a = :a"
+    if account is None:
+        condition += "attribute_not_exists(#a)"
+    else:
+        condition += "#a = :a"
         values[":a"] = account
-    names = {"#k": KEY, **({"#a": ACCOUNT} if account is not None else {})}
+    names = {"#k": KEY, "#a": ACCOUNT}
     return {
         "Update": {
             "TableName": dynamo.table_name(),

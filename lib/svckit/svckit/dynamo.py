@@ -36,8 +36,16 @@ from svckit import aws, config
 
 _serializer = TypeSerializer()
 
+# Answers that mean "busy, try again shortly": the contract's 429. TransactionConflict is a plain
+# write meeting an item that a transaction (a consumer applying an event) holds at that moment;
+# botocore's standard retries do not retry it.
 THROTTLING_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TransactionConflictException",
+    }
 )
 
 
