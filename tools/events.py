@@ -238,14 +238,12 @@ def list_dead_letters(sqs: Any, stage: str, out: TextIO, limit: int = LIST_MAX) 
 
 RELAY_ADVICE = (
     "{name}: {count} record(s) of stream batches that {owner} gave up on.\n"
-    "They name a shard and a sequence number range of the table's stream, not events: there is\n"
-    "nothing to send again as a message, so replay leaves them. The changes themselves stay\n"
-    "readable in the stream for 24 h after they were made. Fix what made the relay fail (its log\n"
-    "says), then have the range relayed again within those 24 h. Locally: restart the service's\n"
-    "worker (save a file under the service's folder, or restart make run); it reads its stream\n"
-    "again from the oldest record, and consumers apply each event id once. Deployed: read the\n"
-    "range (GetShardIterator AT_SEQUENCE_NUMBER the start, GetRecords up to the end) and invoke\n"
-    "the relay function with those records. Then delete the failure records by hand.\n"
+    "A relay retries a batch it cannot publish until the records are 24 h old (its\n"
+    "MaximumRetryAttempts is -1), so a record here names a shard and a sequence number range of\n"
+    "changes that were stored but whose events never reached the bus, and that the stream no\n"
+    "longer holds: there is nothing to send again, so replay leaves them. The IteratorAge alarm\n"
+    "fires long before this. Reconcile by hand: the range says when; the table says what (for\n"
+    "products, their created_at), then delete the failure records.\n"
 )
 
 
