@@ -11,8 +11,9 @@ Two things come out of here:
   Chalice generates each event function, its role (from ``lambda_functions.<fn>.iam_policy_file``
   in ``.chalice/config.json``) and a SAM event whose stream or queue ARN is a placeholder
   (``svckit.events``); this fragment replaces the placeholder with the stack's own table stream
-  or queue, sets the retry settings of the topology, and adds the queues, the rule, the queue
-  policy and one IAM policy per event function that allows exactly what that function does.
+  or queue, sets the retry settings of the topology, and adds the queues, the rule (whose target
+  dead-letters into the consumer's dead-letter queue), the two queue policies that let only that
+  rule send, and one IAM policy per event function that allows exactly what that function does.
 
 The bus is a stack of its own, not part of a service's: both services publish to it and
 subscribe to it, so neither can own it, and a rule cannot outlive its bus (the bus goes last).
@@ -56,9 +57,19 @@ QUEUE_DRAIN_ACTIONS = [
     "sqs:ChangeMessageVisibility",
     "sqs:GetQueueAttributes",
 ]
-# The consumer's processed-events record (svckit.events.apply_once, was_applied): a conditional
-# Put inside a transaction is authorised as PutItem, the check before it is a GetItem.
-PROCESSED_EVENTS_ACTIONS = ["dynamodb:PutItem", "dynamodb:GetItem"]
+# The consumer's processed-events record (svckit.events.apply_once, record_once): a conditional
+# Put inside a transaction is authorised as PutItem. Only a consumer that checks the record
+# before applying (was_applied; topology.Subscription.checks_before_applying) reads it: GetItem.
+RECORD_PROCESSED_ACTIONS = ["dynamodb:PutItem"]
+CHECK_PROCESSED_ACTIONS = ["dynamodb:GetItem"]
+# How long EventBridge keeps trying to deliver an event to a subscription queue (throttling, a
+# 5xx of SQS) before it dead-letters it: EventBridge's own defaults, its maximums, written out so
+# that a change of default cannot shorten them. An SQS target is rarely unavailable for long,
+# and a day matches how long a relay holds its shard. Errors no retry can fix (the queue's
+# policy refuses, the queue is gone) are not retried: the event goes to the dead-letter queue
+# at once.
+RULE_RETRY_ATTEMPTS = 185
+RULE_EVENT_AGE_SECONDS = 24 * 3600
 REPORT_BATCH_ITEM_FAILURES = ["ReportBatchItemFailures"]
 # Lambda's ceiling for a function's name; SQS's for a queue's; EventBridge's for a rule's.
 NAME_LIMITS = {"function": 64, "queue": 80, "rule": 64}
@@ -275,6 +286,40 @@ def _relay(service: ServiceDef, stage: str, relay: topology.Relay) -> dict[str, 
     }
 
 
+def processed_events_actions(sub: topology.Subscription) -> list[str]:
+    """What the consumer may do on its processed-events table: record (PutItem), and read
+    the record first only if it checks before applying."""
+    checks = CHECK_PROCESSED_ACTIONS if sub.checks_before_applying else []
+    return [*RECORD_PROCESSED_ACTIONS, *checks]
+
+
+def queue_policy_id(queue: str) -> str:
+    return f"{queue}Policy"
+
+
+def _rule_may_send(queue: str, rule: str, sid: str) -> dict[str, Any]:
+    """A queue policy: EventBridge may send to ``queue`` on behalf of ``rule`` only."""
+    return {
+        "Type": "AWS::SQS::QueuePolicy",
+        "Properties": {
+            "Queues": [_ref(queue)],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": sid,
+                        "Effect": "Allow",
+                        "Principal": {"Service": "events.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": _arn(queue),
+                        "Condition": {"ArnEquals": {"aws:SourceArn": _arn(rule)}},
+                    }
+                ],
+            },
+        },
+    }
+
+
 def _subscription(service: ServiceDef, stage: str, sub: topology.Subscription) -> dict[str, Any]:
     fn = function_id(sub.handler)
     sqs_properties: dict[str, Any] = {
@@ -300,7 +345,7 @@ def _subscription(service: ServiceDef, stage: str, sub: topology.Subscription) -
         {
             "Sid": "RecordProcessedEvents",
             "Effect": "Allow",
-            "Action": PROCESSED_EVENTS_ACTIONS,
+            "Action": processed_events_actions(sub),
             "Resource": _arn(topology.PROCESSED_EVENTS_TABLE),
         },
     ]
@@ -342,30 +387,31 @@ def _subscription(service: ServiceDef, stage: str, sub: topology.Subscription) -
                 "EventBusName": _ref(BUS_NAME_PARAMETER),
                 "EventPattern": sub.event_pattern(),
                 "State": "ENABLED",
-                "Targets": [{"Id": sub.queue, "Arn": _arn(sub.queue)}],
+                "Targets": [
+                    {
+                        "Id": sub.queue,
+                        "Arn": _arn(sub.queue),
+                        # Without it EventBridge drops an event it cannot deliver (after its
+                        # retries, or at once for a permission or not-found error). The
+                        # consumer's own dead-letter queue: make dlq lists what is there, and
+                        # make dlq-replay sends it to the queue, as the rule would have.
+                        "DeadLetterConfig": {"Arn": _arn(sub.dead_letter_queue)},
+                        "RetryPolicy": {
+                            "MaximumRetryAttempts": RULE_RETRY_ATTEMPTS,
+                            "MaximumEventAgeInSeconds": RULE_EVENT_AGE_SECONDS,
+                        },
+                    }
+                ],
             },
         },
-        f"{sub.queue}Policy": {
-            # EventBridge may send to the queue only on behalf of this one rule: no other rule,
-            # bus or account can put messages in it.
-            "Type": "AWS::SQS::QueuePolicy",
-            "Properties": {
-                "Queues": [_ref(sub.queue)],
-                "PolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Sid": "OwnRuleOnly",
-                            "Effect": "Allow",
-                            "Principal": {"Service": "events.amazonaws.com"},
-                            "Action": "sqs:SendMessage",
-                            "Resource": _arn(sub.queue),
-                            "Condition": {"ArnEquals": {"aws:SourceArn": _arn(sub.rule)}},
-                        }
-                    ],
-                },
-            },
-        },
+        # EventBridge may send to the queue only on behalf of this one rule: no other rule, bus
+        # or account can put messages in it.
+        queue_policy_id(sub.queue): _rule_may_send(sub.queue, sub.rule, "OwnRuleOnly"),
+        # The same rule, and only it, may dead-letter into the dead-letter queue (SQS's redrive
+        # needs no policy).
+        queue_policy_id(sub.dead_letter_queue): _rule_may_send(
+            sub.dead_letter_queue, sub.rule, "OwnRuleDeadLettersOnly"
+        ),
         events_policy_id(sub.handler): _policy(
             f"{dashed}-events", role_id(sub.handler), statements
         ),

@@ -934,6 +934,14 @@ def test_the_bus_stack_feeds_the_services_streams_queues_and_rules(
                 Rule=sub.rule_name(STAGE), EventBusName=bus_name
             )["Targets"]
             assert [t["Arn"] for t in targets] == [queue_arn]
+            # What EventBridge cannot deliver goes to the consumer's own dead-letter queue.
+            assert [t["DeadLetterConfig"] for t in targets] == [{"Arn": dead_letters}]
+            assert [t["RetryPolicy"] for t in targets] == [
+                {
+                    "MaximumRetryAttempts": eventstack.RULE_RETRY_ATTEMPTS,
+                    "MaximumEventAgeInSeconds": eventstack.RULE_EVENT_AGE_SECONDS,
+                }
+            ]
             documents = _role_documents(aws, stack, eventstack.function_id(sub.handler))
             assert queue_arn in documents
             assert dead_letters not in documents

@@ -361,7 +361,6 @@ def test_each_function_may_touch_only_its_own_tables_with_the_calls_its_code_mak
                 together.setdefault(table, set()).update(allowed)
     expected = dynamodb_calls_in_code(BY_NAME[name]) if BY_NAME[name].owns_table else {}
     assert together == expected
-    processed = {topology.PROCESSED_EVENTS_TABLE: {"dynamodb:PutItem", "dynamodb:GetItem"}}
     if name == USER.name:
         assert by_function == {
             package.FUNCTION: {
@@ -375,8 +374,12 @@ def test_each_function_may_touch_only_its_own_tables_with_the_calls_its_code_mak
                 "LoginAttemptsTable": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
             },
             # The points and the event's record are one TransactWriteItems: IAM authorises
-            # each of its items as the action it is (an Update, a Put).
-            event_function("on_product_events"): {"Table": {"dynamodb:UpdateItem"}, **processed},
+            # each of its items as the action it is (an Update, a Put). It never reads the
+            # record: a duplicate fails the transaction's condition.
+            event_function("on_product_events"): {
+                "Table": {"dynamodb:UpdateItem"},
+                topology.PROCESSED_EVENTS_TABLE: {"dynamodb:PutItem"},
+            },
             event_function("relay_user_changes"): {},
         }
     if name == PRODUCT.name:
@@ -391,10 +394,12 @@ def test_each_function_may_touch_only_its_own_tables_with_the_calls_its_code_mak
                 },
                 "RevokedAccountsTable": {"dynamodb:GetItem"},
             },
+            # The revocation is a put; the cascade is many writes, so the event's record is
+            # checked first (GetItem) and written last (PutItem, in a transaction).
             event_function("on_user_events"): {
                 "Table": {"dynamodb:Query", "dynamodb:DeleteItem"},
-                "RevokedAccountsTable": {"dynamodb:PutItem", "dynamodb:GetItem"},
-                **processed,
+                "RevokedAccountsTable": {"dynamodb:PutItem"},
+                topology.PROCESSED_EVENTS_TABLE: {"dynamodb:PutItem", "dynamodb:GetItem"},
             },
             event_function("relay_product_changes"): {},
         }
@@ -879,6 +884,11 @@ def test_relay_reads_its_own_table_stream_with_the_topology_retry_settings(
             "OnFailure": {"Type": "SQS", "Destination": arn_of(relay.failure_queue)}
         },
     }
+    # A relay that cannot publish holds its shard (retried until its records are a day old,
+    # what the stream keeps anyway) rather than discarding the rest of the batch: its
+    # IteratorAge alarm (tools/observability.py) is what shows the shard held.
+    assert props["MaximumRetryAttempts"] == -1
+    assert props["MaximumRecordAgeInSeconds"] == 24 * 3600
     table = template["Resources"][relay.table]["Properties"]
     assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
     failures = template["Resources"][relay.failure_queue]
@@ -957,7 +967,17 @@ def test_subscription_queue_has_its_dead_letter_queue_and_its_rule_on_the_bus(
         "detail-type": list(sub.types),
     }
     assert rule["Properties"]["State"] == "ENABLED"
-    assert rule["Properties"]["Targets"] == [{"Id": sub.queue, "Arn": arn_of(sub.queue)}]
+    # Its one target: the queue, and for what EventBridge cannot deliver (after a day of
+    # retries, or at once for a permission or not-found error, which it never retries) the
+    # consumer's own dead-letter queue, where make dlq finds it; without it the event is dropped.
+    assert rule["Properties"]["Targets"] == [
+        {
+            "Id": sub.queue,
+            "Arn": arn_of(sub.queue),
+            "DeadLetterConfig": {"Arn": arn_of(sub.dead_letter_queue)},
+            "RetryPolicy": {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400},
+        }
+    ]
     # The only rule of the service, and the only target sending to this queue.
     assert list(resources_of(templates[sub.service.name], "AWS::Events::Rule")) == [sub.rule]
 
@@ -966,28 +986,34 @@ def test_subscription_queue_has_its_dead_letter_queue_and_its_rule_on_the_bus(
 def test_only_its_own_rule_may_send_to_a_subscription_queue(
     handler: str, templates: dict[str, dict[str, Any]]
 ) -> None:
+    """The subscription queue, and its dead-letter queue (the rule's target dead-letters there):
+    EventBridge may send to each only on behalf of the subscription's own rule."""
     sub = SUBSCRIPTIONS[handler]
     template = templates[sub.service.name]
     policies = resources_of(template, "AWS::SQS::QueuePolicy")
-    assert list(policies) == [f"{sub.queue}Policy"]
-    props = policies[f"{sub.queue}Policy"]["Properties"]
-    assert props["Queues"] == [{"Ref": sub.queue}]
-    assert props["PolicyDocument"]["Statement"] == [
-        {
-            "Sid": "OwnRuleOnly",
-            "Effect": "Allow",
-            "Principal": {"Service": "events.amazonaws.com"},
-            "Action": "sqs:SendMessage",
-            "Resource": arn_of(sub.queue),
-            "Condition": {"ArnEquals": {"aws:SourceArn": arn_of(sub.rule)}},
-        }
-    ]
-    # No queue policy on the dead-letter queue or the relay's failure queue: only SQS's redrive
-    # and Lambda (through the relay's role) put messages there.
+    assert sorted(policies) == sorted([f"{sub.queue}Policy", f"{sub.dead_letter_queue}Policy"])
+    for queue, sid in (
+        (sub.queue, "OwnRuleOnly"),
+        (sub.dead_letter_queue, "OwnRuleDeadLettersOnly"),
+    ):
+        props = policies[f"{queue}Policy"]["Properties"]
+        assert props["Queues"] == [{"Ref": queue}]
+        assert props["PolicyDocument"]["Statement"] == [
+            {
+                "Sid": sid,
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": arn_of(queue),
+                "Condition": {"ArnEquals": {"aws:SourceArn": arn_of(sub.rule)}},
+            }
+        ]
+    # No queue policy on the relay's failure queue: only Lambda (through the relay's role) puts
+    # messages there.
     assert all(
-        {"Ref": q} not in p["Properties"]["Queues"]
+        {"Ref": r.failure_queue} not in p["Properties"]["Queues"]
         for p in policies.values()
-        for q in (sub.dead_letter_queue, *(r.failure_queue for r in topology.RELAYS))
+        for r in topology.RELAYS
     )
 
 
@@ -1033,6 +1059,7 @@ def test_consumer_may_touch_only_its_own_queue_and_processed_events(
     handler: str, templates: dict[str, dict[str, Any]]
 ) -> None:
     sub = SUBSCRIPTIONS[handler]
+    checks = sub.checks_before_applying
     template = templates[sub.service.name]
     events_policy = template["Resources"][eventstack.events_policy_id(handler)]
     assert events_policy["Properties"]["Roles"] == [{"Ref": eventstack.role_id(handler)}]
@@ -1050,7 +1077,9 @@ def test_consumer_may_touch_only_its_own_queue_and_processed_events(
         },
         {
             "Effect": "Allow",
-            "Action": ["dynamodb:PutItem", "dynamodb:GetItem"],
+            # Recording an event is a Put (in a transaction); reading the record first, only
+            # for a consumer that checks before applying.
+            "Action": ["dynamodb:PutItem"] + (["dynamodb:GetItem"] if checks else []),
             "Resource": arn_of(topology.PROCESSED_EVENTS_TABLE),
         },
     ]
@@ -1061,6 +1090,20 @@ def test_consumer_may_touch_only_its_own_queue_and_processed_events(
             assert statement["Resource"] == arn_of(sub.queue)
         assert not any(a.startswith("events:") for a in actions)
         assert "StreamArn" not in json.dumps(statement)
+
+
+def test_a_consumer_checks_before_applying_exactly_when_its_code_reads_its_record() -> None:
+    """``checks_before_applying`` (GetItem on the processed-events table) is what the consumer's
+    service code does: it calls ``svckit.events.was_applied``, the only read of that table."""
+    events_source = (Path(dynamo.__file__).parent / "events.py").read_text()
+    assert events_source.count("get_item(") == 1
+    was_applied = events_source.split("def was_applied(")[1].split("\ndef ")[0]
+    assert "get_item(" in was_applied
+    for sub in topology.SUBSCRIPTIONS:
+        sources = [sub.service.directory / "app.py"]
+        sources += sorted((sub.service.directory / "chalicelib").glob("*.py"))
+        reads = any("events.was_applied(" in path.read_text() for path in sources)
+        assert sub.checks_before_applying == reads, sub.handler
 
 
 @pytest.mark.parametrize("name", DATA_SERVICES)
