@@ -600,20 +600,28 @@ def test_user_api_zip_relays_its_stream_to_the_bus_and_grants_points_once(
     assert registered["statusCode"] == 201, registered
 
     # The consumer: the same ProductAdded delivered twice grants its points once; a message
-    # that is not an event is the batch's only failure.
+    # that is not an event is the batch's only failure. The event names the registration it
+    # was earned by (product_api copies the token's account id), as a real one does.
+    dynamodb = _client(moto_server, "dynamodb")
+    key = {"username_key": {"S": "zip_points"}}
+    account = dynamodb.get_item(TableName=tables["Table"], Key=key)["Item"]["account_id"]["S"]
     added = envelope(
         "evt-product-1",
         events.PRODUCT_ADDED,
         events.PRODUCT_SOURCE,
-        {"product_id": "p-1", "product_name": "Laptop", "created_by": "zip_points"},
+        {
+            "product_id": "p-1",
+            "product_name": "Laptop",
+            "created_by": "zip_points",
+            "created_by_account": account,
+        },
     )
     batch = {"Records": [sqs_record("m-1", added), sqs_record("m-2", "not json")]}
     again = {"Records": [sqs_record("m-3", added)]}
     first, second = run(eventstack.function_id("on_product_events"), [batch, again])
     assert first == {"batchItemFailures": [{"itemIdentifier": "m-2"}]}
     assert second == {"batchItemFailures": []}
-    dynamodb = _client(moto_server, "dynamodb")
-    user = dynamodb.get_item(TableName=tables["Table"], Key={"username_key": {"S": "zip_points"}})
+    user = dynamodb.get_item(TableName=tables["Table"], Key=key)
     assert user["Item"]["points"] == {"N": "10"}
     processed = dynamodb.scan(TableName=tables["ProcessedEventsTable"])["Items"]
     assert [item["event_id"]["S"] for item in processed] == ["evt-product-1"]
