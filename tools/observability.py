@@ -9,8 +9,8 @@ it gets in one of two ways, never from a name typed here:
 * names the stacks derive from the stage, derived here the same way: each function is named
   ``${AWS::StackName}`` plus its suffix (``tools/package.py``), each REST API is named after its
   stack (the common fragment of ``tools/package.py`` sets it: ``chalice package`` would name
-  every stage's API after the app, and API Gateway's metrics are keyed by that name), each queue
-  has ``tools/topology.py``'s name;
+  every stage's API after the app, and API Gateway's metrics are keyed by that name), each queue,
+  rule and the bus have ``tools/topology.py``'s names;
 * names CloudFormation makes up (the tables): the service stacks output them (``table_output``)
   and the deploy passes them in as this stack's parameters (``parameter_values``).
 
@@ -50,6 +50,7 @@ ALARM_EMAIL_PARAMETER = "AlarmEmail"
 LATENCY_PARAMETER = "ApiLatencyP99Milliseconds"
 EVENT_LAG_PARAMETER = "EventLagP99Milliseconds"
 QUEUE_AGE_PARAMETER = "OldestEventAgeSeconds"
+ITERATOR_AGE_PARAMETER = "RelayIteratorAgeMilliseconds"
 PERIOD = 300  # seconds: SQS reports every 5 minutes; one period for everything keeps them aligned
 ALARM_METRICS_LIMIT = 10  # metrics (and expressions) CloudWatch allows in one alarm
 LOG_LEVELS_OF_ERRORS = ("ERROR", "WARNING")  # Powertools' level names (svckit.logs)
@@ -266,6 +267,31 @@ class Queue:
     kind: str  # "subscription", "dead-letters" or "relay-failures"
 
 
+def relay_functions(stage: str) -> list[Function]:
+    """The functions that read a table stream (the relays): what IteratorAge is reported for."""
+    relays = {(r.service.name, eventstack.function_id(r.handler)) for r in topology.RELAYS}
+    return [f for f in functions(stage) if (f.service.name, f.logical_id) in relays]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A subscription's rule on the stage's bus: EventBridge's metrics for a rule of a custom
+    bus carry both names (``EventBusName`` and ``RuleName``; ``RuleName`` alone is the default
+    bus's)."""
+
+    subscription: topology.Subscription
+    name: str  # tools/topology.py's, which the stack gives it
+    bus: str  # the bus stack's bus, topology.bus_name
+
+    @property
+    def service(self) -> ServiceDef:
+        return self.subscription.service
+
+
+def rules(stage: str) -> list[Rule]:
+    return [Rule(s, s.rule_name(stage), topology.bus_name(stage)) for s in topology.SUBSCRIPTIONS]
+
+
 def queues(stage: str) -> list[Queue]:
     found = []
     for relay in topology.RELAYS:
@@ -313,6 +339,14 @@ def parameters() -> dict[str, Any]:
             "MinValue": 60,
             "Description": "Age (s) of the oldest message waiting in a subscription queue above "
             "which its alarm goes off: a consumer that stopped applying.",
+        },
+        ITERATOR_AGE_PARAMETER: {
+            "Type": "Number",
+            "Default": 300000,
+            "MinValue": 1000,
+            "Description": "Age (ms) of the oldest record in a relay's batch (Lambda's "
+            "IteratorAge, maximum over 5 minutes) above which its alarm goes off: a relay "
+            "holding its shard.",
         },
     }
     for table in tables():
@@ -397,6 +431,14 @@ _EMPTY_QUEUE = (
     "SQS stops reporting a queue that has been empty and unused for hours; a queue holding a "
     "message is active and reported: missing data is notBreaching."
 )
+_NO_BATCHES = (
+    "Lambda reports IteratorAge only when it hands the relay a batch, retries included; a "
+    "stream with nothing new reports nothing: missing data is notBreaching."
+)
+_NO_FAILED_DELIVERIES = (
+    "EventBridge reports FailedInvocations only when it is not zero: missing data is "
+    "notBreaching."
+)
 _NO_EVENTS = (
     "No data means no event was applied in the period; a consumer that stopped altogether is "
     "caught by its queue's oldest-message alarm instead: missing data is notBreaching."
@@ -463,6 +505,59 @@ def _function_alarms(stage: str) -> dict[str, Any]:
                 Statistic="Sum",
                 Period=PERIOD,
             )
+    return resources
+
+
+def _relay_alarms(stage: str) -> dict[str, Any]:
+    """A relay that cannot publish a record reports it failed (a partial batch failure, not a
+    Lambda error: its Errors alarm stays quiet) and Lambda retries from it until the record is
+    too old (MaximumRetryAttempts -1): the shard is held, and only its IteratorAge shows it."""
+    resources = {}
+    by_function = {(r.service.name, eventstack.function_id(r.handler)): r for r in topology.RELAYS}
+    for function in relay_functions(stage):
+        relay = by_function[(function.service.name, function.logical_id)]
+        hours = relay.maximum_record_age_seconds // 3600
+        resources[f"{camel(function.service.name)}{function.logical_id}IteratorAgeAlarm"] = _alarm(
+            f"{function.name}-iterator-age",
+            f"The relay {function.name} is behind its table's stream: the oldest record of a "
+            f"batch it was handed was older than the threshold. A relay that cannot publish "
+            f"(the bus refuses or is unreachable, a record it cannot map) holds its shard and is "
+            f"retried until its records are {hours} h old; then the batch's range goes to "
+            f"{relay.failure_queue_name(stage)} and the shard moves on. Its log says what fails. "
+            f"{_NO_BATCHES}",
+            "notBreaching",
+            _ref(ITERATOR_AGE_PARAMETER),
+            "GreaterThanThreshold",
+            Namespace="AWS/Lambda",
+            MetricName="IteratorAge",
+            Dimensions=_dimensions({"FunctionName": function.name}),
+            Statistic="Maximum",
+            Period=PERIOD,
+        )
+    return resources
+
+
+def _rule_alarms(stage: str) -> dict[str, Any]:
+    resources = {}
+    for rule in rules(stage):
+        sub = rule.subscription
+        resources[f"{camel(rule.service.name)}{sub.rule}FailedInvocationsAlarm"] = _alarm(
+            f"{rule.name}-failed-invocations",
+            f"EventBridge could not deliver an event matched by {rule.name} to "
+            f"{sub.queue_name(stage)}: after a day of retries, or at once for an error no retry "
+            f"fixes (the queue's policy refuses, the queue is gone). It dead-letters the event "
+            f"into {sub.dead_letter_queue_name(stage)} (make dlq lists it, make dlq-replay sends "
+            f"it to the queue); if that fails too, the event is lost to the consumer (the bus's "
+            f"archive still has it). {_NO_FAILED_DELIVERIES}",
+            "notBreaching",
+            1,
+            "GreaterThanOrEqualToThreshold",
+            Namespace="AWS/Events",
+            MetricName="FailedInvocations",
+            Dimensions=_dimensions({"EventBusName": rule.bus, "RuleName": rule.name}),
+            Statistic="Sum",
+            Period=PERIOD,
+        )
     return resources
 
 
@@ -536,7 +631,8 @@ def _queue_alarms(stage: str) -> dict[str, Any]:
             )
             continue
         what = (
-            "a consumer gave up on an event (make dlq lists it, make dlq-replay sends it back)"
+            "a consumer gave up on an event, or EventBridge could not deliver one to the "
+            "consumer's queue (make dlq lists it, make dlq-replay sends it back)"
             if queue.kind == "dead-letters"
             else "a relay gave up on a stream batch (make dlq names its shard and range)"
         )
@@ -583,6 +679,8 @@ def alarms(stage: str) -> dict[str, Any]:
     return {
         **_api_alarms(stage),
         **_function_alarms(stage),
+        **_relay_alarms(stage),
+        **_rule_alarms(stage),
         **_table_alarms(stage),
         **_queue_alarms(stage),
         **_event_lag_alarms(stage),
@@ -814,6 +912,24 @@ def _event_widgets(stage: str) -> list[dict[str, Any]]:
         _widget(
             "Event lag p50 / p99 (ms, stored to applied)",
             event_lines("EventLag", consuming, "p50") + event_lines("EventLag", consuming, "p99"),
+        ),
+        _widget(
+            "Relay iterator age (max, ms): a held shard grows it",
+            [
+                _metric("AWS/Lambda", "IteratorAge", {"FunctionName": f.name},
+                        stat="Maximum", label=f.name)
+                for f in relay_functions(stage)
+            ],
+            width=12,
+        ),
+        _widget(
+            "Rule deliveries that failed (EventBridge)",
+            [
+                _metric("AWS/Events", "FailedInvocations",
+                        {"EventBusName": r.bus, "RuleName": r.name}, stat="Sum", label=r.name)
+                for r in rules(stage)
+            ],
+            width=12,
         ),
         _widget(
             "Events relayed",

@@ -4,8 +4,10 @@ Every alarm's and every dashboard line's dimensions are resolved, as CloudFormat
 looked up among the names the packaged service templates define for the same stage: a
 FunctionName must be a function's resolved ``FunctionName``, an ApiName/Stage pair a REST API's
 resolved ``Name`` and ``StageName``, a TableName the value the deploy passes from a service
-stack's output that names a table, a QueueName a queue's resolved ``QueueName``, and an EMF
-metric's dimensions exactly the set ``svckit.metrics`` emits it with. A name that matches nothing
+stack's output that names a table, a QueueName a queue's resolved ``QueueName``, a RuleName a
+rule's resolved ``Name`` together with the EventBusName that rule is on (EventBridge's metrics for
+a custom bus carry both), and an EMF metric's dimensions exactly the set ``svckit.metrics`` emits
+it with. A name that matches nothing
 is a metric CloudWatch would never have: an alarm that can never go off, a blank graph.
 
 Tracing is checked on every function and every REST API; the saved queries must name every
@@ -69,6 +71,8 @@ class Created:
     apis: dict[tuple[str, str], str] = field(default_factory=dict)  # (ApiName, Stage) -> service
     tables: dict[str, tuple[str, str]] = field(default_factory=dict)  # token -> service, id
     queues: dict[str, str] = field(default_factory=dict)  # name -> kind
+    stream_functions: set[str] = field(default_factory=set)  # functions reading a table stream
+    rules: dict[str, str] = field(default_factory=dict)  # rule name -> its bus's name
     log_groups: set[str] = field(default_factory=set)
     parameters: dict[str, str] = field(default_factory=dict)  # observability's, as deployed
 
@@ -81,16 +85,25 @@ def table_token(service: str, logical_id: str) -> str:
 def created_by(templates: dict[str, dict[str, Any]], stage: str) -> Created:
     found = Created()
     outputs: dict[str, dict[str, str]] = {}
+    # The bus's name, as the bus stack makes it; the deploy passes it to the service stacks.
+    bus = eventstack.bus_template(stage)["Resources"][eventstack.BUS]["Properties"]["Name"]
     for service in SERVICES:
         template = templates[service.name]
         resources = template["Resources"]
-        refs = {"AWS::StackName": deploy.Naming(stage).stack(service)}
+        refs = {
+            "AWS::StackName": deploy.Naming(stage).stack(service),
+            eventstack.BUS_NAME_PARAMETER: bus,
+        }
         names = {}
         for logical_id, resource in resources.items():
             props = resource.get("Properties", {})
             if resource["Type"] == "AWS::Serverless::Function":
                 names[logical_id] = resolved(props["FunctionName"], refs)
                 found.functions[names[logical_id]] = (service.name, logical_id)
+                if any(e["Type"] == "DynamoDB" for e in props.get("Events", {}).values()):
+                    found.stream_functions.add(names[logical_id])
+            elif resource["Type"] == "AWS::Events::Rule":
+                found.rules[resolved(props["Name"], refs)] = resolved(props["EventBusName"], refs)
             elif resource["Type"] == "AWS::Serverless::Api":
                 found.apis[(resolved(props["Name"], refs), props["StageName"])] = service.name
             elif resource["Type"] == "AWS::SQS::Queue":
@@ -501,8 +514,16 @@ def check_metric(namespace: str, name: str, dims: dict[str, str], created: Creat
     if namespace == "AWS/Lambda":
         assert set(dims) == {"FunctionName"}, dims
         assert dims["FunctionName"] in created.functions, dims
-        assert name in {"Errors", "Throttles", "Duration"}, name
+        # IteratorAge exists only for a function that reads a stream.
+        stream = dims["FunctionName"] in created.stream_functions
+        assert name in {"Errors", "Throttles", "Duration"} | ({"IteratorAge"} if stream else set())
         return ("function", dims["FunctionName"], name)
+    if namespace == "AWS/Events":
+        # A rule of a custom bus: both names (RuleName alone is a rule of the default bus).
+        assert set(dims) == {"EventBusName", "RuleName"}, dims
+        assert created.rules.get(dims["RuleName"]) == dims["EventBusName"], dims
+        assert name == "FailedInvocations", name
+        return ("rule", dims["RuleName"], name)
     if namespace == "AWS/DynamoDB":
         # ThrottledRequests has a series per table and operation and none per table alone;
         # UserErrors (which has no table at all) is not used.
@@ -581,6 +602,28 @@ def test_every_function_api_table_and_failure_queue_has_its_alarms(
             assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 1)
             assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
             assert alarm["TreatMissingData"] == "notBreaching"
+        # A relay that cannot publish holds its shard (a partial batch failure, which no Errors
+        # alarm sees): its IteratorAge grows, and that is what goes off.
+        iterator_age = single("AWS/Lambda", "IteratorAge", FunctionName=function)
+        if function not in created.stream_functions:
+            assert iterator_age == []
+            continue
+        (alarm,) = iterator_age
+        assert alarm["Statistic"] == "Maximum"
+        assert alarm["Period"] == 300
+        assert alarm["Threshold"] == {"Ref": observability.ITERATOR_AGE_PARAMETER}
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["TreatMissingData"] == "notBreaching"
+    assert len(created.stream_functions) == len(topology.RELAYS)
+    assert stack["Parameters"][observability.ITERATOR_AGE_PARAMETER]["Default"] == 5 * 60 * 1000
+    # Every rule: the deliveries EventBridge gave up on, by its bus and rule names.
+    assert len(created.rules) == len(topology.SUBSCRIPTIONS)
+    for rule, bus in created.rules.items():
+        (alarm,) = single("AWS/Events", "FailedInvocations", EventBusName=bus, RuleName=rule)
+        assert [d["Name"] for d in alarm["Dimensions"]] == ["EventBusName", "RuleName"]
+        assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 1)
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert alarm["TreatMissingData"] == "notBreaching"
     for api_name, api_stage in created.apis:
         (errors,) = single("AWS/ApiGateway", "5XXError", ApiName=api_name, Stage=api_stage)
         assert (errors["Statistic"], errors["Threshold"]) == ("Sum", 1)
@@ -740,6 +783,10 @@ def test_every_dashboard_line_names_a_metric_the_stage_has(
     for function in created.functions:
         for metric in ("Errors", "Throttles", "Duration"):
             assert ("function", function, metric) in watched
+    for function in created.stream_functions:
+        assert ("function", function, "IteratorAge") in watched
+    for rule in created.rules:
+        assert ("rule", rule, "FailedInvocations") in watched
     for service in DATA_SERVICES:
         for logical_id, operations in operations_in_code(service).items():
             for operation in operations:

@@ -1017,6 +1017,9 @@ def test_the_observability_stack_watches_what_the_other_stacks_made(
     queues = {u.rsplit("/", 1)[1] for u in aws.client("sqs").list_queues()["QueueUrls"]}
     apis = {a["name"] for a in aws.client("apigateway").get_rest_apis()["items"]}
     assert apis == {naming.stack(s) for s in SERVICES}
+    bus = topology.bus_name(STAGE)
+    rules = {r["Name"] for r in aws.client("events").list_rules(EventBusName=bus)["Rules"]}
+    assert rules >= {sub.rule_name(STAGE) for sub in topology.SUBSCRIPTIONS}  # and the archive's
     emf = {(n, tuple(sorted(d.items()))) for n, d in observability.app_series(STAGE)}
 
     def real(namespace: str, name: str, dims: dict[str, str]) -> bool:
@@ -1028,6 +1031,10 @@ def test_the_observability_stack_watches_what_the_other_stacks_made(
             return set(dims) == {"QueueName"} and dims["QueueName"] in queues
         if namespace == "AWS/ApiGateway":
             return dims.keys() == {"ApiName", "Stage"} and dims["ApiName"] in apis
+        if namespace == "AWS/Events":
+            return dims == {"EventBusName": bus, "RuleName": dims.get("RuleName")} and (
+                dims["RuleName"] in rules
+            )
         metric = observability.APP_METRICS[name]
         return tuple(dims) == metric.dimensions and (name, tuple(sorted(dims.items()))) in emf
 
