@@ -7,10 +7,13 @@ Which queues: every dead-letter queue of ``tools.topology`` for the stage, never
 by hand. Two kinds hold failures:
 
 * a **consumer's dead-letter queue** holds the EventBridge events its consumer failed to apply
-  ``maxReceiveCount`` times. ``replay`` sends each back to the consumer's own queue, body
-  unchanged (so its event id is the same, and an event that was applied after all changes
-  nothing), then deletes it from the dead-letter queue. Send before delete: an interruption in
-  between leaves a copy in both, never in neither.
+  ``maxReceiveCount`` times, and those EventBridge could not deliver to the consumer's queue at
+  all (the rule's target dead-letters there: the same body, with EventBridge's ``ERROR_CODE``,
+  ``ERROR_MESSAGE``, ``RETRY_ATTEMPTS``... message attributes, which ``list`` shows). ``replay``
+  sends each back to the consumer's own queue, body unchanged (so its event id is the same, and
+  an event that was applied after all changes nothing) and without EventBridge's attributes
+  (they describe the failed delivery, not the event), then deletes it from the dead-letter
+  queue. Send before delete: an interruption in between leaves a copy in both, never in neither.
 * a **relay's failure queue** holds Lambda's on-failure records of stream batches the relay
   gave up on: a shard and a sequence number range, not events. Nothing there can be sent again
   as a message; ``replay`` says so and what to do instead, and leaves them.
@@ -42,6 +45,19 @@ from tools.local import events as local_events
 from tools.local.process import HOST
 
 PEEK_SECONDS = 30  # how long a listed message is hidden if making it visible again fails
+# The message attributes EventBridge gives an event it dead-letters (its documented set): the
+# failed delivery, not the event. ERROR_MESSAGE is cut to this length in a listing.
+EVENTBRIDGE_DLQ_ATTRIBUTES = frozenset(
+    {
+        "ERROR_CODE",
+        "ERROR_MESSAGE",
+        "EXHAUSTED_RETRY_CONDITION",
+        "RETRY_ATTEMPTS",
+        "RULE_ARN",
+        "TARGET_ARN",
+    }
+)
+ERROR_MESSAGE_SHOWN = 200
 LIST_MAX = 100  # messages shown per queue
 SQS_BATCH = 10
 
@@ -169,10 +185,16 @@ def _time(millis: Any) -> str:
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _string_attribute(message: Mapping[str, Any], name: str) -> str | None:
+    value = (message.get("MessageAttributes") or {}).get(name) or {}
+    return str(value["StringValue"]) if "StringValue" in value else None
+
+
 def describe_consumer_message(message: Mapping[str, Any]) -> str:
-    """One line of envelope fields: type, event id, receives, first failure. No body."""
+    """One line of envelope fields: type, event id, and how it failed: the consumer's receives
+    and first failure, or, for an event EventBridge could not deliver to the queue, its error
+    code, retries, when it was dead-lettered and its error message. No body."""
     attributes = message.get("Attributes", {})
-    receives = max(int(attributes.get("ApproximateReceiveCount", "1")) - 1, 0)
     try:
         outer = json.loads(message.get("Body", ""))
         detail = outer.get("detail") if isinstance(outer, dict) else None
@@ -180,6 +202,18 @@ def describe_consumer_message(message: Mapping[str, Any]) -> str:
         event_id = (detail or {}).get("id") or "?"
     except (ValueError, AttributeError):
         kind, event_id = "(not an event)", "?"
+    code = _string_attribute(message, "ERROR_CODE")
+    if code is not None:
+        # Never in the consumer's queue: its receive counts are this listing's own.
+        retries = _string_attribute(message, "RETRY_ATTEMPTS") or "?"
+        error = (_string_attribute(message, "ERROR_MESSAGE") or "")[:ERROR_MESSAGE_SHOWN]
+        how = (
+            f"not delivered by EventBridge: {code}, {retries} retries, dead-lettered "
+            f"{_time(attributes.get('SentTimestamp'))}"
+        )
+        ending = f"(message {message['MessageId']})" + (f"  {error}" if error else "")
+        return f"{kind!s:<16} event {event_id}  {how}  {ending}"
+    receives = max(int(attributes.get("ApproximateReceiveCount", "1")) - 1, 0)
     first = _time(attributes.get("ApproximateFirstReceiveTimestamp"))
     return (
         f"{kind!s:<16} event {event_id}  receives {receives}  first failure {first}  "
@@ -313,8 +347,13 @@ def _move(sqs: Any, dlq_url: str, source_url: str, limit: int | None) -> int:
         entries = []
         for i, message in enumerate(batch):
             entry: dict[str, Any] = {"Id": str(i), "MessageBody": message["Body"]}
-            if message.get("MessageAttributes"):
-                entry["MessageAttributes"] = message["MessageAttributes"]
+            kept = {
+                name: value
+                for name, value in (message.get("MessageAttributes") or {}).items()
+                if name not in EVENTBRIDGE_DLQ_ATTRIBUTES
+            }
+            if kept:
+                entry["MessageAttributes"] = kept
             entries.append(entry)
         sent = sqs.send_message_batch(QueueUrl=source_url, Entries=entries)
         done = {entry["Id"] for entry in sent.get("Successful", [])}

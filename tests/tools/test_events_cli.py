@@ -67,6 +67,44 @@ def _dead_letter(sqs: Any, event_id: str) -> str:
     return body
 
 
+def _undelivered(sqs: Any, event_id: str) -> str:
+    """An event EventBridge could not deliver to the consumer's queue, dead-lettered by the
+    rule's target as EventBridge does it: the event as the rule would have delivered it, with
+    EventBridge's attributes describing the failure (and one attribute of some other origin)."""
+    body = json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "detail-type": "ProductAdded",
+            "source": SUBSCRIPTION.source,
+            "detail": {
+                "id": event_id,
+                "type": "ProductAdded",
+                "version": 1,
+                "source": SUBSCRIPTION.source,
+                "time": "2026-01-01T00:00:00.000Z",
+                "data": {"created_by": "secret-looking-name"},
+            },
+        }
+    )
+    failure = {
+        "ERROR_CODE": "SQS_PERMISSION_DENIED",
+        "ERROR_MESSAGE": "Access to the resource is denied.",
+        "RETRY_ATTEMPTS": "0",
+        "RULE_ARN": "arn:aws:events:us-east-1:000000000000:rule/shop-local/rule",
+        "TARGET_ARN": "arn:aws:sqs:us-east-1:000000000000:queue",
+        "kept": "yes",
+    }
+    sqs.send_message(
+        QueueUrl=_url(sqs, SUBSCRIPTION.dead_letter_queue_name(STAGE)),
+        MessageBody=body,
+        MessageAttributes={
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in failure.items()
+        },
+    )
+    return body
+
+
 def _relay_failure(sqs: Any) -> dict[str, Any]:
     records = [
         {"dynamodb": {"SequenceNumber": "100", "ApproximateCreationDateTime": 1.7e9}},
@@ -188,3 +226,45 @@ def test_without_make_run_it_says_so(monkeypatch: pytest.MonkeyPatch):
 
     assert code == 1
     assert "Is make run running?" in out
+
+
+def test_list_says_which_dead_letters_eventbridge_could_not_deliver(moto):
+    sqs = moto["sqs"]
+    _dead_letter(sqs, "event-applied-too-often")
+    _undelivered(sqs, "event-never-delivered")
+
+    code, out = _run("dlq", "list")
+
+    assert code == 0, out
+    consumer = next(
+        line for line in out.splitlines() if SUBSCRIPTION.dead_letter_queue_name(STAGE) in line
+    )
+    assert "2 message(s)" in consumer
+    undelivered = next(line for line in out.splitlines() if "event-never-delivered" in line)
+    assert "ProductAdded" in undelivered
+    assert "not delivered by EventBridge: SQS_PERMISSION_DENIED, 0 retries" in undelivered
+    assert "dead-lettered 20" in undelivered
+    assert "Access to the resource is denied." in undelivered
+    assert "receives" not in undelivered  # only this listing ever received it
+    failed = next(line for line in out.splitlines() if "event-applied-too-often" in line)
+    assert f"receives {SUBSCRIPTION.max_receive_count}" in failed
+    assert "EventBridge" not in failed
+    assert "secret-looking-name" not in out
+
+
+def test_replay_sends_an_undelivered_event_to_the_queue_without_eventbridge_attributes(moto):
+    sqs = moto["sqs"]
+    body = _undelivered(sqs, "event-3")
+
+    code, out = _run("dlq", "replay")
+
+    assert code == 0, out
+    assert "replayed 1 message(s)" in out
+    assert _visible(sqs, SUBSCRIPTION.dead_letter_queue_name(STAGE)) == 0
+    (back,) = sqs.receive_message(
+        QueueUrl=_url(sqs, SUBSCRIPTION.queue_name(STAGE)), MessageAttributeNames=["All"]
+    )["Messages"]
+    assert back["Body"] == body  # the event, as the rule would have delivered it
+    # What described the failed delivery stays behind; a later dead letter of the consumer's
+    # own is then not taken for EventBridge's.
+    assert set(back.get("MessageAttributes", {})) == {"kept"}
