@@ -202,8 +202,19 @@ def test_an_event_delivered_again_minutes_later_is_absorbed_not_dead_lettered(
     from svckit import events
     from tests.support import lambda_events as le
 
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=system.dynamodb_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    row = dynamodb.get_item(
+        TableName=services.USER.stage_env("local")["TABLE_NAME"],
+        Key={"username_key": {"S": name.lower()}},
+    )["Item"]
     data = {"product_id": unique("dup"), "product_name": "x", "created_by": name}
-    data["created_by_account"] = None
+    data["created_by_account"] = row["account_id"]["S"]  # as product_api's relay sends it
     body = le.eventbridge_body(le.envelope(events.PRODUCT_ADDED, data, events.PRODUCT_SOURCE))
     sqs.send_message(QueueUrl=queue, MessageBody=body)
     settled(gateway, name, 2 * POINTS)
