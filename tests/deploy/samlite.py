@@ -159,7 +159,56 @@ def _alarm_request(properties: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-class _Alarm(CloudFormationModel):
+class _ReplacedOnUpdate:
+    """What the three resource types below share. CloudFormation replaces such a resource on an
+    update (delete, then create), and deletes it by its name (``name``, which is also what moto
+    passes as ``resource_name`` when it has only the name) with the service's call in
+    :meth:`_remove`. A mixin, not a subclass of ``CloudFormationModel``: moto finds its resource
+    types among that class's direct subclasses only, so each type still names it as a base."""
+
+    name: str
+    _ATTRIBUTE: str  # the one attribute ``Fn::GetAtt`` may ask of it
+
+    @classmethod
+    def _remove(cls, name: str, account_id: str, region_name: str) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr == cls._ATTRIBUTE
+
+    @classmethod
+    def update_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        original_resource: _ReplacedOnUpdate,
+        new_resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        original_resource.delete(account_id, region_name)
+        return cls.create_from_cloudformation_json(  # type: ignore[attr-defined]
+            new_resource_name, cloudformation_json, account_id, region_name
+        )
+
+    @classmethod
+    def delete_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+    ) -> None:
+        cls._remove(resource_name, account_id, region_name)
+
+    def delete(self, account_id: str, region_name: str) -> None:
+        self._remove(self.name, account_id, region_name)
+
+    def is_created(self) -> bool:
+        return True
+
+
+class _Alarm(_ReplacedOnUpdate, CloudFormationModel):
     def __init__(self, name: str, account_id: str, region_name: str) -> None:
         self.name = name
         self.account_id = account_id
@@ -173,9 +222,7 @@ class _Alarm(CloudFormationModel):
     def cloudformation_type() -> str:
         return "AWS::CloudWatch::Alarm"
 
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "Arn"
+    _ATTRIBUTE = "Arn"
 
     @classmethod
     def create_from_cloudformation_json(  # type: ignore[misc]
@@ -194,43 +241,17 @@ class _Alarm(CloudFormationModel):
         return cls(resource_name, account_id, region_name)
 
     @classmethod
-    def update_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        original_resource: _Alarm,
-        new_resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-    ) -> _Alarm:
-        original_resource.delete(account_id, region_name)
-        return cls.create_from_cloudformation_json(
-            new_resource_name, cloudformation_json, account_id, region_name
-        )
-
-    @classmethod
-    def delete_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-    ) -> None:
-        _client("cloudwatch", account_id, region_name).delete_alarms(AlarmNames=[resource_name])
-
-    def delete(self, account_id: str, region_name: str) -> None:
-        _client("cloudwatch", account_id, region_name).delete_alarms(AlarmNames=[self.name])
-
-    def is_created(self) -> bool:
-        return True
+    def _remove(cls, name: str, account_id: str, region_name: str) -> None:
+        _client("cloudwatch", account_id, region_name).delete_alarms(AlarmNames=[name])
 
     @property
     def physical_resource_id(self) -> str:
         return self.name
 
 
-class _Subscription(CloudFormationModel):
+class _Subscription(_ReplacedOnUpdate, CloudFormationModel):
     def __init__(self, arn: str) -> None:
-        self.arn = arn
+        self.name = arn  # what deletes it, as for the other two
 
     @staticmethod
     def cloudformation_name_type() -> str:
@@ -240,9 +261,7 @@ class _Subscription(CloudFormationModel):
     def cloudformation_type() -> str:
         return "AWS::SNS::Subscription"
 
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "Arn"
+    _ATTRIBUTE = "Arn"
 
     @classmethod
     def create_from_cloudformation_json(  # type: ignore[misc]
@@ -263,38 +282,12 @@ class _Subscription(CloudFormationModel):
         return cls(answer["SubscriptionArn"])
 
     @classmethod
-    def update_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        original_resource: _Subscription,
-        new_resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-    ) -> _Subscription:
-        original_resource.delete(account_id, region_name)
-        return cls.create_from_cloudformation_json(
-            new_resource_name, cloudformation_json, account_id, region_name
-        )
-
-    @classmethod
-    def delete_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-    ) -> None:
-        _client("sns", account_id, region_name).unsubscribe(SubscriptionArn=resource_name)
-
-    def delete(self, account_id: str, region_name: str) -> None:
-        _client("sns", account_id, region_name).unsubscribe(SubscriptionArn=self.arn)
-
-    def is_created(self) -> bool:
-        return True
+    def _remove(cls, name: str, account_id: str, region_name: str) -> None:
+        _client("sns", account_id, region_name).unsubscribe(SubscriptionArn=name)
 
     @property
     def physical_resource_id(self) -> str:
-        return self.arn
+        return self.name
 
 
 def query_definitions(account_id: str, region_name: str) -> dict[str, dict[str, Any]]:
@@ -306,7 +299,7 @@ def query_definitions(account_id: str, region_name: str) -> dict[str, dict[str, 
     return backend.samlite_query_definitions  # type: ignore[no-any-return]
 
 
-class _QueryDefinition(CloudFormationModel):
+class _QueryDefinition(_ReplacedOnUpdate, CloudFormationModel):
     def __init__(self, definition_id: str, name: str) -> None:
         self.definition_id = definition_id
         self.name = name
@@ -319,9 +312,7 @@ class _QueryDefinition(CloudFormationModel):
     def cloudformation_type() -> str:
         return "AWS::Logs::QueryDefinition"
 
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "QueryDefinitionId"
+    _ATTRIBUTE = "QueryDefinitionId"
 
     @classmethod
     def create_from_cloudformation_json(  # type: ignore[misc]
@@ -343,34 +334,8 @@ class _QueryDefinition(CloudFormationModel):
         return cls(f"samlite-{len(saved)}", resource_name)
 
     @classmethod
-    def update_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        original_resource: _QueryDefinition,
-        new_resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-    ) -> _QueryDefinition:
-        original_resource.delete(account_id, region_name)
-        return cls.create_from_cloudformation_json(
-            new_resource_name, cloudformation_json, account_id, region_name
-        )
-
-    @classmethod
-    def delete_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-    ) -> None:
-        query_definitions(account_id, region_name).pop(resource_name, None)
-
-    def delete(self, account_id: str, region_name: str) -> None:
-        query_definitions(account_id, region_name).pop(self.name, None)
-
-    def is_created(self) -> bool:
-        return True
+    def _remove(cls, name: str, account_id: str, region_name: str) -> None:
+        query_definitions(account_id, region_name).pop(name, None)
 
     @property
     def physical_resource_id(self) -> str:
