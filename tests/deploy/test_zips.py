@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -262,8 +262,12 @@ def stream_record(name: str, new: dict[str, Any] | None, sequence: str) -> dict[
 def sqs_record(message_id: str, detail: dict[str, Any] | str) -> dict[str, Any]:
     """One SQS message as Lambda's mapping hands it to a consumer: an EventBridge event whose
     detail is the envelope (or any other body)."""
-    body = detail if isinstance(detail, str) else json.dumps(
-        {"detail-type": detail["type"], "source": detail["source"], "detail": detail}
+    body = (
+        detail
+        if isinstance(detail, str)
+        else json.dumps(
+            {"detail-type": detail["type"], "source": detail["source"], "detail": detail}
+        )
     )
     return {
         "messageId": message_id,
@@ -332,6 +336,64 @@ def invoke(
 
 def body(answer: dict[str, Any]) -> Any:
     return json.loads(answer["body"])
+
+
+# One of a service's functions answering a list of events: (logical id, events) -> answers.
+Run = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def event_functions(
+    moto_server: str,
+    stage_aws: dict[str, str],
+    bus: dict[str, str],
+    templates: dict[str, dict[str, Any]],
+    task_dirs: dict[str, Path],
+    lambda_runtime: Path,
+) -> Callable[[str, str], tuple[dict[str, str], Run]]:
+    """For a service and a table prefix: its tables, made in moto under that prefix, and a way
+    to run any of its functions from the unpacked zip with the environment its template gives
+    that function (against moto)."""
+
+    def start(name: str, prefix: str) -> tuple[dict[str, str], Run]:
+        template = templates[name]
+        tables = make_tables(moto_server, template, prefix)
+        refs = {**tables, **bus, **stage_aws}
+
+        def run(logical_id: str, events_in: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            env = {**function_env(template, refs, logical_id), "AWS_ENDPOINT_URL": moto_server}
+            return invoke(name, task_dirs, lambda_runtime, template, env, events_in, logical_id)
+
+        return tables, run
+
+    return start
+
+
+def relay_insert(
+    moto_server: str,
+    bus: dict[str, str],
+    run: Run,
+    relay: str,
+    source: str,
+    row: dict[str, Any],
+    sequence: str,
+) -> dict[str, Any]:
+    """The one event of ``source`` that the relay function ``relay`` puts on the bus for an
+    INSERT of ``row`` (stream sequence number ``sequence``) in its table's stream (it must fail
+    no record)."""
+    tap_url = tap(moto_server, bus, source)
+    stream = {"Records": [stream_record("INSERT", row, sequence)]}
+    (relayed,) = run(eventstack.function_id(relay), [stream])
+    assert relayed == {"batchItemFailures": []}
+    (event,) = tapped(moto_server, tap_url)
+    assert event["source"] == source
+    return event
+
+
+def processed_event_ids(moto_server: str, tables: dict[str, str]) -> list[str]:
+    """The event ids a consumer recorded as processed."""
+    items = _client(moto_server, "dynamodb").scan(TableName=tables["ProcessedEventsTable"])
+    return [item["event_id"]["S"] for item in items["Items"]]
 
 
 def test_child_sees_no_package_from_this_virtualenv(
@@ -580,21 +642,10 @@ def test_zip_exposes_every_handler_its_template_names(
 
 def test_user_api_zip_relays_its_stream_to_the_bus_and_grants_points_once(
     moto_server: str,
-    stage_aws: dict[str, str],
     bus: dict[str, str],
-    templates: dict[str, dict[str, Any]],
-    task_dirs: dict[str, Path],
-    lambda_runtime: Path,
+    event_functions: Callable[[str, str], tuple[dict[str, str], Run]],
 ) -> None:
-    template = templates[USER.name]
-    tables = make_tables(moto_server, template, "users-events-zipcheck")
-    refs = {**tables, **bus, **stage_aws}
-    endpoint = {"AWS_ENDPOINT_URL": moto_server}
-
-    def run(logical_id: str, events_in: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        env = {**function_env(template, refs, logical_id), **endpoint}
-        return invoke(USER.name, task_dirs, lambda_runtime, template, env, events_in, logical_id)
-
+    tables, run = event_functions(USER.name, "users-events-zipcheck")
     credentials = {"username": "zip_points", "password": "correct-horse-1234"}
     (registered,) = run(package.FUNCTION, [proxy_event("POST", "/register", body=credentials)])
     assert registered["statusCode"] == 201, registered
@@ -623,12 +674,10 @@ def test_user_api_zip_relays_its_stream_to_the_bus_and_grants_points_once(
     assert second == {"batchItemFailures": []}
     user = dynamodb.get_item(TableName=tables["Table"], Key=key)
     assert user["Item"]["points"] == {"N": "10"}
-    processed = dynamodb.scan(TableName=tables["ProcessedEventsTable"])["Items"]
-    assert [item["event_id"]["S"] for item in processed] == ["evt-product-1"]
+    assert processed_event_ids(moto_server, tables) == ["evt-product-1"]
 
     # The relay: a registration in the stream becomes UserRegistered on the bus, without the
     # row's secrets.
-    tap_url = tap(moto_server, bus, events.USER_SOURCE)
     row = {
         "username_key": "zip_new",
         "username": "zip_new",
@@ -637,11 +686,9 @@ def test_user_api_zip_relays_its_stream_to_the_bus_and_grants_points_once(
         "password_hash": "$argon2id$secret-hash",
         "email": "zip_new@example.com",
     }
-    stream = {"Records": [stream_record("INSERT", row, "100")]}
-    (relayed,) = run(eventstack.function_id("relay_user_changes"), [stream])
-    assert relayed == {"batchItemFailures": []}
-    (event,) = tapped(moto_server, tap_url)
-    assert event["source"] == events.USER_SOURCE
+    event = relay_insert(
+        moto_server, bus, run, "relay_user_changes", events.USER_SOURCE, row, "100"
+    )
     assert event["detail-type"] == events.USER_REGISTERED
     assert event["detail"]["data"] == {
         "username": "zip_new",
@@ -654,22 +701,10 @@ def test_user_api_zip_relays_its_stream_to_the_bus_and_grants_points_once(
 
 def test_product_api_zip_relays_its_stream_and_removes_a_deleted_account(
     moto_server: str,
-    stage_aws: dict[str, str],
     bus: dict[str, str],
-    templates: dict[str, dict[str, Any]],
-    task_dirs: dict[str, Path],
-    lambda_runtime: Path,
+    event_functions: Callable[[str, str], tuple[dict[str, str], Run]],
 ) -> None:
-    template = templates[PRODUCT.name]
-    tables = make_tables(moto_server, template, "products-events-zipcheck")
-    refs = {**tables, **bus, **stage_aws}
-
-    def run(logical_id: str, events_in: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        env = {**function_env(template, refs, logical_id), "AWS_ENDPOINT_URL": moto_server}
-        return invoke(
-            PRODUCT.name, task_dirs, lambda_runtime, template, env, events_in, logical_id
-        )
-
+    tables, run = event_functions(PRODUCT.name, "products-events-zipcheck")
     dynamodb = _client(moto_server, "dynamodb")
     for product_id, creator, account in (
         ("gone-1", "zip_gone", "acct-gone"),
@@ -700,10 +735,8 @@ def test_product_api_zip_relays_its_stream_and_removes_a_deleted_account(
     assert left == ["later-1", "other-1"]
     revoked = dynamodb.scan(TableName=tables["RevokedAccountsTable"])["Items"]
     assert [item["account_id"]["S"] for item in revoked] == ["acct-gone"]
-    processed = dynamodb.scan(TableName=tables["ProcessedEventsTable"])["Items"]
-    assert [item["event_id"]["S"] for item in processed] == ["evt-user-1"]
+    assert processed_event_ids(moto_server, tables) == ["evt-user-1"]
 
-    tap_url = tap(moto_server, bus, events.PRODUCT_SOURCE)
     product = {
         "product_id": "new-1",
         "product_name": "Phone",
@@ -711,11 +744,9 @@ def test_product_api_zip_relays_its_stream_and_removes_a_deleted_account(
         "created_by_account": "acct-zip-user",
         "created_at": "2026-11-22T01:00:00Z",
     }
-    stream = {"Records": [stream_record("INSERT", product, "200")]}
-    (relayed,) = run(eventstack.function_id("relay_product_changes"), [stream])
-    assert relayed == {"batchItemFailures": []}
-    (event,) = tapped(moto_server, tap_url)
-    assert event["source"] == events.PRODUCT_SOURCE
+    event = relay_insert(
+        moto_server, bus, run, "relay_product_changes", events.PRODUCT_SOURCE, product, "200"
+    )
     assert event["detail-type"] == events.PRODUCT_ADDED
     assert event["detail"]["data"]["product_id"] == "new-1"
     assert event["detail"]["data"]["created_by"] == "zip_user"
