@@ -42,6 +42,36 @@ def product_ids(tables) -> set[str]:
     return {i["product_id"]["S"] for i in items}
 
 
+def relay_twenty_refusing_the_13th(product_client) -> tuple[list[dict], dict]:
+    """Twenty product inserts (p0 to p19) through the relay, the bus refusing the 13th for real
+    (moto checks each entry's detail; the request is altered on its way out, after the relay
+    built it): the stream records and the relay's answer."""
+    records = [
+        le.stream_record(
+            "INSERT",
+            {"product_id": f"p{n}"},
+            new={
+                "product_id": f"p{n}", "product_name": "x", "created_by": "ann",
+                "created_at": "2026-11-22T00:00:00Z",
+            },
+        )
+        for n in range(20)
+    ]  # fmt: skip
+
+    def spoil(params, **_):
+        for entry in params["Entries"]:
+            if '"product_id":"p12"' in entry["Detail"]:
+                entry["Detail"] = "{not json"
+
+    client = events.events_client()
+    client.meta.events.register("before-parameter-build.events.PutEvents", spoil)
+    try:
+        answer = product_client.lambda_.invoke("relay_product_changes", le.stream_event(records))
+    finally:
+        client.meta.events.unregister("before-parameter-build.events.PutEvents", spoil)
+    return records, answer.payload
+
+
 def test_user_deleted_removes_that_accounts_products_and_tokens(
     product_client, add, issue_token, tables
 ):
@@ -136,30 +166,8 @@ def test_a_refused_entry_is_retried_from_its_own_record(product_client, tables, 
     the first refused record's sequence number, from which Lambda retries, and the records
     before it are on the bus. The bus refuses the 13th entry for real (moto checks each entry's
     detail): the request is altered on its way out, after the relay built it."""
-    records = [
-        le.stream_record(
-            "INSERT",
-            {"product_id": f"p{n}"},
-            new={
-                "product_id": f"p{n}", "product_name": "x", "created_by": "ann",
-                "created_at": "2026-11-22T00:00:00Z",
-            },
-        )
-        for n in range(20)
-    ]  # fmt: skip
-
-    def spoil(params, **_):
-        for entry in params["Entries"]:
-            if '"product_id":"p12"' in entry["Detail"]:
-                entry["Detail"] = "{not json"
-
-    client = events.events_client()
-    client.meta.events.register("before-parameter-build.events.PutEvents", spoil)
-    try:
-        answer = product_client.lambda_.invoke("relay_product_changes", le.stream_event(records))
-    finally:
-        client.meta.events.unregister("before-parameter-build.events.PutEvents", spoil)
-    assert le.failed_ids(answer.payload) == [records[12]["dynamodb"]["SequenceNumber"]]
+    records, answer = relay_twenty_refusing_the_13th(product_client)
+    assert le.failed_ids(answer) == [records[12]["dynamodb"]["SequenceNumber"]]
     assert [e["data"]["product_id"] for e in published()][:12] == [f"p{n}" for n in range(12)]
 
 

@@ -7,8 +7,7 @@ import pytest
 
 from svckit import events
 from tests.conftest import bearer, post_json
-from tests.product_api.test_events import OLD, deliver, user_deleted
-from tests.support import lambda_events as le
+from tests.product_api.test_events import OLD, deliver, relay_twenty_refusing_the_13th, user_deleted
 from tests.support.apps import load_app
 from tests.support.emf import captured
 from tools import services
@@ -82,30 +81,8 @@ def test_the_cascade_counts_its_deletions_and_the_event(product_client, add, out
 def test_only_the_events_on_the_bus_are_counted_as_relayed(product_client, tables, published, out):
     """Twenty product inserts, the bus refusing the 13th: what ``EventsRelayed`` says is what
     the bus received (the entries after the refused one in its call included)."""
-    records = [
-        le.stream_record(
-            "INSERT",
-            {"product_id": f"p{n}"},
-            new={
-                "product_id": f"p{n}", "product_name": "x", "created_by": "ann",
-                "created_at": "2026-11-22T00:00:00Z",
-            },
-        )
-        for n in range(20)
-    ]  # fmt: skip
-
-    def spoil(params, **_):
-        for entry in params["Entries"]:
-            if '"product_id":"p12"' in entry["Detail"]:
-                entry["Detail"] = "{not json"
-
-    client = events.events_client()
-    client.meta.events.register("before-parameter-build.events.PutEvents", spoil)
-    try:
-        answer = product_client.lambda_.invoke("relay_product_changes", le.stream_event(records))
-    finally:
-        client.meta.events.unregister("before-parameter-build.events.PutEvents", spoil)
-    assert len(answer.payload["batchItemFailures"]) == 1
+    _, answer = relay_twenty_refusing_the_13th(product_client)
+    assert len(answer["batchItemFailures"]) == 1
 
     on_the_bus = published()
     assert 12 <= len(on_the_bus) < 20
