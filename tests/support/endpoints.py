@@ -69,3 +69,24 @@ def clients(events_endpoint: str, dynamodb_endpoint: str) -> dict[str, Any]:
         "dynamodb": local_events.client("dynamodb", dynamodb_endpoint),
         "streams": local_events.client("dynamodbstreams", dynamodb_endpoint),
     }
+
+
+def create_stream_table(dynamodb_client: Any, name: str) -> None:
+    """A table keyed by the string ``k``, with a stream of new and old images: what the stream
+    pollers' tests read."""
+    dynamodb_client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+
+
+def put_keys(dynamodb_client: Any, table: str, *keys: str) -> None:
+    """One row a key in a :func:`create_stream_table` table (with a binary and a number
+    attribute, so the stream carries more than strings), in that order."""
+    for key in keys:
+        dynamodb_client.put_item(
+            TableName=table, Item={"k": {"S": key}, "blob": {"B": key.encode()}, "n": {"N": "1"}}
+        )

@@ -16,7 +16,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,24 +31,7 @@ SUBSCRIPTION = topology.SUBSCRIPTIONS[0]
 RELAY = topology.RELAYS[0]
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[str, str]]:
-    with endpoints.events_server() as events_url, endpoints.dynamodb_server() as dynamodb_url:
-        yield events_url, dynamodb_url
-
-
-@pytest.fixture
-def aws(servers: tuple[str, str]) -> dict[str, Any]:
-    return endpoints.clients(*servers)
-
-
-@pytest.fixture
-def stage(aws: dict[str, Any]) -> str:
-    """A stage of its own, wired from the topology: its queues are this test's alone."""
-    name = f"t{uuid.uuid4().hex[:8]}"
-    created = local_events.wire(aws["sqs"], aws["events"], name)
-    assert SUBSCRIPTION.queue_name(name) in created
-    return name
+# servers, aws, stage (wired from the topology) and table (with a stream): tests/tools/conftest.py
 
 
 @pytest.fixture
@@ -246,26 +229,6 @@ def test_a_missing_queue_is_reported_and_retried_not_fatal(aws, said):
 # -- DynamoDB streams --
 
 
-@pytest.fixture
-def table(aws: dict[str, Any]) -> str:
-    name = f"stream-{uuid.uuid4().hex[:8]}"
-    aws["dynamodb"].create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-    return name
-
-
-def _put(aws: dict[str, Any], table: str, *keys: str) -> None:
-    for key in keys:
-        aws["dynamodb"].put_item(
-            TableName=table, Item={"k": {"S": key}, "blob": {"B": key.encode()}, "n": {"N": "1"}}
-        )
-
-
 def _keys(event: dict[str, Any]) -> list[str]:
     return [r["dynamodb"]["Keys"]["k"]["S"] for r in event["Records"]]
 
@@ -293,7 +256,7 @@ def _seen(handler: Recorder) -> list[list[str]]:
 def test_a_stream_batch_reaches_the_relay_as_lambda_shapes_it(aws, stage, table, said):
     handler = Recorder(lambda records: {"batchItemFailures": []})
     poller = _stream_poller(handler, aws, stage, table, said)
-    _put(aws, table, "a", "b")
+    endpoints.put_keys(aws["dynamodb"], table, "a", "b")
 
     _poll_until(poller, lambda: sum(len(k) for k in _seen(handler)) >= 2)
 
@@ -325,14 +288,14 @@ def test_a_failed_stream_record_is_read_again_from_its_sequence_number(aws, stag
 
     handler = Recorder(fail_b_once)
     poller = _stream_poller(handler, aws, stage, table, said)
-    _put(aws, table, "a", "b", "c")
+    endpoints.put_keys(aws["dynamodb"], table, "a", "b", "c")
     _poll_until(poller, lambda: sum(len(k) for k in _seen(handler)) >= 3)
 
     _poll_until(poller, lambda: len(handler.events) >= 2)
 
     assert _seen(handler) == [["a", "b", "c"], ["b", "c"]]
     # And the shard moved on: a later change arrives alone.
-    _put(aws, table, "d")
+    endpoints.put_keys(aws["dynamodb"], table, "d")
     _poll_until(poller, lambda: len(handler.events) >= 3)
     assert _seen(handler)[2] == ["d"]
 
@@ -348,7 +311,7 @@ def test_after_its_retries_a_failing_batch_goes_to_the_failure_queue(aws, stage,
 
     handler = Recorder(fail_from_b)
     poller = _stream_poller(handler, aws, stage, table, said, maximum_retry_attempts=2)
-    _put(aws, table, "a", "b", "c")
+    endpoints.put_keys(aws["dynamodb"], table, "a", "b", "c")
     failures = RELAY.failure_queue_name(stage)
 
     _poll_until(poller, lambda: _counts(aws, failures)[0] == 1)
@@ -368,7 +331,7 @@ def test_after_its_retries_a_failing_batch_goes_to_the_failure_queue(aws, stage,
     assert record["requestContext"]["approximateInvokeCount"] == 3
     assert "NewImage" not in message["Body"]  # the range only, never the records
     # The shard moved past the batch.
-    _put(aws, table, "d")
+    endpoints.put_keys(aws["dynamodb"], table, "d")
     _poll_until(poller, lambda: len(handler.events) >= 4)
     assert _seen(handler)[3] == ["d"]
 
@@ -392,7 +355,7 @@ def test_the_topologys_relay_holds_its_shard_until_the_batch_goes_through(aws, s
     handler = Recorder(fail_from_b_until_fixed)
     assert RELAY.maximum_retry_attempts == -1
     poller = _stream_poller(handler, aws, stage, table, said)
-    _put(aws, table, "a", "b", "c")
+    endpoints.put_keys(aws["dynamodb"], table, "a", "b", "c")
 
     _poll_until(poller, lambda: fixed.is_set() and _seen(handler)[-1] == ["b", "c"])
 
@@ -409,7 +372,7 @@ def test_an_exception_fails_the_whole_batch_and_the_retry_is_halved(aws, stage, 
 
     handler = Recorder(crash_once)
     poller = _stream_poller(handler, aws, stage, table, said)
-    _put(aws, table, "a", "b", "c", "d")
+    endpoints.put_keys(aws["dynamodb"], table, "a", "b", "c", "d")
     _poll_until(poller, lambda: sum(len(k) for k in _seen(handler)) >= 4)
 
     _poll_until(poller, lambda: sum(len(k) for k in _seen(handler)[1:]) >= 4)
@@ -423,19 +386,13 @@ def test_an_exception_fails_the_whole_batch_and_the_retry_is_halved(aws, stage, 
 def test_a_table_made_again_is_read_from_its_new_stream(aws, stage, table, said):
     handler = Recorder(lambda records: {})
     poller = _stream_poller(handler, aws, stage, table, said)
-    _put(aws, table, "before")
+    endpoints.put_keys(aws["dynamodb"], table, "before")
     _poll_until(poller, lambda: _seen(handler) == [["before"]])
 
     aws["dynamodb"].delete_table(TableName=table)
     aws["dynamodb"].get_waiter("table_not_exists").wait(TableName=table)
-    aws["dynamodb"].create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-    _put(aws, table, "after")
+    endpoints.create_stream_table(aws["dynamodb"], table)
+    endpoints.put_keys(aws["dynamodb"], table, "after")
     stop = threading.Event()
     thread = poller.start(stop)
     try:
@@ -452,10 +409,10 @@ def test_a_poller_with_the_positions_of_an_earlier_one_goes_on_from_there(
     first = Recorder(lambda records: {})
     poller = _stream_poller(first, aws, stage, table, said)
     poller.positions = local_events.Positions(positions)
-    _put(aws, table, "a", "b")
+    endpoints.put_keys(aws["dynamodb"], table, "a", "b")
     _poll_until(poller, lambda: sum(len(k) for k in _seen(first)) >= 2)
 
-    _put(aws, table, "c")
+    endpoints.put_keys(aws["dynamodb"], table, "c")
     again = Recorder(lambda records: {})
     restarted = _stream_poller(again, aws, stage, table, said)
     restarted.positions = local_events.Positions(positions)

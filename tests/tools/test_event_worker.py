@@ -48,10 +48,7 @@ def on_product_events(event):
 """
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[str, str]]:
-    with endpoints.events_server() as events_url, endpoints.dynamodb_server() as dynamodb_url:
-        yield events_url, dynamodb_url
+# servers (moto's and the DynamoDB engine, one pair a module): tests/tools/conftest.py
 
 
 @pytest.fixture
@@ -73,13 +70,7 @@ def worker(servers: tuple[str, str], tiny_app: Path) -> Iterator[Child]:
     events_url, dynamodb_url = servers
     aws = endpoints.clients(events_url, dynamodb_url)
     local_events.wire(aws["sqs"], aws["events"], STAGE)
-    aws["dynamodb"].create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
+    endpoints.create_stream_table(aws["dynamodb"], TABLE)
     env = {
         **os.environ,
         **local_events.FAKE_CREDENTIALS,

@@ -5,7 +5,6 @@ the relay is fixed, and nothing stored after it is lost (the outbox's promise)."
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -37,21 +36,13 @@ class Log:
         self._add("error", message, **kw)
 
 
-@pytest.fixture(scope="module")
-def servers():
-    with endpoints.events_server() as e, endpoints.dynamodb_server() as d:
-        yield e, d
+# servers, aws, stage (wired from the topology) and table (with a stream): tests/tools/conftest.py
 
 
 @pytest.fixture
-def aws(servers):
-    return endpoints.clients(*servers)
-
-
-@pytest.fixture
-def stage(aws, servers, monkeypatch):
-    name = f"r{uuid.uuid4().hex[:8]}"
-    local_events.wire(aws["sqs"], aws["events"], name)
+def stage(stage, servers, monkeypatch):
+    """The wired stage, with the relay's EventBridge client pointed at its bus."""
+    name = stage
     monkeypatch.setenv(events.BUS_SETTING, topology.bus_name(name))
     monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", servers[0])
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
@@ -60,24 +51,6 @@ def stage(aws, servers, monkeypatch):
     events.events_client.cache_clear()
     yield name
     events.events_client.cache_clear()
-
-
-@pytest.fixture
-def table(aws):
-    name = f"rstream-{uuid.uuid4().hex[:8]}"
-    aws["dynamodb"].create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-    return name
-
-
-def _put(aws, table, *keys):
-    for key in keys:
-        aws["dynamodb"].put_item(TableName=table, Item={"k": {"S": key}})
 
 
 def mapping(poison: set[str]):
@@ -141,7 +114,7 @@ def test_an_unmappable_record_holds_the_shard_and_nothing_after_it_is_lost(
     reload: a new worker on the same positions), b, c and d are published."""
     positions = local_events.Positions(tmp_path / "positions.json")
     broken = poller(aws, stage, table, relay_handler({"b"}, Log()), positions)
-    _put(aws, table, "a", "b", "c", "d")
+    endpoints.put_keys(aws["dynamodb"], table, "a", "b", "c", "d")
     for _ in range(60):
         broken.poll_once()
     assert delivered(aws, stage) == ["a"]
