@@ -40,9 +40,10 @@ def _url(sqs: Any, name: str) -> str:
     return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
 
 
-def _dead_letter(sqs: Any, event_id: str) -> str:
-    """An event its consumer failed ``maxReceiveCount`` times, moved to the DLQ by SQS."""
-    body = json.dumps(
+def _product_added(event_id: str) -> str:
+    """A ProductAdded event as the subscription's rule delivers it to the queue (a new
+    EventBridge id each time, the envelope's id ``event_id``)."""
+    return json.dumps(
         {
             "id": str(uuid.uuid4()),
             "detail-type": "ProductAdded",
@@ -57,6 +58,11 @@ def _dead_letter(sqs: Any, event_id: str) -> str:
             },
         }
     )
+
+
+def _dead_letter(sqs: Any, event_id: str) -> str:
+    """An event its consumer failed ``maxReceiveCount`` times, moved to the DLQ by SQS."""
+    body = _product_added(event_id)
     queue = _url(sqs, SUBSCRIPTION.queue_name(STAGE))
     sqs.send_message(QueueUrl=queue, MessageBody=body)
     for _ in range(SUBSCRIPTION.max_receive_count):
@@ -71,21 +77,7 @@ def _undelivered(sqs: Any, event_id: str) -> str:
     """An event EventBridge could not deliver to the consumer's queue, dead-lettered by the
     rule's target as EventBridge does it: the event as the rule would have delivered it, with
     EventBridge's attributes describing the failure (and one attribute of some other origin)."""
-    body = json.dumps(
-        {
-            "id": str(uuid.uuid4()),
-            "detail-type": "ProductAdded",
-            "source": SUBSCRIPTION.source,
-            "detail": {
-                "id": event_id,
-                "type": "ProductAdded",
-                "version": 1,
-                "source": SUBSCRIPTION.source,
-                "time": "2026-01-01T00:00:00.000Z",
-                "data": {"created_by": "secret-looking-name"},
-            },
-        }
-    )
+    body = _product_added(event_id)
     failure = {
         "ERROR_CODE": "SQS_PERMISSION_DENIED",
         "ERROR_MESSAGE": "Access to the resource is denied.",
