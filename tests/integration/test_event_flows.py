@@ -14,9 +14,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-import boto3
 import pytest
 
+from tests.support import endpoints
 from tests.support.system import Reply, bearer, call, get, post, wait_until
 from tools import services, topology
 from tools.local.events import worker_name
@@ -147,13 +147,7 @@ def test_a_poison_message_is_dead_lettered_and_replayed_once_fixed(
     consumer fails, and after ``max_receive_count`` tries the event waits in the dead-letter
     queue. Once the table is back, the replay command applies it, once."""
     name, token = member
-    dynamodb = boto3.client(
-        "dynamodb",
-        endpoint_url=system.dynamodb_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    dynamodb = endpoints.local_client("dynamodb", system.dynamodb_endpoint)
     table = services.USER.stage_env("local")["PROCESSED_EVENTS_TABLE"]
     subscription = topology.subscriptions_of(services.USER)[0]
     dynamodb.delete_table(TableName=table)
@@ -190,25 +184,13 @@ def test_an_event_delivered_again_minutes_later_is_absorbed_not_dead_lettered(
     wait_for_points(gateway, name, POINTS)
     account = get(gateway, f"/users/{name}", bearer(token)).json()
     subscription = topology.subscriptions_of(services.USER)[0]
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=system.events_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    sqs = endpoints.local_client("sqs", system.events_endpoint)
     queue = sqs.get_queue_url(QueueName=subscription.queue_name(system.stage))["QueueUrl"]
     dead = sqs.get_queue_url(QueueName=subscription.dead_letter_queue_name(system.stage))
     from svckit import events
     from tests.support import lambda_events as le
 
-    dynamodb = boto3.client(
-        "dynamodb",
-        endpoint_url=system.dynamodb_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    dynamodb = endpoints.local_client("dynamodb", system.dynamodb_endpoint)
     row = dynamodb.get_item(
         TableName=services.USER.stage_env("local")["TABLE_NAME"],
         Key={"username_key": {"S": name.lower()}},

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import boto3
+
 from tools.local import dynamodb
 from tools.local import events as local_events
 from tools.local.process import HOST, Child, free_port
@@ -90,3 +92,16 @@ def put_keys(dynamodb_client: Any, table: str, *keys: str) -> None:
         dynamodb_client.put_item(
             TableName=table, Item={"k": {"S": key}, "blob": {"B": key.encode()}, "n": {"N": "1"}}
         )
+
+
+def local_client(service: str, endpoint: str) -> Any:
+    """A plain boto3 client (botocore's own retries and timeouts, unlike
+    ``tools.local.events.client``) of a local endpoint, with the local system's fake
+    credentials."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
