@@ -221,6 +221,29 @@ def chalice_setting(service: ServiceDef, stage: str, handler: str, name: str) ->
     return None
 
 
+def _event_function(
+    handler: str, variables: dict[str, Any], source: str, properties: dict[str, Any]
+) -> dict[str, Any]:
+    """What the merge gives ``handler``'s function: the environment ``variables`` and its one
+    SAM event of type ``source`` (``DynamoDB`` or ``SQS``) with ``properties``."""
+    return {
+        "Properties": {
+            "Environment": {"Variables": variables},
+            "Events": {
+                event_source_id(handler, source.lower()): {"Type": source, "Properties": properties}
+            },
+        }
+    }
+
+
+def _events_policy(
+    service: ServiceDef, handler: str, statements: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``handler``'s role's policy of the event plumbing (its ``events_policy_id``)."""
+    dashed = f"{service.name.replace('_', '-')}{function_suffix(handler)}"
+    return _policy(f"{dashed}-events", role_id(handler), statements)
+
+
 def _relay(service: ServiceDef, stage: str, relay: topology.Relay) -> dict[str, Any]:
     fn = function_id(relay.handler)
     events_properties = {
@@ -261,28 +284,20 @@ def _relay(service: ServiceDef, stage: str, relay: topology.Relay) -> dict[str, 
             "Resource": _arn(relay.failure_queue),
         },
     ]
-    dashed = f"{service.name.replace('_', '-')}{function_suffix(relay.handler)}"
     return {
-        fn: {
-            "Properties": {
-                "Environment": {"Variables": {events.BUS_SETTING: _ref(BUS_NAME_PARAMETER)}},
-                "Events": {
-                    event_source_id(relay.handler, "dynamodb"): {
-                        "Type": "DynamoDB",
-                        "Properties": events_properties,
-                    }
-                },
-            }
-        },
+        fn: _event_function(
+            relay.handler,
+            {events.BUS_SETTING: _ref(BUS_NAME_PARAMETER)},
+            "DynamoDB",
+            events_properties,
+        ),
         # Where a batch goes once its retries are spent (its shard position, not the records):
         # the operator's trace of what was not relayed, kept as long as SQS keeps anything.
         relay.failure_queue: _queue(
             _by_stack_name(service, stage, relay.failure_queue_name(stage)),
             topology.DLQ_RETENTION_SECONDS,
         ),
-        events_policy_id(relay.handler): _policy(
-            f"{dashed}-events", role_id(relay.handler), statements
-        ),
+        events_policy_id(relay.handler): _events_policy(service, relay.handler, statements),
     }
 
 
@@ -349,23 +364,13 @@ def _subscription(service: ServiceDef, stage: str, sub: topology.Subscription) -
             "Resource": _arn(topology.PROCESSED_EVENTS_TABLE),
         },
     ]
-    dashed = f"{service.name.replace('_', '-')}{function_suffix(sub.handler)}"
     return {
-        fn: {
-            "Properties": {
-                "Environment": {
-                    "Variables": {
-                        events.PROCESSED_TABLE_SETTING: _ref(topology.PROCESSED_EVENTS_TABLE)
-                    }
-                },
-                "Events": {
-                    event_source_id(sub.handler, "sqs"): {
-                        "Type": "SQS",
-                        "Properties": sqs_properties,
-                    }
-                },
-            }
-        },
+        fn: _event_function(
+            sub.handler,
+            {events.PROCESSED_TABLE_SETTING: _ref(topology.PROCESSED_EVENTS_TABLE)},
+            "SQS",
+            sqs_properties,
+        ),
         sub.queue: _queue(
             _by_stack_name(service, stage, sub.queue_name(stage)),
             topology.QUEUE_RETENTION_SECONDS,
@@ -412,9 +417,7 @@ def _subscription(service: ServiceDef, stage: str, sub: topology.Subscription) -
         queue_policy_id(sub.dead_letter_queue): _rule_may_send(
             sub.dead_letter_queue, sub.rule, "OwnRuleDeadLettersOnly"
         ),
-        events_policy_id(sub.handler): _policy(
-            f"{dashed}-events", role_id(sub.handler), statements
-        ),
+        events_policy_id(sub.handler): _events_policy(service, sub.handler, statements),
     }
 
 
