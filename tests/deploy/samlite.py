@@ -161,13 +161,20 @@ def _alarm_request(properties: dict[str, Any]) -> dict[str, Any]:
 
 class _ReplacedOnUpdate:
     """What the three resource types below share. CloudFormation replaces such a resource on an
-    update (delete, then create), and deletes it by its name (``name``, which is also what moto
-    passes as ``resource_name`` when it has only the name) with the service's call in
-    :meth:`_remove`. A mixin, not a subclass of ``CloudFormationModel``: moto finds its resource
-    types among that class's direct subclasses only, so each type still names it as a base."""
+    update (delete, then create); each type makes one from its properties (:meth:`_create`) and
+    deletes one by its name (:meth:`_remove`: ``name``, which is also what moto passes as
+    ``resource_name`` when it has only the name) with the service's calls. A mixin, not a
+    subclass of ``CloudFormationModel``: moto finds its resource types among that class's direct
+    subclasses only, so each type still names it as a base."""
 
     name: str
     _ATTRIBUTE: str  # the one attribute ``Fn::GetAtt`` may ask of it
+
+    @classmethod
+    def _create(
+        cls, name: str, properties: dict[str, Any], account_id: str, region_name: str
+    ) -> Any:
+        raise NotImplementedError
 
     @classmethod
     def _remove(cls, name: str, account_id: str, region_name: str) -> None:
@@ -176,6 +183,19 @@ class _ReplacedOnUpdate:
     @classmethod
     def has_cfn_attr(cls, attr: str) -> bool:
         return attr == cls._ATTRIBUTE
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> Any:
+        return cls._create(
+            resource_name, cloudformation_json["Properties"], account_id, region_name
+        )
 
     @classmethod
     def update_from_cloudformation_json(  # type: ignore[misc]
@@ -187,7 +207,7 @@ class _ReplacedOnUpdate:
         region_name: str,
     ) -> Any:
         original_resource.delete(account_id, region_name)
-        return cls.create_from_cloudformation_json(  # type: ignore[attr-defined]
+        return cls.create_from_cloudformation_json(
             new_resource_name, cloudformation_json, account_id, region_name
         )
 
@@ -225,20 +245,15 @@ class _Alarm(_ReplacedOnUpdate, CloudFormationModel):
     _ATTRIBUTE = "Arn"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def _create(
+        cls, name: str, properties: dict[str, Any], account_id: str, region_name: str
     ) -> _Alarm:
         client = _client("cloudwatch", account_id, region_name)
-        request = _alarm_request({**cloudformation_json["Properties"], "AlarmName": resource_name})
+        request = _alarm_request({**properties, "AlarmName": name})
         model = client.meta.service_model.operation_model("PutMetricAlarm")
         validate_parameters(request, model.input_shape)
         client.put_metric_alarm(**request)
-        return cls(resource_name, account_id, region_name)
+        return cls(name, account_id, region_name)
 
     @classmethod
     def _remove(cls, name: str, account_id: str, region_name: str) -> None:
@@ -264,19 +279,13 @@ class _Subscription(_ReplacedOnUpdate, CloudFormationModel):
     _ATTRIBUTE = "Arn"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def _create(
+        cls, name: str, properties: dict[str, Any], account_id: str, region_name: str
     ) -> _Subscription:
-        props = cloudformation_json["Properties"]
         answer = _client("sns", account_id, region_name).subscribe(
-            TopicArn=props["TopicArn"],
-            Protocol=props["Protocol"],
-            Endpoint=props["Endpoint"],
+            TopicArn=properties["TopicArn"],
+            Protocol=properties["Protocol"],
+            Endpoint=properties["Endpoint"],
             ReturnSubscriptionArn=True,
         )
         return cls(answer["SubscriptionArn"])
@@ -315,23 +324,18 @@ class _QueryDefinition(_ReplacedOnUpdate, CloudFormationModel):
     _ATTRIBUTE = "QueryDefinitionId"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
-        cls,
-        resource_name: str,
-        cloudformation_json: dict[str, Any],
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def _create(
+        cls, name: str, properties: dict[str, Any], account_id: str, region_name: str
     ) -> _QueryDefinition:
-        props = copy.deepcopy(cloudformation_json["Properties"])
+        props = copy.deepcopy(properties)
         logs = _client("logs", account_id, region_name)
         for group in props.get("LogGroupNames", []):
             found = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
             if group not in [g["logGroupName"] for g in found]:
-                raise ValueError(f"query definition {resource_name}: no log group {group}")
+                raise ValueError(f"query definition {name}: no log group {group}")
         saved = query_definitions(account_id, region_name)
-        saved[resource_name] = props
-        return cls(f"samlite-{len(saved)}", resource_name)
+        saved[name] = props
+        return cls(f"samlite-{len(saved)}", name)
 
     @classmethod
     def _remove(cls, name: str, account_id: str, region_name: str) -> None:
