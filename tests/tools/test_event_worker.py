@@ -65,6 +65,14 @@ def tiny_app(tmp_path: Path) -> Path:
     return folder
 
 
+def _worker_argv(service: services.ServiceDef, tiny_app: Path) -> list[str]:
+    """The event worker of ``service`` on the stage, with the tiny app as its project."""
+    return [
+        sys.executable, "-m", "tools.local.eventworker",
+        "--service", service.name, "--stage", STAGE, "--project-dir", str(tiny_app),
+    ]  # fmt: skip
+
+
 @pytest.fixture
 def worker(servers: tuple[str, str], tiny_app: Path) -> Iterator[Child]:
     events_url, dynamodb_url = servers
@@ -81,10 +89,7 @@ def worker(servers: tuple[str, str], tiny_app: Path) -> Iterator[Child]:
         "AWS_ENDPOINT_URL_EVENTBRIDGE": events_url,
         "PYTHONUNBUFFERED": "1",
     }
-    argv = [
-        sys.executable, "-m", "tools.local.eventworker",
-        "--service", services.USER.name, "--stage", STAGE, "--project-dir", str(tiny_app),
-    ]  # fmt: skip
+    argv = _worker_argv(services.USER, tiny_app)
     child = Child("user_worker", argv, env, cwd=services.ROOT)
     try:
         assert child.wait_for_line(lambda line: line.startswith("Worker "), 30), child.tail()
@@ -124,10 +129,7 @@ def test_the_worker_stops_on_sigterm(worker: Child) -> None:
 def test_a_handler_the_app_lacks_is_named_not_fatal(servers, tiny_app: Path) -> None:
     # The tiny app defines user_api's two handlers; product_api's are missing from it.
     env = {**os.environ, "AWS_ENDPOINT_URL": servers[0], "AWS_DEFAULT_REGION": "us-east-1"}
-    argv = [
-        sys.executable, "-m", "tools.local.eventworker",
-        "--service", services.PRODUCT.name, "--stage", STAGE, "--project-dir", str(tiny_app),
-    ]  # fmt: skip
+    argv = _worker_argv(services.PRODUCT, tiny_app)
     child = Child("product_worker", argv, env, cwd=services.ROOT)
     try:
         ready = child.wait_for_line(lambda line: line.startswith("Worker "), 30)
