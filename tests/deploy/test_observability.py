@@ -32,6 +32,7 @@ from cfnlint.api import lint
 
 from svckit import dynamo, web
 from svckit import metrics as app_metrics
+from tests.deploy.test_templates import resolved
 from tools import deploy, eventstack, observability, package, topology
 from tools.services import DATA_SERVICES, GATEWAY, SERVICES, USER, ServiceDef
 
@@ -41,20 +42,6 @@ STAGE = "dev"
 LONGEST_STAGE = "s" * 16
 ALARM = "AWS::CloudWatch::Alarm"
 MISSING_DATA = {"breaching", "notBreaching", "ignore", "missing"}
-
-
-def resolved(value: Any, refs: dict[str, str]) -> str:
-    """A string as CloudFormation would resolve it: ``Ref`` and ``Fn::Sub`` of known names."""
-    if isinstance(value, str):
-        return value
-    if set(value) == {"Ref"}:
-        return refs[value["Ref"]]
-    assert set(value) == {"Fn::Sub"}, value
-    text = value["Fn::Sub"]
-    for name, replacement in refs.items():
-        text = text.replace("${" + name + "}", replacement)
-    assert "${" not in text, f"unresolved in {text}"
-    return text
 
 
 def arn_target(value: Any) -> str:
