@@ -618,7 +618,7 @@ def _service(name: str) -> ServiceDef:
 # make run
 
 
-def banner(system: LocalSystem, reload: bool) -> str:
+def banner(system: LocalSystem, reload: bool, run_log: Path | None = None) -> str:
     """The URLs, where the data is, and the first step of API.md's walk-through."""
     gateway = f"localhost:{system.ports.gateway}"
     engine = system.engine.label if system.engine else "an external endpoint"
@@ -644,10 +644,14 @@ def banner(system: LocalSystem, reload: bool) -> str:
         f"metrics: {system.exporter.url} (Prometheus, from the services' EMF lines; "
         "docs/observability.md)"
     )
-    lines.append(
-        "logs: every line is kept in .local/logs/run.log (RUN_LOG); one request's path through "
-        "the services: make timeline ID=<its X-Request-Id>"
-    )
+    if run_log is not None:
+        shown = (
+            run_log.relative_to(services.ROOT) if run_log.is_relative_to(services.ROOT) else run_log
+        )
+        timeline = "make timeline ID=<its X-Request-Id>"
+        if run_log != runlog.DEFAULT_PATH:
+            timeline = f"python -m tools.timeline <its X-Request-Id> --log {run_log}"
+        lines.append(f"logs: every line is kept in {shown}; one request's path: {timeline}")
     lines.append(
         "hot reload on: saving a file under a service (or lib/svckit) restarts it"
         + (" and its worker" if system.workers else "")
@@ -767,7 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if watcher is not None and not watcher.wait_ready():
             printer.say("hot reload could not watch the source folders; it is off")
             reload = False
-        printer.say(banner(system, reload))
+        printer.say(banner(system, reload, run_log.path))
         system.supervise()
     except (StartupError, EngineUnavailable) as exc:
         printer.say(f"could not start: {exc}")

@@ -359,6 +359,8 @@ def test_the_timeline_shows_one_request_across_services(
     )
     assert added.status == 201, added
     log = tmp_path / "run.log"
+    assert runner.said(f"logs: every line is kept in {log}; "), runner.output()
+    assert runner.said(f"python -m tools.timeline <its X-Request-Id> --log {log}"), runner.output()
 
     def shown() -> subprocess.CompletedProcess[str] | None:
         done = subprocess.run(
