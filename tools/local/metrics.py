@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -104,7 +104,18 @@ class Exporter:
         return True
 
     def record(self, blob: Mapping[str, Any], directives: Iterable[Mapping[str, Any]]) -> None:
-        """Every metric of every directive of one EMF object."""
+        """Every metric of every directive of one EMF object, or none of them: the whole line is
+        read and checked first, so a line refused half-way leaves no half of it counted."""
+        readings = list(self._readings(blob, directives))
+        for _prefix, name, unit, _labels, values in readings:
+            if unit == "Count" and any(v < 0 for v in values):  # a Counter refuses it
+                raise ValueError(f"{name}: a count cannot go down")
+        for reading in readings:
+            self._observe(*reading)
+
+    def _readings(
+        self, blob: Mapping[str, Any], directives: Iterable[Mapping[str, Any]]
+    ) -> Iterator[tuple[str, str, str, dict[str, str], list[float]]]:
         for directive in directives:
             prefix = snake(str(directive.get("Namespace", "")))
             dimension_sets: Sequence[Sequence[str]] = directive.get("Dimensions") or [[]]
@@ -119,7 +130,7 @@ class Exporter:
                 unit = str(definition.get("Unit", "None"))
                 raw = blob[name]
                 values = [float(v) for v in (raw if isinstance(raw, list) else [raw])]
-                self._observe(prefix, name, unit, labels, values)
+                yield prefix, name, unit, labels, values
 
     def _observe(
         self, prefix: str, name: str, unit: str, labels: Mapping[str, str], values: list[float]

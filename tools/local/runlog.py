@@ -10,6 +10,7 @@ cannot fill the disk. A failing disk never stops a line from reaching the termin
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,21 @@ class RunLog:
         self._size = 0
 
     def _open(self) -> TextIO:
+        """The file, opened again when someone removed or replaced it meanwhile (``rm`` of the
+        log while ``make run`` runs): writing on to the old handle would keep every later line
+        where no reader can find it."""
+        if self._file is not None:
+            try:
+                current = self.path.stat()
+            except FileNotFoundError:
+                current = None
+            opened = os.fstat(self._file.fileno())
+            if current is None or (current.st_ino, current.st_dev) != (
+                opened.st_ino,
+                opened.st_dev,
+            ):
+                self._file.close()
+                self._file = None
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
@@ -51,13 +67,15 @@ class RunLog:
 
     def __call__(self, name: str, line: str) -> None:
         record = f"{name}{SEPARATOR}{line}\n"
+        size = len(record.encode("utf-8"))
         with self._lock, contextlib.suppress(OSError):
-            if self._size + len(record) > self.max_bytes and self.path.exists():
-                self._rotate()
             handle = self._open()
+            if self._size + size > self.max_bytes:
+                self._rotate()
+                handle = self._open()
             handle.write(record)
             handle.flush()
-            self._size += len(record.encode("utf-8"))
+            self._size += size
         if self.inner is not None:
             self.inner(name, line)
 
