@@ -1005,12 +1005,14 @@ QUERIES = {
     # (an event function's lines have no path: their log group stands in for it).
     ERRORS_BY_ROUTE: "\n".join(
         [
-            "fields @timestamp, service, level, status, coalesce(path, @log) as route",
+            # A warning line has no status: grouped as "-", never left out for lacking it.
+            'fields @timestamp, service, level, coalesce(status, "-") as answer,'
+            " coalesce(path, @log) as route",
             "| filter level in "
             + json.dumps(list(LOG_LEVELS_OF_ERRORS)).replace(", ", ",")
             + " or status >= 500",
             "| stats count(*) as occurrences, max(@timestamp) as last_seen"
-            " by service, route, status, level",
+            " by service, route, answer, level",
             "| sort occurrences desc",
         ]
     ),

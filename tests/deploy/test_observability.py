@@ -817,7 +817,8 @@ def test_saved_queries_cover_every_function_log_group(
     errors = queries[f"shop-{STAGE}/errors-by-route"]["QueryString"]
     assert 'level in ["ERROR","WARNING"]' in errors
     assert "status >= 500" in errors
-    assert re.search(r"stats count\(\*\) as \w+.* by service, route, status, level", errors)
+    assert re.search(r"stats count\(\*\) as \w+.* by service, route, answer, level", errors)
+    assert 'coalesce(status, "-") as answer' in errors  # lines without a status still count
 
 
 def test_parameter_values_come_from_the_service_stacks_outputs() -> None:
