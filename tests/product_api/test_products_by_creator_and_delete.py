@@ -9,6 +9,7 @@ import json
 import pytest
 
 from tests.conftest import JSON, bearer, post_json
+from tests.product_api.test_product_api import assert_error, stored
 from tools import services
 
 TABLE = services.PRODUCT.stage_env("local")["TABLE_NAME"]
@@ -36,16 +37,6 @@ def delete_as(product_client, issue_token):
         return product_client.http.delete(f"/products/{product_id}", headers=headers)
 
     return _delete
-
-
-def stored(tables, product_id: str) -> dict:
-    key = {"product_id": {"S": product_id}}
-    return tables.get_item(TableName=TABLE, Key=key, ConsistentRead=True).get("Item", {})
-
-
-def assert_error(response, status: int, code: str, message: str) -> None:
-    assert response.status_code == status, response.body
-    assert response.json_body == {"Code": code, "Message": message}
 
 
 def walk(client, query: str, limit: int) -> tuple[list[str], list[int]]:
