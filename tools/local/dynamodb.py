@@ -230,16 +230,28 @@ def _dynamodb_local_problem() -> tuple[str | None, Path | None, str]:
 def client(endpoint: str, region: str = REGION) -> Any:
     """A boto3 DynamoDB client for the local endpoint: fake credentials, no retries, short
     timeouts, so a probe loop decides how long to wait rather than botocore's backoff."""
+    return aws_client("dynamodb", endpoint, region=region)
+
+
+def aws_client(
+    service: str, endpoint: str | None = None, read_timeout: float = 5.0, region: str = REGION
+) -> Any:
+    """A boto3 client without botocore's own retries (the callers decide how long to keep
+    trying). With ``endpoint``: fake credentials and that endpoint, for the runner and the
+    tests. Without: the process environment decides (``AWS_ENDPOINT_URL_SQS`` and the others)."""
     import boto3  # deferred: `install` and `wipe` run before the virtualenv has it
     from botocore.config import Config
 
+    config = Config(connect_timeout=1, read_timeout=read_timeout, retries={"total_max_attempts": 1})
+    if endpoint is None:
+        return boto3.client(service, config=config)
     return boto3.client(
-        "dynamodb",
+        service,
         endpoint_url=endpoint,
         region_name=region,
         aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        config=Config(connect_timeout=1, read_timeout=5, retries={"total_max_attempts": 1}),
+        config=config,
     )
 
 

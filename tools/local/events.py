@@ -85,20 +85,7 @@ def client(service: str, endpoint: str | None = None, read_timeout: float = 5.0)
     trying). With ``endpoint``: fake credentials and that endpoint, for the runner and the
     tests. Without: the process environment decides, as in the worker, whose environment the
     runner set (``AWS_ENDPOINT_URL_SQS`` and the others)."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(connect_timeout=1, read_timeout=read_timeout, retries={"total_max_attempts": 1})
-    if endpoint is None:
-        return boto3.client(service, config=config)
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        config=config,
-    )
+    return dynamodb.aws_client(service, endpoint, read_timeout)
 
 
 def error_code(exc: BaseException) -> str:
