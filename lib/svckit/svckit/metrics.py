@@ -185,11 +185,6 @@ def add(metric: Metric, value: float = 1, **dimensions: str) -> None:
         invocation.add(metric, value, dimensions)
 
 
-def current() -> Invocation | None:
-    """The invocation values are being added to now, if any."""
-    return _current.get()
-
-
 class Metrics:
     """One service's metrics: the cold start, the invocation around each handler, the flush."""
 
