@@ -87,7 +87,7 @@ def _caller_record(caller: Principal) -> dict[str, Any]:
     return record
 
 
-def _require_admin(caller: Principal, refusal: str) -> dict[str, Any]:
+def _require_admin(caller: Principal, refusal: str) -> None:
     """Refuse unless the caller's row says admin now; one consistent GetItem.
 
     A token's ``roles`` are what the table said at login, frozen for the token's lifetime: a
@@ -99,7 +99,6 @@ def _require_admin(caller: Principal, refusal: str) -> dict[str, Any]:
     record = _caller_record(caller)
     if ADMIN_ROLE not in record.get("roles", ()):
         raise ForbiddenError(refusal)
-    return record
 
 
 def _username(raw: str) -> str:
