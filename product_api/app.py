@@ -232,4 +232,4 @@ def remove_account(event: events.Event) -> str:
     if deleted:
         # Deleted all the same, by the cascade rather than by a request: counted with them.
         metrics.add(metrics.PRODUCTS_DELETED, deleted)
-    return "applied" if events.record_once(event, "applied") else "duplicate"
+    return events.APPLIED if events.record_once(event, events.APPLIED) else "duplicate"

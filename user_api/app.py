@@ -310,7 +310,7 @@ def grant_product_points(event: events.Event) -> str:
         raise events.EventError("ProductAdded has no created_by name")
     points = config.integer(POINTS_PER_PRODUCT, DEFAULT_POINTS_PER_PRODUCT)
     try:
-        events.apply_once(event, [users.points_change(creator, points, account)], "applied")
+        events.apply_once(event, [users.points_change(creator, points, account)], events.APPLIED)
     except events.AlreadyApplied:
         return "duplicate"
     except events.ConditionNotMet:

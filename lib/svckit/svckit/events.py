@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from svckit import aws, config, dynamo, metrics
@@ -172,8 +173,7 @@ def bus_name() -> str:
 
 
 def _events_client() -> Any:
-    import boto3  # the consumer functions never publish: only relays pay for this client
-
+    """Made on first use: the consumer functions never publish, so only relays build it."""
     return boto3.client("events", config=aws.client_config())
 
 
