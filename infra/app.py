@@ -1,0 +1,77 @@
+"""The CDK app: the stage's stacks, in the order a reader (and CloudFormation) meets them.
+
+``cdk synth -c stage=dev`` (``make synth``): the bus stack, one stack per service, the
+observability stack last. ``-c localstack=true`` (or ``LOCALSTACK=1``) gives the gateway the
+services' URLs in the form LocalStack serves without DNS; ``-c localstackEndpoint=...`` moves it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aws_cdk as cdk
+
+from infra import naming
+from infra.chalice_app import package_apps
+from infra.events import EventsStack
+from infra.service import ServiceStack
+from tools.services import GATEWAY, PRODUCT, SERVICES, USER
+
+BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "cdk"
+
+
+@dataclass
+class Stage:
+    """The stacks of one stage, for the tests and the observability stack to read."""
+
+    name: str
+    events: EventsStack
+    services: dict[str, ServiceStack] = field(default_factory=dict)
+
+    @property
+    def stacks(self) -> list[cdk.Stack]:
+        return [self.events, *self.services.values()]
+
+
+def build(app: cdk.App, package_root: Path | None = None) -> Stage:
+    """Package the apps and add the stage's stacks to ``app``."""
+    stage = str(app.node.try_get_context(naming.STAGE_CONTEXT) or naming.DEFAULT_STAGE)
+    localstack = naming.localstack_requested(app.node.try_get_context(naming.LOCALSTACK_CONTEXT))
+    endpoint = None
+    if localstack:
+        endpoint = str(
+            app.node.try_get_context(naming.LOCALSTACK_ENDPOINT_CONTEXT)
+            or naming.LOCALSTACK_ENDPOINT
+        )
+    packaged = package_apps(SERVICES, stage, package_root or BUILD_DIR / "package" / stage)
+    built = Stage(stage, EventsStack(app, stage))
+    for service in (USER, PRODUCT):
+        built.services[service.name] = ServiceStack(
+            app, service, stage, packaged[service.name], bus=built.events
+        )
+    built.services[GATEWAY.name] = ServiceStack(
+        app, GATEWAY, stage, packaged[GATEWAY.name],
+        upstream_urls={
+            service: naming.service_url(built.services[service.name].rest_api_id, endpoint)
+            for service in (USER, PRODUCT)
+        },
+    )  # fmt: skip
+    # The observability stack goes here, last: it takes the resources the stacks above expose
+    # (each ServiceStack's functions, rest_api_name, tables, queues, dead_letter_queues, rules).
+    for stack in built.stacks:
+        cdk.Tags.of(stack).add("project", naming.PROJECT)
+        cdk.Tags.of(stack).add("stage", stage)
+    return built
+
+
+def main() -> int:
+    app = cdk.App()
+    build(app)
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
