@@ -1,0 +1,1 @@
+"""LocalStack runtime executor ``local``: Python Lambda functions as host processes (no Docker)."""
