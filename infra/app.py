@@ -12,14 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
 
 from infra import naming
-from infra.chalice_app import package_apps
+from infra.chalice_app import PackagedApp, package_apps
 from infra.events import EventsStack
 from infra.service import ServiceStack
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER
 
 BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "cdk"
+VALIDATION_REPORT = "validation-report.json"  # in the cloud assembly: cdk-nag's and cfn-lint's
 
 
 @dataclass
@@ -35,9 +37,14 @@ class Stage:
         return [self.events, *self.services.values()]
 
 
-def build(app: cdk.App, package_root: Path | None = None) -> Stage:
-    """Package the apps and add the stage's stacks to ``app``."""
-    stage = str(app.node.try_get_context(naming.STAGE_CONTEXT) or naming.DEFAULT_STAGE)
+def stage_of(app: cdk.App) -> str:
+    return str(app.node.try_get_context(naming.STAGE_CONTEXT) or naming.DEFAULT_STAGE)
+
+
+def build(app: cdk.App, packaged: dict[str, PackagedApp] | None = None) -> Stage:
+    """Add the stage's stacks to ``app``, packaging the apps first unless ``packaged`` (the
+    tests package once and build several apps)."""
+    stage = stage_of(app)
     localstack = naming.localstack_requested(app.node.try_get_context(naming.LOCALSTACK_CONTEXT))
     endpoint = None
     if localstack:
@@ -45,7 +52,8 @@ def build(app: cdk.App, package_root: Path | None = None) -> Stage:
             app.node.try_get_context(naming.LOCALSTACK_ENDPOINT_CONTEXT)
             or naming.LOCALSTACK_ENDPOINT
         )
-    packaged = package_apps(SERVICES, stage, package_root or BUILD_DIR / "package" / stage)
+    if packaged is None:
+        packaged = package_apps(SERVICES, stage, BUILD_DIR / "package" / stage)
     built = Stage(stage, EventsStack(app, stage))
     for service in (USER, PRODUCT):
         built.services[service.name] = ServiceStack(
@@ -66,8 +74,15 @@ def build(app: cdk.App, package_root: Path | None = None) -> Stage:
     return built
 
 
+def add_checks(app: cdk.App) -> None:
+    """cdk-nag's AwsSolutions rules on every stack: a synth with an unacknowledged finding fails
+    (each acknowledgement sits beside the resource it concerns, with its reason)."""
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+
+
 def main() -> int:
     app = cdk.App()
+    add_checks(app)
     build(app)
     app.synth()
     return 0

@@ -53,6 +53,18 @@ JWKS_SETTING = "JWT_JWKS"
 SIGNING_KEY_PARAMETER = "SigningKeySecretArn"  # user_api's resources.json; set by infra/deploy.py
 
 
+# cdk-nag's rendering of a function's own log group ARN (.chalice/policy-<stage>*.json).
+OWN_LOG_GROUP_FINDING = (
+    "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+    "/aws/lambda/<AWS::StackName>{suffix}:*"
+)
+
+
+def _acknowledge(construct: Construct, finding: str, reason: str) -> None:
+    """A cdk-nag finding acknowledged on ``construct`` alone, with why it is right here."""
+    Validations.of(construct).acknowledge(Acknowledgment(id=finding, reason=reason))
+
+
 class ServiceStack(Stack):
     """``shop-<stage>-<service>``: everything one service owns."""
 
@@ -88,11 +100,11 @@ class ServiceStack(Stack):
             self._configure_function(logical_id, suffix, shared)
         self._configure_api()
         if SIGNING_KEY_PARAMETER in packaged.template().get("Parameters", {}):
-            Validations.of(self).acknowledge(Acknowledgment(
-                id="CloudFormation-Validate::W2509",
-                reason=f"{SIGNING_KEY_PARAMETER} is the secret's ARN, not the secret: "
-                "echoing it shows no key material",
-            ))  # fmt: skip
+            _acknowledge(
+                self, "CloudFormation-Validate::W2509",
+                f"{SIGNING_KEY_PARAMETER} is the secret's ARN, not the secret: echoing it "
+                "shows no key material",
+            )  # fmt: skip
 
     # -- what the stack holds ------------------------------------------------------------------
 
@@ -124,6 +136,14 @@ class ServiceStack(Stack):
                 self, f"{logical_id}Ref", table_name=cfn.ref,
                 table_stream_arn=cfn.attr_stream_arn if cfn.stream_specification else None,
             )  # fmt: skip
+            recovery = cfn.point_in_time_recovery_specification
+            if not getattr(recovery, "point_in_time_recovery_enabled", False):
+                _acknowledge(
+                    cfn, "AwsSolutions-DDB3",
+                    "resources.json switches point-in-time recovery off for this table on "
+                    "purpose: its items expire by TTL (login-attempt counters, processed-event "
+                    "records), so a restore would bring back nothing worth its cost",
+                )  # fmt: skip
 
     # -- events --------------------------------------------------------------------------------
 
@@ -198,6 +218,15 @@ class ServiceStack(Stack):
             )]),
         )  # fmt: skip
         tracing.override_logical_id(f"{logical_id}TracingPolicy")
+        _acknowledge(
+            tracing, "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray's PutTraceSegments and PutTelemetryRecords take no resource but '*'",
+        )  # fmt: skip
+        _acknowledge(
+            role, f"AwsSolutions-IAM5[Resource::{OWN_LOG_GROUP_FINDING.format(suffix=suffix)}]",
+            "The function's own log group (.chalice/policy-<stage>*.json): ':*' is its log "
+            "streams, which Lambda names at run time",
+        )  # fmt: skip
         # Lambda checks the role when it makes an event source mapping and at the first run:
         # the function waits for every policy attached to its role.
         for policy in self.node.find_all():

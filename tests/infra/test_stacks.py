@@ -1,0 +1,368 @@
+"""What the synthesized stacks must hold: everything ``tools.package.check_template`` refuses to
+deploy without, stated on ``aws_cdk.assertions.Template``, one property per test.
+
+The values expected come from the services' own files (``config.json``, ``tools/topology.py``)
+or from the contract, never from the CDK code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from svckit import events
+from tools import eventstack, package, topology
+from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
+
+pytestmark = pytest.mark.deploy
+
+STAGE = "dev"
+FUNCTION = "AWS::Serverless::Function"
+API = "AWS::Serverless::Api"
+POLICY = "AWS::IAM::Policy"
+SERVICE_NAMES = [s.name for s in SERVICES]
+BY_NAME = {s.name: s for s in SERVICES}
+RELAYS = {r.handler: r for r in topology.RELAYS}
+SUBSCRIPTIONS = {s.handler: s for s in topology.SUBSCRIPTIONS}
+
+
+def stack_name(service: ServiceDef) -> str:
+    return eventstack.service_stack_name(service, STAGE)
+
+
+def functions_of(service: ServiceDef) -> dict[str, str]:
+    """logical id -> name suffix, from the topology (tools.package's own view of it)."""
+    return package.functions_of(service)
+
+
+ALL_FUNCTIONS = [
+    (service.name, logical_id) for service in SERVICES for logical_id in functions_of(service)
+]
+
+
+def test_stacks_keep_todays_names(stage) -> None:
+    names = {stack.stack_name for stack in stage.stacks}
+    assert names == {
+        eventstack.stack_name(STAGE, eventstack.EVENTS_STACK_PART),
+        *(stack_name(service) for service in SERVICES),
+    }
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_service_stack_has_the_sam_transform(templates, name) -> None:
+    assert templates[name].to_json()["Transform"] == "AWS::Serverless-2016-10-31"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_function_runs_python311(templates, name) -> None:
+    templates[name].all_resources_properties(FUNCTION, {"Runtime": package.RUNTIME})
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_function_is_traced(templates, name) -> None:
+    templates[name].all_resources_properties(FUNCTION, {"Tracing": "Active"})
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_function_gets_the_stage_being_deployed(templates, name) -> None:
+    templates[name].all_resources_properties(
+        FUNCTION, {"Environment": {"Variables": Match.object_like({"STAGE": STAGE})}}
+    )
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_function_runs_the_zip_asset(templates, name) -> None:
+    templates[name].all_resources_properties(
+        FUNCTION,
+        {"CodeUri": {"Bucket": Match.any_value(), "Key": Match.string_like_regexp(r"^\w+\.zip$")}},
+    )
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_only_the_topologys_functions(templates, name) -> None:
+    found = templates[name].find_resources(FUNCTION)
+    assert set(found) == set(functions_of(BY_NAME[name]))
+
+
+@pytest.mark.parametrize(("name", "logical_id"), ALL_FUNCTIONS)
+def test_function_is_named_after_its_stack(templates, name, logical_id) -> None:
+    expected = stack_name(BY_NAME[name]) + functions_of(BY_NAME[name])[logical_id]
+    named = templates[name].find_resources(FUNCTION, {"Properties": {"FunctionName": expected}})
+    assert set(named) == {logical_id}
+
+
+@pytest.mark.parametrize(("name", "logical_id"), ALL_FUNCTIONS)
+def test_function_has_its_own_log_group(templates, name, logical_id) -> None:
+    templates[name].has_resource(
+        "AWS::Logs::LogGroup",
+        {
+            "Properties": {
+                "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{{logical_id}}}"},
+                "RetentionInDays": 14,
+            },
+            "DeletionPolicy": "Delete",
+        },
+    )
+
+
+@pytest.mark.parametrize(("name", "logical_id"), ALL_FUNCTIONS)
+def test_function_role_may_send_traces(templates, name, logical_id) -> None:
+    tracing = templates[name].find_resources(
+        POLICY,
+        {
+            "Properties": {
+                "Roles": [{"Ref": package.role_of(logical_id)}],
+                "PolicyDocument": {
+                    "Statement": [
+                        Match.object_like(
+                            {"Action": package.XRAY_ACTIONS, "Effect": "Allow", "Resource": "*"}
+                        )
+                    ]
+                },
+            }
+        },
+    )
+    assert len(tracing) == 1
+
+
+@pytest.mark.parametrize(("name", "logical_id"), ALL_FUNCTIONS)
+def test_function_reserved_concurrency_is_configs(templates, name, logical_id) -> None:
+    service = BY_NAME[name]
+    handlers = {**{eventstack.function_id(h): h for h in RELAYS}, **{
+        eventstack.function_id(h): h for h in SUBSCRIPTIONS}}  # fmt: skip
+    handler = handlers.get(logical_id, "api_handler")
+    wanted = eventstack.chalice_setting(service, STAGE, handler, "reserved_concurrency")
+    assert wanted is not None
+    named = stack_name(service) + functions_of(service)[logical_id]
+    templates[name].has_resource_properties(
+        FUNCTION, {"FunctionName": named, "ReservedConcurrentExecutions": wanted}
+    )
+
+
+@pytest.mark.parametrize("handler", [*RELAYS, *SUBSCRIPTIONS])
+def test_event_function_runs_as_a_role_of_its_own(templates, handler) -> None:
+    service = (RELAYS.get(handler) or SUBSCRIPTIONS[handler]).service
+    templates[service.name].has_resource_properties(
+        FUNCTION,
+        {
+            "FunctionName": stack_name(service) + eventstack.function_suffix(handler),
+            "Role": {"Fn::GetAtt": [eventstack.role_id(handler), "Arn"]},
+        },
+    )
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_no_placeholder_is_left(templates, name) -> None:
+    text = json.dumps(templates[name].to_json())
+    for placeholder in (
+        package.PLACEHOLDER, events.STREAM_ARN_PLACEHOLDER, events.QUEUE_ARN_PLACEHOLDER
+    ):
+        assert placeholder not in text
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_api_is_traced(templates, name) -> None:
+    templates[name].has_resource_properties(API, {"TracingEnabled": True})
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_api_is_named_after_its_stack(templates, name) -> None:
+    api_name = stack_name(BY_NAME[name])
+    templates[name].has_resource_properties(
+        API,
+        {"Name": api_name, "DefinitionBody": Match.object_like({"info": Match.object_like(
+            {"title": api_name})})},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_api_is_throttled(templates, name) -> None:
+    templates[name].has_resource_properties(
+        API,
+        {"MethodSettings": [Match.object_like(
+            {"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100})]},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_unknown_route_is_the_contracts_404(templates, name) -> None:
+    templates[name].has_resource_properties(
+        API,
+        {"DefinitionBody": Match.object_like({"x-amazon-apigateway-gateway-responses":
+            Match.object_like({"MISSING_AUTHENTICATION_TOKEN": {
+                "statusCode": "404",
+                "responseParameters": {
+                    "gatewayresponse.header.X-Request-Id": "context.requestId"},
+                "responseTemplates": {"application/json": Match.string_like_regexp(
+                    r'^\{"Code": "NotFoundError", "Message": ".+"\}$')},
+            }})})},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_gateway_response_is_in_the_error_shape(templates, name) -> None:
+    message = r'(".*"|\$context\.error\.messageString)'
+    shape = re.compile(r'^\{"Code": "[A-Za-z]+Error", "Message": ' + message + r"\}$")
+    responses = {
+        code: {"responseTemplates": {"application/json": Match.string_like_regexp(shape.pattern)},
+               "responseParameters": {"gatewayresponse.header.X-Request-Id": "context.requestId"}}
+        for code in package.GATEWAY_RESPONSES
+    }  # fmt: skip
+    templates[name].has_resource_properties(
+        API,
+        {"DefinitionBody": Match.object_like({"x-amazon-apigateway-gateway-responses":
+            Match.object_like({c: Match.object_like(r) for c, r in responses.items()})})},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("handler", list(SUBSCRIPTIONS))
+def test_queue_visibility_is_six_times_its_consumers_timeout(templates, handler) -> None:
+    sub = SUBSCRIPTIONS[handler]
+    template = templates[sub.service.name]
+    function = template.find_resources(FUNCTION)[eventstack.function_id(handler)]
+    queue = template.find_resources("AWS::SQS::Queue")[sub.queue]
+    timeout = function["Properties"]["Timeout"]
+    assert queue["Properties"]["VisibilityTimeout"] >= package.VISIBILITY_TIMEOUT_FACTOR * timeout
+
+
+@pytest.mark.parametrize("handler", list(RELAYS))
+def test_relay_publishes_only_its_own_source_on_the_bus(templates, handler) -> None:
+    relay = RELAYS[handler]
+    templates[relay.service.name].has_resource_properties(
+        POLICY,
+        {
+            "Roles": [{"Ref": eventstack.role_id(handler)}],
+            "PolicyDocument": {"Statement": Match.array_with([Match.object_like({
+                "Action": "events:PutEvents",
+                "Resource": {"Fn::ImportValue": Match.string_like_regexp("^shop-dev-events:")},
+                "Condition": {"StringEquals": {"events:source": relay.source}},
+            })])},
+        },
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("handler", list(RELAYS))
+def test_relay_reads_its_tables_stream_from_the_oldest_record(templates, handler) -> None:
+    relay = RELAYS[handler]
+    templates[relay.service.name].has_resource_properties(
+        FUNCTION,
+        {"Events": {eventstack.event_source_id(handler, "dynamodb"): {
+            "Type": "DynamoDB",
+            "Properties": Match.object_like({
+                "Stream": {"Fn::GetAtt": [relay.table, "StreamArn"]},
+                "StartingPosition": "TRIM_HORIZON",
+                "DestinationConfig": {"OnFailure": {
+                    "Type": "SQS", "Destination": {"Fn::GetAtt": [relay.failure_queue, "Arn"]}}},
+            }),
+        }}},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("handler", list(SUBSCRIPTIONS))
+def test_consumer_drains_its_own_queue_within_its_concurrency(templates, handler) -> None:
+    sub = SUBSCRIPTIONS[handler]
+    reserved = eventstack.chalice_setting(sub.service, STAGE, handler, "reserved_concurrency")
+    templates[sub.service.name].has_resource_properties(
+        FUNCTION,
+        {"Events": {eventstack.event_source_id(handler, "sqs"): {
+            "Type": "SQS",
+            "Properties": Match.object_like({
+                "Queue": {"Fn::GetAtt": [sub.queue, "Arn"]},
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                "ScalingConfig": {"MaximumConcurrency": reserved},
+            }),
+        }}},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("handler", list(SUBSCRIPTIONS))
+def test_rule_dead_letters_into_the_consumers_dlq(templates, handler) -> None:
+    sub = SUBSCRIPTIONS[handler]
+    templates[sub.service.name].has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "Name": sub.rule_name(STAGE),
+            "EventPattern": sub.event_pattern(),
+            "EventBusName": {"Fn::ImportValue": Match.string_like_regexp("^shop-dev-events:")},
+            "Targets": [Match.object_like({
+                "Arn": {"Fn::GetAtt": [sub.queue, "Arn"]},
+                "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [sub.dead_letter_queue, "Arn"]}},
+                "RetryPolicy": {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400},
+            })],
+        },
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("handler", "queue"), [
+    (h, q) for h, s in SUBSCRIPTIONS.items() for q in (s.queue, s.dead_letter_queue)])  # fmt: skip
+def test_only_the_consumers_rule_may_send_to_its_queues(templates, handler, queue) -> None:
+    sub = SUBSCRIPTIONS[handler]
+    allowed = templates[sub.service.name].find_resources(
+        "AWS::SQS::QueuePolicy",
+        {"Properties": {"Queues": [{"Ref": queue}], "PolicyDocument": {"Statement": [
+            Match.object_like({"Effect": "Deny"}),  # plain HTTP (enforce_ssl)
+            Match.object_like({
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": {"Fn::GetAtt": [queue, "Arn"]},
+                "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [sub.rule, "Arn"]}}},
+            }),
+        ]}}},
+    )  # fmt: skip
+    assert set(allowed) == {f"{queue}Policy"}
+
+
+@pytest.mark.parametrize("name", [USER.name, PRODUCT.name])
+def test_functions_get_the_bus_from_the_events_stack(templates, name) -> None:
+    templates[name].all_resources_properties(
+        FUNCTION,
+        {"Environment": {"Variables": Match.object_like({events.BUS_SETTING: {
+            "Fn::ImportValue": Match.string_like_regexp("^shop-dev-events:")}})}},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("upstream", [USER, PRODUCT])
+def test_gateway_reaches_a_service_by_its_rest_api_id(templates, upstream) -> None:
+    assert upstream.url_env is not None
+    templates[GATEWAY.name].has_resource_properties(
+        FUNCTION,
+        {"Environment": {"Variables": Match.object_like({upstream.url_env: {"Fn::Sub": [
+            "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api/",
+            {"Api": {"Fn::ImportValue": Match.string_like_regexp(
+                f"^{stack_name(upstream)}:.*RestAPI")}},
+        ]}})}},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("upstream", [USER, PRODUCT])
+def test_gateway_on_localstack_uses_the_path_form(localstack_stage, upstream) -> None:
+    assert upstream.url_env is not None
+    Template.from_stack(localstack_stage.services[GATEWAY.name]).has_resource_properties(
+        FUNCTION,
+        {"Environment": {"Variables": Match.object_like({upstream.url_env: {"Fn::Join": ["", [
+            "http://127.0.0.1:4566/_aws/execute-api/",
+            {"Fn::ImportValue": Match.string_like_regexp(f"^{stack_name(upstream)}:")},
+            "/api/",
+        ]]}})}},
+    )  # fmt: skip
+
+
+def test_bus_keeps_its_name(templates) -> None:
+    templates["events"].has_resource_properties(
+        "AWS::Events::EventBus", {"Name": topology.bus_name(STAGE)}
+    )
+
+
+def test_archive_keeps_every_services_events(templates) -> None:
+    templates["events"].has_resource_properties(
+        "AWS::Events::Archive",
+        {
+            "ArchiveName": f"{topology.bus_name(STAGE)}-archive",
+            "RetentionDays": topology.ARCHIVE_RETENTION_DAYS,
+            "EventPattern": {"source": sorted({r.source for r in topology.RELAYS})},
+        },
+    )
