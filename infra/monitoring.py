@@ -1,0 +1,347 @@
+"""The stage's observability stack, ``shop-<stage>-observability``: the alarm topic, the alarms,
+the dashboard ``shop-<stage>`` and the saved Logs Insights queries.
+
+It watches every other stack, from their resources as CDK objects (:class:`Watched`, one per
+service): every dimension is a resource's own name as CDK resolves it (a reference, or a
+``from_*_name`` lookup), never a name typed here. cdk-monitoring-constructs' ``MonitoringFacade``
+makes the alarms and the dashboard from them. Written here is only what it has no monitoring for:
+
+* the services' EMF metrics (namespace ``shop``): a graph per metric of
+  ``svckit.metrics.CATALOGUE``, a ``SEARCH`` over its exact dimension set (CloudWatch keeps a
+  series per set: one dimension more or less finds nothing), and the consumers' ``EventLag``
+  alarms (``tools/topology.py``);
+* EventBridge rules' ``FailedInvocations`` (a rule on a custom bus is keyed by both names);
+* the saved queries, which are no metric at all.
+
+Every alarm notifies the topic when it goes off and when it recovers, and treats missing data as
+not breaching: each of these metrics is reported only when something happens (a request, a
+batch, a throttle), so no data is no failure; a consumer that stopped altogether is caught by its
+queue's oldest-message alarm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cdk_monitoring_constructs as cmc
+from aws_cdk import Acknowledgment, CfnOutput, Duration, Stack, Validations
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from svckit import metrics
+from tools import topology
+
+PERIOD = Duration.minutes(5)  # SQS reports every 5 minutes: one period keeps the graphs aligned
+SEVERITY = "Critical"  # the one severity: the alarm names' last part
+GREATER = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+# What a graph of an EMF metric shows, by its unit: a count's sum, a duration's percentiles.
+STATISTICS = {metrics.COUNT: ("Sum",), metrics.MILLISECONDS: ("p50", "p99")}
+# Each alarm's description: what went wrong and where to look, for whoever it wakes up.
+WHY = {
+    "5xx": "The API answered 5xx: see the saved query errors-by-route.",
+    "latency": "The API's p99 latency stayed above the threshold in 2 of 3 periods (one cold "
+    "start does not set it off): X-Ray's trace map shows where the time goes.",
+    "errors": "The function raised or timed out: see its log group.",
+    "throttles": "The function was throttled: its concurrency is spent.",
+    "iterator-age": "The relay is behind its stream: it cannot publish and holds its shard "
+    "(a partial batch failure, no Lambda error: only this alarm shows it). See its log.",
+    "throttled": "DynamoDB throttled requests to the table (on demand: a partition's limit).",
+    "oldest": "Events waited in the queue past the threshold: its consumer is not applying them.",
+    "dead-letters": "A message waits here: an event a consumer gave up on or EventBridge could "
+    "not deliver, or a stream range a relay gave up on (make dlq lists them).",
+    "failed-deliveries": "EventBridge gave up delivering an event the rule matched to its queue: "
+    "it is in the consumer's dead-letter queue (and the bus's archive).",
+    "lag": "The consumer applies events late: p99 from change stored to event applied.",
+}
+# Saved Logs Insights queries, over every function's log group.
+QUERIES = {
+    # Every line of one request in every service it went through, in order: the gateway and the
+    # service log the same request_id (X-Request-Id, forwarded by the gateway).
+    "one-request": "\n".join([
+        "fields @timestamp, service, level, message, method, path, status, duration_ms, @log",
+        '| filter request_id = "PASTE-THE-REQUEST-ID"',
+        "| sort @timestamp asc",
+        "| limit 10000",
+    ]),
+    # What failed, where: Powertools' error and warning lines and 5xx answers, by service and
+    # route (an event function has no path: its log group stands in). A warning has no status:
+    # grouped as "-", never left out for lacking one.
+    "errors-by-route": "\n".join([
+        'fields @timestamp, service, level, coalesce(status, "-") as answer,'
+        " coalesce(path, @log) as route",
+        '| filter level in ["ERROR","WARNING"] or status >= 500',
+        "| stats count(*) as occurrences, max(@timestamp) as last_seen"
+        " by service, route, answer, level",
+        "| sort occurrences desc",
+    ]),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The tunable thresholds; every other alarm goes off on a single occurrence."""
+
+    api_latency_p99_ms: int = 3000
+    event_lag_p99_ms: int = 60_000
+    oldest_event_age_s: int = 900  # a subscription queue's oldest message
+    relay_iterator_age_ms: int = 300_000  # a relay's oldest record handed to it
+
+
+@dataclass(frozen=True)
+class Watched:
+    """One service's resources to watch: L2 constructs of its stack, or ``from_*_name`` /
+    ``from_*_arn`` lookups of the names the stage determines.
+
+    The keys are short plain names that make the alarms' names
+    (``shop-<stage>-<service>-<key>-...``); the resources' names may be unresolved tokens.
+    ``relays`` are the stream readers (an IteratorAge alarm each), under the same key as in
+    ``functions`` or on their own. A dead-letter queue under the same key as a queue is that
+    queue's; one under a key of its own (a relay's on-failure queue) is watched alone."""
+
+    service: str  # tools/services.py's name: the EMF ``service`` and its subscriptions
+    api_name: str  # the REST API's name: API Gateway's ``ApiName`` dimension
+    api_stage: str  # Chalice's api_gateway_stage: the ``Stage`` dimension
+    functions: Mapping[str, lambda_.IFunction]
+    relays: Mapping[str, lambda_.IFunction] = field(default_factory=dict)
+    tables: Mapping[str, dynamodb.ITable] = field(default_factory=dict)
+    queues: Mapping[str, sqs.IQueue] = field(default_factory=dict)
+    dead_letter_queues: Mapping[str, sqs.IQueue] = field(default_factory=dict)
+    rules: Mapping[str, events.IRule] = field(default_factory=dict)
+    event_bus_name: str = ""  # the rules' bus: their metrics name it
+
+    def all_functions(self) -> dict[str, lambda_.IFunction]:
+        return {**self.functions, **self.relays}
+
+
+def stack_name(stage: str) -> str:
+    return f"{topology.PROJECT}-{stage}-observability"
+
+
+def dashboard_name(stage: str) -> str:
+    return f"{topology.PROJECT}-{stage}"
+
+
+def _alarm(kind: type[Any], why: str, **threshold: Any) -> dict[str, Any]:
+    """The facade's alarm map: one alarm, this stack's missing-data rule, its description."""
+    quiet = cloudwatch.TreatMissingData.NOT_BREACHING
+    return {SEVERITY: kind(**threshold, treat_missing_data_override=quiet,
+                           alarm_description_override=WHY[why])}  # fmt: skip
+
+
+def _dimensions(metric: metrics.Metric, **values: str) -> dict[str, str]:
+    """An EMF metric's dimensions, exactly its declared set: if the catalogue's set changes,
+    this fails rather than alarm on a series nothing emits."""
+    if set(values) != set(metric.dimension_names):
+        raise KeyError(f"{metric.name} has the dimensions {metric.dimension_names}")
+    return {name: values[name] for name in metric.dimension_names}
+
+
+class ObservabilityStack(Stack):
+    """``shop-<stage>-observability``. ``alarm_email`` subscribes an address to the alarm topic
+    (SNS mails it a confirmation link first); without one the topic has no subscription."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: str,
+        watched: Sequence[Watched],
+        alarm_email: str | None = None,
+        thresholds: Thresholds = Thresholds(),
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("stack_name", stack_name(stage))
+        super().__init__(scope, construct_id, **kwargs)
+        self.stage, self.thresholds = stage, thresholds
+        prefix = f"{topology.PROJECT}-{stage}"
+        self.topic = sns.Topic(
+            self, "AlarmTopic", topic_name=f"{prefix}-alarms", display_name=f"{prefix} alarms"
+        )
+        # Unencrypted, as today: CloudWatch cannot publish to a topic encrypted with the
+        # AWS-managed key, and one of our own costs $1 a month for messages that carry only alarm
+        # names and states.
+        Validations.of(self.topic).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-SNS3",
+                reason="enforce_ssl adds a topic policy, which replaces SNS's default one that "
+                "lets this account's alarms publish; only CloudWatch publishes here.",
+            )
+        )
+        if alarm_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        self.monitoring = cmc.MonitoringFacade(
+            self,
+            "Monitoring",
+            alarm_factory_defaults=cmc.AlarmFactoryDefaults(
+                alarm_name_prefix=prefix,
+                actions_enabled=True,
+                action=cmc.SnsAlarmActionStrategy(
+                    on_alarm_topic=self.topic, on_ok_topic=self.topic
+                ),
+                datapoints_to_alarm=1,
+                evaluation_periods=1,
+            ),
+            metric_factory_defaults=cmc.MetricFactoryDefaults(period=PERIOD),
+            dashboard_factory=cmc.DefaultDashboardFactory(
+                self,
+                "Dashboards",
+                dashboard_name_prefix=dashboard_name(stage),
+                create_summary_dashboard=False,
+                create_alarm_dashboard=False,
+            ),
+        )
+        for w in watched:
+            self._watch(w)
+        self._watch_app_metrics({w.service for w in watched})
+        functions = [f for w in watched for f in w.all_functions().values()]
+        for query, text in QUERIES.items():
+            logs.CfnQueryDefinition(
+                self,
+                f"Query-{query}",
+                name=f"{prefix}/{query}",  # a folder per stage in Logs Insights
+                query_string=text,
+                log_group_names=[f"/aws/lambda/{f.function_name}" for f in functions],
+            )
+        CfnOutput(self, "AlarmTopicArn", value=self.topic.topic_arn)
+        CfnOutput(
+            self,
+            "DashboardUrl",
+            value=f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region="
+            f"{self.region}#dashboards:name={dashboard_name(stage)}",
+        )
+
+    # One call per resource, its alarms beside it.
+    # fmt: off
+    def _watch(self, w: Watched) -> None:
+        t, facade = self.thresholds, self.monitoring
+        # Only its name is read: API Gateway's metrics are keyed by ApiName and Stage.
+        api = apigateway.RestApi.from_rest_api_attributes(
+            self, f"{w.service}-api", rest_api_id=w.api_name, root_resource_id="/",
+            rest_api_name=w.api_name)
+        facade.monitor_api_gateway(
+            api=api, api_stage=w.api_stage, alarm_friendly_name=f"{w.service}-restapi",
+            human_readable_name=f"{w.service}: API {w.api_name} (stage {w.api_stage})",
+            add5_xx_fault_count_alarm=_alarm(cmc.ErrorCountThreshold, "5xx", max_error_count=0),
+            add_latency_p99_alarm=_alarm(
+                cmc.LatencyThreshold, "latency", max_latency=Duration.millis(t.api_latency_p99_ms),
+                datapoints_to_alarm=2, evaluation_periods=3))
+        for key, function in w.all_functions().items():
+            facade.monitor_lambda_function(
+                lambda_function=function, alarm_friendly_name=f"{w.service}-{key}",
+                human_readable_name=f"{w.service} {key}",
+                add_fault_count_alarm=_alarm(cmc.ErrorCountThreshold, "errors", max_error_count=0),
+                add_throttles_count_alarm=_alarm(
+                    cmc.ErrorCountThreshold, "throttles", max_error_count=0),
+                add_max_iterator_age_alarm=_alarm(
+                    cmc.MaxAgeThreshold, "iterator-age", max_age_in_millis=t.relay_iterator_age_ms,
+                ) if key in w.relays else None)
+        for key, table in w.tables.items():
+            throttled = _alarm(
+                cmc.ThrottledEventsThreshold, "throttled", max_throttled_events_threshold=0)
+            facade.monitor_dynamo_table(
+                table=table, billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+                alarm_friendly_name=f"{w.service}-{key}", human_readable_name=f"{w.service} {key}",
+                add_read_throttled_events_count_alarm=throttled,
+                add_write_throttled_events_count_alarm=throttled)
+        dead_letters = _alarm(cmc.MaxMessageCountThreshold, "dead-letters", max_message_count=0)
+        for key, queue in w.queues.items():
+            oldest = _alarm(
+                cmc.MaxMessageAgeThreshold, "oldest", max_age_in_seconds=t.oldest_event_age_s)
+            names = {"alarm_friendly_name": f"{w.service}-{key}", "human_readable_name": key}
+            if key in w.dead_letter_queues:
+                facade.monitor_sqs_queue_with_dlq(
+                    queue=queue, add_queue_max_message_age_alarm=oldest, **names,
+                    dead_letter_queue=w.dead_letter_queues[key],
+                    add_dead_letter_queue_max_size_alarm=dead_letters)
+            else:
+                facade.monitor_sqs_queue(
+                    queue=queue, add_queue_max_message_age_alarm=oldest, **names)
+        for key, queue in w.dead_letter_queues.items():
+            if key not in w.queues:
+                facade.monitor_sqs_queue(
+                    queue=queue, alarm_friendly_name=f"{w.service}-{key}", human_readable_name=key,
+                    add_queue_max_size_alarm=dead_letters)
+        if w.rules:
+            self._watch_rules(w)
+    # fmt: on
+
+    def _watch_rules(self, w: Watched) -> None:
+        """Deliveries EventBridge gave up on, per rule (no monitoring in the library)."""
+        failed = [
+            cmc.CustomMetricWithAlarm(
+                alarm_friendly_name=f"{w.service}-{key}",
+                metric=cloudwatch.Metric(
+                    namespace="AWS/Events", metric_name="FailedInvocations", statistic="Sum",
+                    period=PERIOD, label=key,
+                    dimensions_map={"EventBusName": w.event_bus_name, "RuleName": rule.rule_name},
+                ),
+                add_alarm=_alarm(cmc.CustomThreshold, "failed-deliveries", threshold=0,
+                                 comparison_operator=GREATER),
+            )
+            for key, rule in w.rules.items()
+        ]  # fmt: skip
+        self.monitoring.monitor_custom(
+            alarm_friendly_name=f"{w.service}-rules",
+            human_readable_name=f"{w.service}: EventBridge rules",
+            metric_groups=[cmc.CustomMetricGroup(title="Failed deliveries", metrics=failed)],
+        )
+
+    def _search(self, metric: metrics.Metric, statistic: str) -> cloudwatch.IMetric:
+        """Every series of an EMF metric in this stage, whatever its other dimensions' values
+        (routes, statuses, types): a SEARCH over its exact dimension set. Written out because
+        the library's CustomMetricSearch takes an open dimension as an undefined value, which
+        jsii cannot pass from Python (None arrives as null, and is refused)."""
+        schema = ",".join((metrics.NAMESPACE, *metric.dimension_names))
+        query = f'{{{schema}}} MetricName="{metric.name}" stage="{self.stage}"'
+        return cloudwatch.MathExpression(
+            expression=f"SEARCH('{query}', '{statistic}', {PERIOD.to_seconds()})",
+            using_metrics={}, label=statistic, period=PERIOD,
+        )  # fmt: skip
+
+    def _watch_app_metrics(self, services: set[str]) -> None:
+        """A graph per catalogue metric, and each watched consumer's p99 event lag alarm per
+        event type it subscribes to."""
+        groups = [
+            cmc.CustomMetricGroup(
+                title=f"{m.name} ({m.unit.value}) by {', '.join(m.dimensions) or 'service'}",
+                metrics=[self._search(m, statistic) for statistic in STATISTICS[m.unit]],
+            )
+            for m in metrics.CATALOGUE
+        ]
+        lag = metrics.EVENT_LAG
+        lags = [
+            cmc.CustomMetricWithAlarm(
+                alarm_friendly_name=f"{sub.service.name}-{event_type}-event-lag",
+                metric=cloudwatch.Metric(
+                    namespace=metrics.NAMESPACE, metric_name=lag.name, statistic="p99",
+                    period=PERIOD, label=f"{sub.service.name} {event_type}",
+                    dimensions_map=_dimensions(
+                        lag, service=sub.service.name, stage=self.stage, type=event_type
+                    ),
+                ),
+                add_alarm=_alarm(
+                    cmc.CustomThreshold, "lag", threshold=self.thresholds.event_lag_p99_ms,
+                    comparison_operator=GREATER,
+                ),
+            )
+            for sub in topology.SUBSCRIPTIONS
+            if sub.service.name in services
+            for event_type in sub.types
+        ]  # fmt: skip
+        groups.append(cmc.CustomMetricGroup(title="Event lag p99 (ms)", metrics=lags))
+        self.monitoring.monitor_custom(
+            alarm_friendly_name="app",
+            human_readable_name="The services' own metrics (EMF, namespace shop)",
+            metric_groups=groups,
+        )
