@@ -434,6 +434,25 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 class HostLocalStack:
     """One host-mode LocalStack: its folder, port and process group.
 
@@ -580,23 +599,35 @@ class HostLocalStack:
         )
 
     def down(self) -> None:
-        """Stop LocalStack and every process it started (its whole group); keep the state."""
+        """Stop LocalStack and every process it started; keep the state.
+
+        Its process group holds LocalStack and the function processes, but LocalStack starts
+        DynamoDB Local in a session of its own: the whole process tree is collected before the
+        signals, so a LocalStack that has to be killed cannot orphan its Java child.
+        """
         try:
             recorded = json.loads(self.pid_path.read_text())
         except (OSError, ValueError):
             recorded = {}
         pid = int(recorded.get("pid", 0))
         if pid and _alive(pid):
-            # LocalStack's SIGTERM handler shuts the services down; the group signal also
-            # reaches DynamoDB Local and the function processes directly.
+            tree = _descendants(pid) | {pid}
+            # LocalStack's SIGTERM handler shuts its services down (DynamoDB Local included);
+            # the group signal reaches the function processes directly.
             self._signal_group(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_GRACE_S
-            while time.monotonic() < deadline and _group_alive(pid):
+            while time.monotonic() < deadline and (
+                _group_alive(pid) or any(_alive(member) for member in tree)
+            ):
                 self._reap()
                 time.sleep(0.2)
-            if _group_alive(pid):
+            leftovers = [member for member in tree | _descendants(pid) if _alive(member)]
+            if _group_alive(pid) or leftovers:
                 _log("LocalStack did not stop in time: SIGKILL")
                 self._signal_group(pid, signal.SIGKILL)
+                for member in leftovers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(member, signal.SIGKILL)
             _log(f"stopped LocalStack (pid {pid})")
         else:
             _log("not running")
@@ -622,8 +653,21 @@ class HostLocalStack:
                 self._process = None
 
     def _kill_stragglers(self) -> list[int]:
-        """Function processes that left the group (a handler calling setsid) still die."""
+        """What survived a LocalStack that died on its own (SIGKILL, OOM): its function processes
+        (listed in the pid folder) and a DynamoDB Local running from this instance's state."""
         killed = []
+        state = str(self.state).encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"DynamoDBLocal.jar" in cmdline and state in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    killed.append(int(proc.name))
         for pid_file in self.function_pid_dir.glob("*.pid"):
             try:
                 pid = int(pid_file.read_text().strip())
