@@ -1,0 +1,164 @@
+"""Least privilege, kept exactly: each consumer's role (in the synthesized stack) allows the
+DynamoDB calls its code makes and nothing else, and no statement anywhere is as wide as CDK's
+grant helpers would make it.
+
+The calls are recorded from the handler invoked as Lambda would (``lambda_.invoke`` on moto,
+every outcome: applied, duplicate, nothing to apply), never listed by hand; the grants are read
+from the stack's policies. TransactWriteItems is authorised per inner action (a Put is PutItem).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Template
+
+from svckit import events
+from tests.conftest import bearer, post_json
+from tests.support import lambda_events as le
+from tools import eventstack, package, services
+from tools.services import SERVICES, ServiceDef
+
+pytestmark = pytest.mark.deploy
+
+BY_NAME = {s.name: s for s in SERVICES}
+
+INNER_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+Grants = dict[str, set[str]]  # a table's logical id (or "<id>/index") -> dynamodb actions
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _resource_id(resource: Any) -> str | None:
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        logical_id, attribute = resource["Fn::GetAtt"]
+        return logical_id if attribute == "Arn" else None  # a stream ARN is not a table
+    if isinstance(resource, dict) and isinstance(resource.get("Fn::Sub"), str):
+        text = resource["Fn::Sub"]
+        if text.startswith("${") and ".Arn}/index/" in text:
+            return text[2 : text.index(".Arn}")] + "/index"
+    return None
+
+
+def statements_of(template: Template, role: str) -> list[dict[str, Any]]:
+    """Every statement that reaches ``role``: its inline policies and each attached policy."""
+    resources = template.to_json()["Resources"]
+    found = [
+        statement
+        for policy in resources[role]["Properties"].get("Policies", [])
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        if {"Ref": role} in policy["Properties"]["Roles"]:
+            found += policy["Properties"]["PolicyDocument"]["Statement"]
+    return found
+
+
+def granted(template: Template, handler: str) -> Grants:
+    grants: Grants = defaultdict(set)
+    for statement in statements_of(template, eventstack.role_id(handler)):
+        target = _resource_id(statement["Resource"])
+        for action in _as_list(statement["Action"]):
+            if action.startswith("dynamodb:") and target is not None:
+                grants[target].add(action.removeprefix("dynamodb:"))
+    return dict(grants)
+
+
+def used(service: ServiceDef, calls: list[tuple[str, dict[str, Any]]]) -> Grants:
+    by_name = {
+        service.stage_env("local")[service.table_env(logical_id)]: logical_id
+        for logical_id in service.tables()
+    }
+    found: Grants = defaultdict(set)
+    for operation, params in calls:
+        if operation == "TransactWriteItems":
+            for item in params["TransactItems"]:
+                ((kind, body),) = item.items()
+                found[by_name[body["TableName"]]].add(INNER_ACTIONS[kind])
+            continue
+        target = by_name[params["TableName"]]
+        found[target + "/index" if params.get("IndexName") else target].add(operation)
+    return dict(found)
+
+
+def test_on_product_events_is_granted_what_it_calls(
+    templates, user_client, register, tables, dynamo_calls
+) -> None:
+    assert register("john_doe").status_code == 201
+    row = tables.get_item(
+        TableName=services.USER.stage_env("local")["TABLE_NAME"],
+        Key={"username_key": {"S": "john_doe"}},
+    )["Item"]
+    data = {"product_id": "p", "product_name": "x", "created_by": "john_doe"}
+    added = le.envelope(
+        events.PRODUCT_ADDED,
+        {**data, "created_by_account": row["account_id"]["S"]},
+        events.PRODUCT_SOURCE,
+    )
+    gone = le.envelope(
+        events.PRODUCT_ADDED, {**data, "created_by_account": "other"}, events.PRODUCT_SOURCE
+    )
+    dynamo_calls.clear()
+    records = [le.sqs_record(le.eventbridge_body(e)) for e in (added, added, gone, gone)]
+    answer = user_client.lambda_.invoke("on_product_events", le.sqs_event(records)).payload
+    assert answer == {"batchItemFailures": []}
+    assert used(services.USER, dynamo_calls) == granted(
+        templates[services.USER.name], "on_product_events"
+    )
+
+
+def test_on_user_events_is_granted_what_it_calls(
+    templates, product_client, issue_token, dynamo_calls
+) -> None:
+    token = issue_token("john_doe", (), "acct-1")
+    body = {"product_id": "p1", "product_name": "x"}
+    assert post_json(product_client, "/add_product", body, bearer(token)).status_code == 201
+    deleted = le.envelope(
+        events.USER_DELETED, {"username": "john_doe", "account_id": "acct-1"}, events.USER_SOURCE
+    )
+    dynamo_calls.clear()
+    records = [le.sqs_record(le.eventbridge_body(deleted))] * 2  # and its duplicate
+    answer = product_client.lambda_.invoke("on_user_events", le.sqs_event(records)).payload
+    assert answer == {"batchItemFailures": []}
+    assert used(services.PRODUCT, dynamo_calls) == granted(
+        templates[services.PRODUCT.name], "on_user_events"
+    )
+
+
+@pytest.mark.parametrize("name", [s.name for s in SERVICES])
+def test_only_xray_is_granted_on_every_resource(templates, name) -> None:
+    """X-Ray takes no resource but ``*``; nothing else may be granted on it."""
+    template = templates[name]
+    for role in template.find_resources("AWS::IAM::Role"):
+        for statement in statements_of(template, role):
+            if statement["Resource"] == "*":
+                assert _as_list(statement["Action"]) == package.XRAY_ACTIONS, role
+
+
+@pytest.mark.parametrize("name", [s.name for s in SERVICES])
+def test_no_grant_is_as_wide_as_cdks_helpers(templates, name) -> None:
+    """Not ``index/*`` (grantReadData), not the queue lookups of grantSendMessages, no
+    wildcard action."""
+    template = templates[name]
+    for role in template.find_resources("AWS::IAM::Role"):
+        for statement in statements_of(template, role):
+            actions = _as_list(statement["Action"])
+            assert not {"sqs:GetQueueUrl", "dynamodb:*", "sqs:*", "events:*"} & set(actions)
+            assert "index/*" not in json.dumps(statement["Resource"]), role
+
+
+@pytest.mark.parametrize("name", [s.name for s in SERVICES])
+def test_every_function_has_a_role_of_its_own(templates, name) -> None:
+    functions = templates[name].find_resources("AWS::Serverless::Function").values()
+    roles = [f["Properties"]["Role"]["Fn::GetAtt"][0] for f in functions]
+    assert len(set(roles)) == len(roles) == len(package.functions_of(BY_NAME[name]))
