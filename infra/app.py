@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from infra import naming
-from infra.chalice_app import PackagedApp, package_apps
+from infra.chalice_app import PACKAGE_DIR, PackagedApp, package_apps
 from infra.events import EventsStack
 from infra.service import ServiceStack
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER
 
-BUILD_DIR = Path(__file__).resolve().parent.parent / "build" / "cdk"
 VALIDATION_REPORT = "validation-report.json"  # in the cloud assembly: cdk-nag's and cfn-lint's
 
 
@@ -53,7 +51,7 @@ def build(app: cdk.App, packaged: dict[str, PackagedApp] | None = None) -> Stage
             or naming.LOCALSTACK_ENDPOINT
         )
     if packaged is None:
-        packaged = package_apps(SERVICES, stage, BUILD_DIR / "package" / stage)
+        packaged = package_apps(SERVICES, stage, PACKAGE_DIR / stage)
     built = Stage(stage, EventsStack(app, stage))
     for service in (USER, PRODUCT):
         built.services[service.name] = ServiceStack(

@@ -7,7 +7,7 @@ second app got the first one's functions (#2030). Here each app is packaged by i
 ``python -m chalice.cli`` subprocess with ``--stage`` given explicitly, and nothing of Chalice is
 imported into the CDK app (the three run in parallel).
 
-The app is packaged from a staged copy (``build/cdk/apps/<service>``) rather than from its own
+The app is packaged from a staged copy (``build/chalice/.apps/<service>``) rather than from its own
 folder: ``lib/svckit`` must be vendored into ``vendor/`` (Chalice collects only ``app.py``,
 ``chalicelib/`` and ``vendor/``), and vendoring into the source folder would race with
 ``tools/package.py`` (``make package``, tests/deploy) removing its own copy. The staged copy keeps
@@ -42,7 +42,8 @@ from constructs import Construct
 from tools import package as chalice_package
 from tools.services import ROOT, ServiceDef
 
-STAGING_DIR = ROOT / "build" / "cdk" / "apps"
+STAGING_DIR = ROOT / "build" / "chalice" / ".apps"  # a stage name starts with a letter
+PACKAGE_DIR = ROOT / "build" / "chalice"  # <stage>/<service>/{sam.json,deployment.zip}
 # What Chalice packages from an app folder (besides vendor/, which is made here).
 APP_SOURCES = ("app.py", "requirements.txt", "chalicelib")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")

@@ -7,6 +7,7 @@ same stage for LocalStack (only the gateway's service URLs differ).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from infra.chalice_app import PackagedApp, package_apps  # noqa: E402
 from tools.services import SERVICES  # noqa: E402
 
 STAGE = "dev"
+# infra/cdk.json's context, which `cdk synth` reads and a bare cdk.App does not.
+CDK_CONTEXT = json.loads((ROOT / "infra" / "cdk.json").read_text())["context"]
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +46,7 @@ def packaged_apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Package
 def _synth(packaged: dict[str, PackagedApp], outdir: Path, **context: str) -> infra_app.Stage:
     """The app as ``cdk synth`` makes it: cdk-nag's AwsSolutions checks on (infra.app.main's),
     so a finding nobody acknowledged fails the synth, as it fails ``make synth``."""
-    app = cdk.App(outdir=str(outdir), context={"stage": STAGE, **context})
+    app = cdk.App(outdir=str(outdir), context={**CDK_CONTEXT, "stage": STAGE, **context})
     infra_app.add_checks(app)
     built = infra_app.build(app, packaged)
     app.synth()

