@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cdk_monitoring_constructs as cmc
-from aws_cdk import Acknowledgment, CfnOutput, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, CfnOutput, Duration, Fn, Stack, Validations
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
@@ -116,8 +116,7 @@ class Watched:
     tables: Mapping[str, dynamodb.ITable] = field(default_factory=dict)
     queues: Mapping[str, sqs.IQueue] = field(default_factory=dict)
     dead_letter_queues: Mapping[str, sqs.IQueue] = field(default_factory=dict)
-    rules: Mapping[str, events.IRule] = field(default_factory=dict)
-    event_bus_name: str = ""  # the rules' bus: their metrics name it
+    rules: Mapping[str, events.IRule] = field(default_factory=dict)  # on the stage's bus
 
     def all_functions(self) -> dict[str, lambda_.IFunction]:
         return {**self.functions, **self.relays}
@@ -144,6 +143,11 @@ def _dimensions(metric: metrics.Metric, **values: str) -> dict[str, str]:
     if set(values) != set(metric.dimension_names):
         raise KeyError(f"{metric.name} has the dimensions {metric.dimension_names}")
     return {name: values[name] for name in metric.dimension_names}
+
+
+def _rule_dimensions(rule: events.IRule) -> dict[str, str]:
+    arn = Fn.split("/", rule.rule_arn)
+    return {"EventBusName": Fn.select(1, arn), "RuleName": Fn.select(2, arn)}
 
 
 class ObservabilityStack(Stack):
@@ -181,45 +185,27 @@ class ObservabilityStack(Stack):
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         self.monitoring = cmc.MonitoringFacade(
-            self,
-            "Monitoring",
+            self, "Monitoring",
             alarm_factory_defaults=cmc.AlarmFactoryDefaults(
-                alarm_name_prefix=prefix,
-                actions_enabled=True,
-                action=cmc.SnsAlarmActionStrategy(
-                    on_alarm_topic=self.topic, on_ok_topic=self.topic
-                ),
-                datapoints_to_alarm=1,
-                evaluation_periods=1,
-            ),
+                alarm_name_prefix=prefix, actions_enabled=True, datapoints_to_alarm=1,
+                evaluation_periods=1, action=cmc.SnsAlarmActionStrategy(
+                    on_alarm_topic=self.topic, on_ok_topic=self.topic)),
             metric_factory_defaults=cmc.MetricFactoryDefaults(period=PERIOD),
             dashboard_factory=cmc.DefaultDashboardFactory(
-                self,
-                "Dashboards",
-                dashboard_name_prefix=dashboard_name(stage),
-                create_summary_dashboard=False,
-                create_alarm_dashboard=False,
-            ),
-        )
+                self, "Dashboards", dashboard_name_prefix=dashboard_name(stage),
+                create_summary_dashboard=False, create_alarm_dashboard=False),
+        )  # fmt: skip
         for w in watched:
             self._watch(w)
         self._watch_app_metrics({w.service for w in watched})
         functions = [f for w in watched for f in w.all_functions().values()]
-        for query, text in QUERIES.items():
+        for query, text in QUERIES.items():  # saved in a folder per stage, ``shop-<stage>/``
             logs.CfnQueryDefinition(
-                self,
-                f"Query-{query}",
-                name=f"{prefix}/{query}",  # a folder per stage in Logs Insights
-                query_string=text,
-                log_group_names=[f"/aws/lambda/{f.function_name}" for f in functions],
-            )
+                self, f"Query-{query}", name=f"{prefix}/{query}", query_string=text,
+                log_group_names=[f"/aws/lambda/{f.function_name}" for f in functions])  # fmt: skip
         CfnOutput(self, "AlarmTopicArn", value=self.topic.topic_arn)
-        CfnOutput(
-            self,
-            "DashboardUrl",
-            value=f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region="
-            f"{self.region}#dashboards:name={dashboard_name(stage)}",
-        )
+        url = f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
+        CfnOutput(self, "DashboardUrl", value=f"{url}#dashboards:name={dashboard_name(stage)}")
 
     # One call per resource, its alarms beside it.
     # fmt: off
@@ -277,14 +263,15 @@ class ObservabilityStack(Stack):
     # fmt: on
 
     def _watch_rules(self, w: Watched) -> None:
-        """Deliveries EventBridge gave up on, per rule (no monitoring in the library)."""
+        """Deliveries EventBridge gave up on, per rule (no monitoring in the library). A rule on
+        a custom bus is keyed by both names, taken from its ARN (``...:rule/<bus>/<rule>``):
+        its ``rule_name`` is CloudFormation's Ref, which for such a rule is ``<bus>|<rule>``."""
         failed = [
             cmc.CustomMetricWithAlarm(
                 alarm_friendly_name=f"{w.service}-{key}",
                 metric=cloudwatch.Metric(
                     namespace="AWS/Events", metric_name="FailedInvocations", statistic="Sum",
-                    period=PERIOD, label=key,
-                    dimensions_map={"EventBusName": w.event_bus_name, "RuleName": rule.rule_name},
+                    period=PERIOD, label=key, dimensions_map=_rule_dimensions(rule),
                 ),
                 add_alarm=_alarm(cmc.CustomThreshold, "failed-deliveries", threshold=0,
                                  comparison_operator=GREATER),

@@ -88,7 +88,6 @@ def _stand_ins(scope: Stack, bus: events.EventBus, service: ServiceDef, stage: s
             scope, s.rule_name(stage), rule_name=s.rule_name(stage), event_bus=bus,
             event_pattern=events.EventPattern(source=[s.source], detail_type=list(s.types)),
         ) for s in subs},
-        event_bus_name=bus.event_bus_name,
     )  # fmt: skip
 
 
@@ -193,12 +192,39 @@ def test_each_subscription_queue_alarms_on_its_oldest_message(built: Built) -> N
             assert_alarm(built, series, DEFAULTS.oldest_event_age_s)
 
 
-def test_each_rule_alarms_on_failed_deliveries_with_its_bus(built: Built) -> None:
-    for w in built.watched:
-        for rule in w.rules.values():
-            names = {"EventBusName": built.ref(w.event_bus_name),
-                     "RuleName": built.ref(rule.rule_name)}  # fmt: skip
-            assert_alarm(built, on("AWS/Events", "FailedInvocations", names, "Sum"), 0)
+def evaluate(value: Any, known: dict[str, str]) -> Any:
+    """``value`` as CloudFormation would compute it, with ``known`` values of references (by
+    their JSON): just the Fn::Select and Fn::Split that take a name out of an ARN."""
+    if json.dumps(value, sort_keys=True) in known:
+        return known[json.dumps(value, sort_keys=True)]
+    if isinstance(value, dict) and "Fn::Select" in value:
+        index, items = value["Fn::Select"]
+        return evaluate(items, known)[int(index)]
+    if isinstance(value, dict) and "Fn::Split" in value:
+        delimiter, source = value["Fn::Split"]
+        return evaluate(source, known).split(delimiter)
+    if isinstance(value, list):
+        return [evaluate(item, known) for item in value]
+    return f"<unresolved {json.dumps(value)}>" if isinstance(value, dict) else value
+
+
+def test_each_rule_alarms_on_failed_deliveries_by_its_bus_and_name(built: Built) -> None:
+    """The dimensions evaluate to the names the topology gives, from the ARN EventBridge gives a
+    rule of a custom bus (a rule's Ref would be ``<bus>|<rule>``, which is no RuleName)."""
+    bus, rules = topology.bus_name(STAGE), {k: r for w in built.watched for k, r in w.rules.items()}
+    known = {
+        json.dumps(built.ref(rules[s.handler].rule_arn), sort_keys=True):
+        f"arn:aws:events:us-east-1:123456789012:rule/{bus}/{s.rule_name(STAGE)}"
+        for s in topology.SUBSCRIPTIONS
+    }  # fmt: skip
+    any_names = {"EventBusName": Match.any_value(), "RuleName": Match.any_value()}
+    pattern = on("AWS/Events", "FailedInvocations", any_names, "Sum")
+    found = set()
+    for alarm in built.template.find_resources(ALARM, {"Properties": pattern}).values():
+        assert_alarm(built, {"AlarmName": alarm["Properties"]["AlarmName"], **pattern}, 0)
+        metric = alarm["Properties"]["Metrics"][0]["MetricStat"]["Metric"]
+        found.add(tuple(evaluate(d["Value"], known) for d in metric["Dimensions"]))
+    assert found == {(bus, s.rule_name(STAGE)) for s in topology.SUBSCRIPTIONS}
 
 
 def test_each_subscribed_event_type_alarms_on_p99_lag_with_the_catalogues_dimensions(
