@@ -81,7 +81,9 @@ PYTHON_HINT = (
     "LocalStack needs Python >= 3.13: install one (`pyenv install 3.13`, or "
     "`apt-get install python3.13 python3.13-venv`) or point LOCALSTACK_PYTHON at it"
 )
-STOP_GRACE_S = 20.0
+# LocalStack stops in a few seconds, but when a function was invoked just before, its log
+# shipper can hold the shutdown far longer; then the group is killed (nothing is lost but logs).
+STOP_GRACE_S = 10.0
 
 
 class HostLocalStackError(RuntimeError):
