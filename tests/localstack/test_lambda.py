@@ -6,11 +6,12 @@ runtime; these are the behaviours the deploy path relies on.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
 
-from tests.localstack.helpers import invoke, wait_for
+from tests.localstack.helpers import ROLE_ARN, invoke, make_zip, wait_for
 
 pytestmark = pytest.mark.localstack
 
@@ -198,3 +199,29 @@ def _requirements() -> dict[str, str]:
             package, version = line.split("==", 1)
             pins[package.strip()] = version.strip()
     return pins
+
+
+def test_a_runtime_without_a_host_interpreter_fails_at_creation_with_the_reason(stack) -> None:
+    lambda_client = stack.client("lambda")
+    name = f"fn-{uuid.uuid4().hex[:10]}"
+    lambda_client.create_function(
+        FunctionName=name,
+        Runtime="nodejs20.x",
+        Role=ROLE_ARN,
+        Handler="index.handler",
+        Code={"ZipFile": make_zip({"index.js": "exports.handler = async () => 1;\n"})},
+    )
+    try:
+        config = wait_for(
+            lambda: (c := lambda_client.get_function(FunctionName=name)["Configuration"])["State"]
+            != "Pending"
+            and c,
+            timeout=30,
+        )
+        assert config["State"] == "Failed"
+        assert "cannot run runtime 'nodejs20.x'" in config["StateReason"]
+    finally:
+        # LocalStack 2026.3.0 cannot delete a function whose version failed to start ("Unable to
+        # find version manager"); it disappears with the instance.
+        with contextlib.suppress(lambda_client.exceptions.ClientError):
+            lambda_client.delete_function(FunctionName=name)
