@@ -103,19 +103,22 @@ diff: $(STAMP) cdk-tools
 package: setup
 	$(BIN)/python -m tools.package --stage $(STAGE)
 
-## deploy / destroy: AWS with the usual credential chain
-deploy: setup
-	$(BIN)/python -m tools.deploy deploy --stage $(STAGE)
+## deploy / destroy: the stage's CDK stacks (infra/) on AWS with the usual credential chain:
+## the token keys first, `cdk bootstrap` when missing, then `cdk deploy --all` (ALARM_EMAIL=...
+## subscribes an address to the alarms); destroy removes the stacks, then the keys
+deploy: $(STAMP) cdk-tools
+	$(BIN)/python -m infra.deploy deploy --stage $(STAGE)
 
-destroy: setup
-	$(BIN)/python -m tools.deploy destroy --stage $(STAGE)
+destroy: $(STAMP) cdk-tools
+	$(BIN)/python -m infra.deploy destroy --stage $(STAGE)
 
-## deploy-localstack / destroy-localstack: the same stage against LocalStack (see localstack/)
-deploy-localstack: setup
-	$(BIN)/python -m tools.deploy deploy --stage $(STAGE) --localstack
+## deploy-localstack / destroy-localstack: the same through cdklocal against LocalStack
+## (AWS_ENDPOINT_URL, default http://127.0.0.1:4566; start it with make localstack-up)
+deploy-localstack: $(STAMP) cdk-tools
+	$(BIN)/python -m infra.deploy deploy --stage $(STAGE) --localstack
 
-destroy-localstack: setup
-	$(BIN)/python -m tools.deploy destroy --stage $(STAGE) --localstack
+destroy-localstack: $(STAMP) cdk-tools
+	$(BIN)/python -m infra.deploy destroy --stage $(STAGE) --localstack
 
 localstack-up:
 	$(MAKE) -C localstack up

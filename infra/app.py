@@ -7,6 +7,7 @@ services' URLs in the form LocalStack serves without DNS; ``-c localstackEndpoin
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -16,8 +17,12 @@ from cdk_nag import AwsSolutionsChecks
 from infra import naming
 from infra.chalice_app import PACKAGE_DIR, PackagedApp, package_apps
 from infra.events import EventsStack
+from infra.monitoring import ObservabilityStack, Watched
 from infra.service import ServiceStack
+from tools import topology
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER
+
+ALARM_EMAIL_CONTEXT = "alarmEmail"  # -c alarmEmail=ops@example.com, or ALARM_EMAIL
 
 VALIDATION_REPORT = "validation-report.json"  # in the cloud assembly: cdk-nag's and cfn-lint's
 
@@ -29,10 +34,32 @@ class Stage:
     name: str
     events: EventsStack
     services: dict[str, ServiceStack] = field(default_factory=dict)
+    observability: ObservabilityStack | None = None
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.events, *self.services.values()]
+        watching = [self.observability] if self.observability else []
+        return [self.events, *self.services.values(), *watching]
+
+
+def watched(stack: ServiceStack) -> Watched:
+    """What the observability stack watches of a service stack: its stream relays apart from
+    its other functions (they get the IteratorAge alarm), and each subscription's dead-letter
+    queue under its queue's key, so the two are watched as a pair."""
+    relays = {naming.function_id(r.handler) for r in topology.relays_of(stack.service)}
+    subscriptions = topology.subscriptions_of(stack.service)
+    paired = {s.dead_letter_queue: s.queue for s in subscriptions}
+    return Watched(
+        service=stack.service.name,
+        api_name=stack.rest_api_name,
+        api_stage=naming.API_STAGE,
+        functions={k: f for k, f in stack.functions.items() if k not in relays},
+        relays={k: f for k, f in stack.functions.items() if k in relays},
+        tables=stack.tables,
+        queues=stack.queues,
+        dead_letter_queues={paired.get(k, k): q for k, q in stack.dead_letter_queues.items()},
+        rules={s.queue: stack.rules[s.rule] for s in subscriptions},
+    )
 
 
 def stage_of(app: cdk.App) -> str:
@@ -43,6 +70,13 @@ def build(app: cdk.App, packaged: dict[str, PackagedApp] | None = None) -> Stage
     """Add the stage's stacks to ``app``, packaging the apps first unless ``packaged`` (the
     tests package once and build several apps)."""
     stage = stage_of(app)
+    undefined = [s.name for s in SERVICES if stage not in s.config().get("stages", {})]
+    if undefined:
+        # chalice package would build such a stage without its policies and settings.
+        raise ValueError(
+            f"stage {stage!r} has no section in the .chalice/config.json of "
+            f"{', '.join(undefined)}: add one (copy dev's) before deploying it"
+        )
     localstack = naming.localstack_requested(app.node.try_get_context(naming.LOCALSTACK_CONTEXT))
     endpoint = None
     if localstack:
@@ -64,8 +98,12 @@ def build(app: cdk.App, packaged: dict[str, PackagedApp] | None = None) -> Stage
             for service in (USER, PRODUCT)
         },
     )  # fmt: skip
-    # The observability stack goes here, last: it takes the resources the stacks above expose
-    # (each ServiceStack's functions, rest_api_name, tables, queues, dead_letter_queues, rules).
+    # Last up, first down: it watches every stack above.
+    email = app.node.try_get_context(ALARM_EMAIL_CONTEXT) or os.environ.get("ALARM_EMAIL")
+    built.observability = ObservabilityStack(
+        app, naming.stack_name(stage, "observability"), stage=stage,
+        watched=[watched(s) for s in built.services.values()], alarm_email=email or None,
+    )  # fmt: skip
     for stack in built.stacks:
         cdk.Tags.of(stack).add("project", naming.PROJECT)
         cdk.Tags.of(stack).add("stage", stage)

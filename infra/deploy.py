@@ -41,7 +41,10 @@ def cdk_command(
     cli = TOOLS / ".bin" / ("cdklocal" if localstack else "cdk")
     context = ["-c", f"{naming.STAGE_CONTEXT}={stage}"]
     if localstack:
+        # The gateway calls the other APIs where this deploy reaches LocalStack.
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", naming.LOCALSTACK_ENDPOINT)
         context += ["-c", f"{naming.LOCALSTACK_CONTEXT}=true"]
+        context += ["-c", f"{naming.LOCALSTACK_ENDPOINT_CONTEXT}={endpoint}"]
     out = ["-o", str(ROOT / "build" / "cdk" / stage)]
     return [str(cli), action, *context, *out, *extra]
 

@@ -156,8 +156,11 @@ class ServiceStack(Stack):
         jwks = CfnParameter(
             self, "JwksParameterName", type="AWS::SSM::Parameter::Value<String>",
             default=naming.jwks_parameter(self.stage),
+            # "[cdk:skip]": without it the CDK CLI redeploys every stack with an SSM-typed
+            # parameter on every deploy (it cannot know the value changed); infra/deploy.py
+            # forces the deploy itself when the JWKS's version moved.
             description="SSM parameter with the public JWKS (made by infra/deploy.py first); "
-            "CloudFormation resolves it at each deploy, so no function calls SSM",
+            "CloudFormation resolves it at each deploy, so no function calls SSM [cdk:skip]",
         )  # fmt: skip
         shared: dict[str, Any] = {**own, JWKS_SETTING: jwks.value_as_string}
         if topology.relays_of(self.service) or topology.subscriptions_of(self.service):

@@ -47,7 +47,8 @@ def call(
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
 ) -> Reply:
-    """Send one request on a fresh connection; ``body`` other than bytes/str is sent as JSON."""
+    """Send one request on a fresh connection; ``body`` other than bytes/str is sent as JSON.
+    ``path`` is taken below ``base_url``'s own path (a deployed API's stage prefix)."""
     parts = urlsplit(base_url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     sent_headers = dict(headers or {})
@@ -63,7 +64,7 @@ def call(
         sent_headers = {**JSON_HEADERS, **sent_headers}
     started = time.perf_counter()
     try:
-        conn.request(method, path, body=payload, headers=sent_headers)
+        conn.request(method, parts.path.rstrip("/") + path, body=payload, headers=sent_headers)
         response = conn.getresponse()
         data = response.read()
     finally:

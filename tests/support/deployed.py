@@ -1,0 +1,154 @@
+"""A stage deployed to LocalStack, with the project's own make targets (tests/localstack/e2e).
+
+The deploy and destroy run as a user runs them (``make deploy-localstack`` /
+``make destroy-localstack``, in a child process with LocalStack's endpoint), so the layer proves
+the commands, not a Python shortcut beside them. What the tests look at afterwards they read from
+LocalStack with boto3: the gateway's REST API id from its stack, the queues, what is left.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from tools import topology
+from tools.services import GATEWAY, ROOT
+
+STAGE = "dev"  # a stage of every config.json, on the test's own LocalStack
+REGION = "us-east-1"
+DEPLOY_TIMEOUT = 600  # seconds; a deploy on LocalStack takes about a minute here
+API_STAGE = "api"  # Chalice's api_gateway_stage in every config.json
+
+
+def localstack_env(endpoint: str) -> dict[str, str]:
+    """The environment a deploy against LocalStack runs with: its endpoint for every client,
+    its documented dummy credentials, nothing of a developer's own AWS profile."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ENDPOINT_URL_S3=endpoint,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION=REGION,
+        STAGE=STAGE,
+    )
+    return env
+
+
+@dataclass
+class Deployed:
+    """A stage on LocalStack and the ways the tests look at it."""
+
+    endpoint: str
+    stage: str = STAGE
+    walker: str = field(default_factory=lambda: f"walker_{uuid.uuid4().hex[:8]}")
+    product_id: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:8]}")
+    gateway_url: str = ""
+    deploys: int = 0
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
+    @property
+    def sqs(self) -> Any:
+        return self.client("sqs")
+
+    @property
+    def prefix(self) -> str:
+        return f"{topology.PROJECT}-{self.stage}"
+
+    def _make(self, target: str) -> None:
+        result = subprocess.run(
+            ["make", "--no-print-directory", target, f"STAGE={self.stage}"],
+            cwd=ROOT,
+            env=localstack_env(self.endpoint),
+            capture_output=True,
+            text=True,
+            timeout=DEPLOY_TIMEOUT,
+            check=False,
+        )
+        sys.stdout.write(result.stdout[-4000:])
+        failed = f"make {target} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        assert result.returncode == 0, failed
+
+    def deploy(self) -> None:
+        self._make("deploy-localstack")
+        self.deploys += 1
+        self.gateway_url = self._gateway_url()
+
+    def destroy(self) -> None:
+        self._make("destroy-localstack")
+
+    def _gateway_url(self) -> str:
+        """The deployed gateway in the path form LocalStack serves without DNS."""
+        stack = f"{self.prefix}-{GATEWAY.name.replace('_', '-')}"
+        resources = self.client("cloudformation").describe_stack_resources(StackName=stack)
+        apis = [
+            r["PhysicalResourceId"]
+            for r in resources["StackResources"]
+            if r["ResourceType"] == "AWS::ApiGateway::RestApi"
+        ]
+        assert len(apis) == 1, resources["StackResources"]
+        return f"{self.endpoint}/_aws/execute-api/{apis[0]}/{API_STAGE}"
+
+    def stacks(self) -> list[dict[str, Any]]:
+        cfn = self.client("cloudformation")
+        found = []
+        for page in cfn.get_paginator("describe_stacks").paginate():
+            found += [s for s in page["Stacks"] if s["StackName"].startswith(self.prefix + "-")]
+        return [s for s in found if s["StackStatus"] != "DELETE_COMPLETE"]
+
+    def stack_states(self) -> dict[str, tuple[str, str]]:
+        """Each stack's status and when it last changed: what a no-op deploy leaves alone."""
+        return {
+            s["StackName"]: (s["StackStatus"], str(s.get("LastUpdatedTime", s["CreationTime"])))
+            for s in self.stacks()
+        }
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Everything of the stage still on LocalStack, by kind; empty when it is all gone."""
+        mine = self.prefix
+        found: dict[str, list[str]] = {
+            "stacks": [s["StackName"] for s in self.stacks()],
+            "functions": [
+                f["FunctionName"]
+                for page in self.client("lambda").get_paginator("list_functions").paginate()
+                for f in page["Functions"]
+                if f["FunctionName"].startswith(mine + "-")
+            ],
+            "tables": [
+                t
+                for t in self.client("dynamodb").list_tables()["TableNames"]
+                if t.startswith(mine + "-")
+            ],
+            "queues": [
+                url for url in self.sqs.list_queues(QueueNamePrefix=mine + "-").get("QueueUrls", [])
+            ],
+            "apis": [
+                a["name"]
+                for a in self.client("apigateway").get_rest_apis(limit=500)["items"]
+                if a["name"].startswith(mine + "-")
+            ],
+            "buses": [
+                b["Name"]
+                for b in self.client("events").list_event_buses(NamePrefix=mine)["EventBuses"]
+            ],
+            "buckets": [
+                b["Name"]
+                for b in self.client("s3").list_buckets().get("Buckets", [])
+                if f"-{self.stage}-" in b["Name"] or b["Name"].startswith(mine)
+            ],
+        }
+        return {kind: names for kind, names in found.items() if names}
