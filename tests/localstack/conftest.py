@@ -20,7 +20,8 @@ from types import ModuleType
 
 import pytest
 
-from tests.localstack.helpers import ROLE_ARN, Stack, free_port, load_lsctl, make_zip
+from tests.localstack.helpers import ROLE_ARN, Stack, free_port, make_zip
+from tools.deployed import load_lsctl
 
 REUSE_ENV = "LOCALSTACK_TEST_ENDPOINT"
 

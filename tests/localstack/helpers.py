@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import socket
-import sys
 import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
 
 REPO = Path(__file__).resolve().parents[2]
-LSCTL_PATH = REPO / "localstack" / "host" / "lsctl.py"
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/lambda-test"
-
-
-def load_lsctl() -> ModuleType:
-    """``localstack/host/lsctl.py`` as a module (cached in sys.modules under ``lsctl``)."""
-    if "lsctl" in sys.modules:
-        return sys.modules["lsctl"]
-    spec = importlib.util.spec_from_file_location("lsctl", LSCTL_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lsctl"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def free_port() -> int:

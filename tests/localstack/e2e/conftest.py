@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.localstack.helpers import Stack
-from tests.support.deployed import Deployed
+from tools.deployed import Deployed
 
 
 @pytest.fixture(scope="module")

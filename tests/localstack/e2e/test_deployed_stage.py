@@ -15,9 +15,9 @@ import uuid
 
 import pytest
 
-from tests.support.deployed import Deployed
 from tests.support.system import bearer, call, get, post, wait_until
 from tools import events as events_cli
+from tools.deployed import Deployed
 
 pytestmark = pytest.mark.localstack
 

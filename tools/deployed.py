@@ -1,4 +1,6 @@
-"""A stage deployed to LocalStack, with the project's own make targets (tests/localstack/e2e).
+"""A stage deployed to LocalStack with the project's own make targets, and the host-mode
+LocalStack controller: what the end-to-end layer (tests/localstack/e2e) and the LocalStack bench
+(tools/bench_localstack.py) both drive.
 
 The deploy and destroy run as a user runs them (``make deploy-localstack`` /
 ``make destroy-localstack``, in a child process with LocalStack's endpoint), so the layer proves
@@ -8,11 +10,13 @@ LocalStack with boto3: the gateway's REST API id from its stack, the queues, wha
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import boto3
@@ -24,6 +28,21 @@ STAGE = "dev"  # a stage of every config.json, on the test's own LocalStack
 REGION = "us-east-1"
 DEPLOY_TIMEOUT = 600  # seconds; a deploy on LocalStack takes about a minute here
 API_STAGE = "api"  # Chalice's api_gateway_stage in every config.json
+LSCTL = ROOT / "localstack" / "host" / "lsctl.py"
+
+
+def load_lsctl() -> ModuleType:
+    """``localstack/host/lsctl.py`` as a module, loaded by path: the repository's
+    ``localstack/`` folder is no package (and LocalStack's own would shadow it by name)."""
+    if "lsctl" in sys.modules:
+        return sys.modules["lsctl"]
+    spec = importlib.util.spec_from_file_location("lsctl", LSCTL)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["lsctl"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def localstack_env(endpoint: str) -> dict[str, str]:
@@ -34,7 +53,7 @@ def localstack_env(endpoint: str) -> dict[str, str]:
         AWS_ENDPOINT_URL=endpoint,
         AWS_ENDPOINT_URL_S3=endpoint,
         AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
+        AWS_SECRET_ACCESS_KEY="test",  # noqa: S106 - LocalStack's documented dummy secret
         AWS_DEFAULT_REGION=REGION,
         STAGE=STAGE,
     )
@@ -58,7 +77,7 @@ class Deployed:
             endpoint_url=self.endpoint,
             region_name=REGION,
             aws_access_key_id="test",
-            aws_secret_access_key="test",
+            aws_secret_access_key="test",  # noqa: S106 - LocalStack's documented dummy secret
         )
 
     @property
