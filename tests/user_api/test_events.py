@@ -211,3 +211,15 @@ def test_a_points_transaction_in_conflict_is_tried_again_in_place(user_client, j
     answer = deliver(user_client, product_added("john_doe", john, "p2"))
     assert le.failed_ids(answer) == answer["ids"]
     assert points(user_client, "john_doe") == 10
+
+
+def test_an_event_time_without_a_zone_fails_only_its_own_message(user_client, john):
+    """A valid ISO time with no zone once passed the envelope's check and then broke the lag's
+    arithmetic after the handler, outside the per-message failure: the whole batch failed, the
+    messages after it were never tried, and good ones sharing its batches were dead-lettered."""
+    good = product_added("john_doe", john)
+    unzoned = {**product_added("john_doe", john, "p2"), "time": "2026-11-22T01:00:00"}
+    after = product_added("john_doe", john, "p3")
+    answer = deliver(user_client, good, unzoned, after)
+    assert le.failed_ids(answer) == [answer["ids"][1]]
+    assert points(user_client, "john_doe") == 20

@@ -119,6 +119,10 @@ class Event:
             raise EventError(f"event envelope is missing or has a malformed {exc}") from exc
         if not isinstance(event.data, dict) or not event.id:
             raise EventError("event envelope has no id or its data is not an object")
+        if _instant(event.time) is None:
+            # Our producers write UTC with a zone; a time without one cannot be compared with
+            # the clock (the lag), so the message is refused here, where its failure is its own.
+            raise EventError("event time is not an ISO 8601 time with a zone")
         if event.version != SCHEMA_VERSION:
             # A newer producer's event: waits in the dead-letter queue for a consumer that
             # knows its version, rather than being misread.
@@ -298,6 +302,7 @@ def consume(
                 metrics.add(metrics.EVENTS_SKIPPED, 1, type=kind)
                 continue
             outcome = handler(event)
+            _count(event, kind, outcome, log)
         except Exception as exc:  # one message's failure, whatever it is, stays its own
             log.warning(
                 "event failed",
@@ -312,23 +317,21 @@ def consume(
                 # Its last try: the queue moves it to the dead-letter queue rather than
                 # handing it out again.
                 metrics.add(metrics.EVENTS_DEAD_LETTERED, 1, type=kind)
-            continue
-        lag_ms = _lag_ms(event.time)
-        log.info(
-            "event consumed",
-            type=event.type,
-            event_id=event.id,
-            outcome=outcome,
-            lag_ms=lag_ms,
-        )
-        if outcome == APPLIED:
-            metrics.add(metrics.EVENTS_APPLIED, 1, type=kind)
-            if lag_ms is not None:
-                # A clock behind the producer's is not a negative lag.
-                metrics.add(metrics.EVENT_LAG, max(lag_ms, 0), type=kind)
-        else:
-            metrics.add(metrics.EVENTS_SKIPPED, 1, type=kind)
     return {"batchItemFailures": failures}
+
+
+def _count(event: Event, kind: str, outcome: str, log: Any) -> None:
+    """The consumed event's log line and metrics. Called inside the message's own ``try``:
+    nothing after a handler may fail the batch (the messages after it would never be tried)."""
+    lag_ms = _lag_ms(event.time)
+    log.info("event consumed", type=event.type, event_id=event.id, outcome=outcome, lag_ms=lag_ms)
+    if outcome == APPLIED:
+        metrics.add(metrics.EVENTS_APPLIED, 1, type=kind)
+        if lag_ms is not None:
+            # A clock behind the producer's is not a negative lag.
+            metrics.add(metrics.EVENT_LAG, max(lag_ms, 0), type=kind)
+    else:
+        metrics.add(metrics.EVENTS_SKIPPED, 1, type=kind)
 
 
 def _receive_count(raw: object) -> int:
@@ -338,10 +341,18 @@ def _receive_count(raw: object) -> int:
         return 1
 
 
-def _lag_ms(when: str) -> int | None:
+def _instant(when: str) -> datetime | None:
+    """An ISO 8601 time with its zone; None for anything else (a naive time included)."""
     try:
         stamp = datetime.fromisoformat(when.replace("Z", "+00:00"))
     except ValueError:
+        return None
+    return stamp if stamp.tzinfo is not None else None
+
+
+def _lag_ms(when: str) -> int | None:
+    stamp = _instant(when)
+    if stamp is None:
         return None
     return round((datetime.now(UTC) - stamp).total_seconds() * 1000)
 
