@@ -248,3 +248,40 @@ def test_a_deleted_legacy_users_token_does_not_credit_a_new_registration_of_the_
     user_client.lambda_.invoke("on_product_events", sqs)
     points = user_client.http.get("/users/old_timer").json_body["points"]
     assert points == 0, f"the new account was credited {points} points for the old token's product"
+
+
+def test_large_events_are_sent_in_requests_under_eventbridges_limit(product_client, published):
+    """Ten products at the contract's longest name and description, in emoji, once made one
+    ~267 KB PutEvents (chunked by count alone, and the detail's emoji ASCII-escaped to 12 bytes
+    each): over EventBridge's 256 KiB request limit, which holds a relay's shard for a day and
+    then loses it. Every request stays under the limit by EventBridge's own size formula, and
+    every event still gets onto the bus once, its text intact."""
+    name, description = "\U0001f600" * 200, "\U0001f381" * 2000
+    records = [
+        le.stream_record(
+            "INSERT",
+            {"product_id": f"big{n}"},
+            new={
+                "product_id": f"big{n}", "product_name": name, "description": description,
+                "created_by": "ann", "created_at": "2026-11-22T00:00:00Z",
+            },
+        )
+        for n in range(10)
+    ]  # fmt: skip
+    sizes: list[int] = []
+
+    def measure(params, **_):
+        sizes.append(sum(events.entry_size(entry) for entry in params["Entries"]))
+
+    client = events.events_client()
+    client.meta.events.register("before-parameter-build.events.PutEvents", measure)
+    try:
+        answer = product_client.lambda_.invoke("relay_product_changes", le.stream_event(records))
+    finally:
+        client.meta.events.unregister("before-parameter-build.events.PutEvents", measure)
+    assert answer.payload == {"batchItemFailures": []}
+    assert sizes
+    assert max(sizes) <= events.PUT_EVENTS_MAX_BYTES
+    sent = published()
+    assert sorted(e["data"]["product_id"] for e in sent) == [f"big{n}" for n in range(10)]
+    assert {e["data"]["product_name"] for e in sent} == {name}

@@ -27,7 +27,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -62,6 +62,8 @@ QUEUE_ARN_PLACEHOLDER = "arn:aws:sqs:us-east-1:000000000000:set-by-deploy"
 CONFLICT_ATTEMPTS = 3
 CONFLICT_PAUSE_SECONDS = 0.05
 PUT_EVENTS_MAX_ENTRIES = 10  # EventBridge's limit per PutEvents call
+PUT_EVENTS_MAX_BYTES = 256 * 1024  # and its limit on a call's entries, by entry_size
+_TIME_FIELD_BYTES = 14  # what an entry's Time counts in EventBridge's formula, when present
 # How many times a consumer's queue hands out a message before moving it to the dead-letter
 # queue (the redrive policy's ``maxReceiveCount``). Defined here rather than in tools/topology.py
 # because the consumer needs it too: a failure on the last try is counted as dead-lettered
@@ -224,12 +226,14 @@ def relay(
         entry = {
             "Source": source,
             "DetailType": kind,
-            "Detail": json.dumps(event.envelope(), default=str, separators=(",", ":")),
+            # UTF-8 as it is: an escaped emoji would count 12 bytes against the bus's limit, not 4.
+            "Detail": json.dumps(
+                event.envelope(), default=str, separators=(",", ":"), ensure_ascii=False
+            ),
             "EventBusName": bus_name(),
         }
         pending.append((str(record["dynamodb"]["SequenceNumber"]), entry))
-    for start in range(0, len(pending), PUT_EVENTS_MAX_ENTRIES):
-        chunk = pending[start : start + PUT_EVENTS_MAX_ENTRIES]
+    for start, chunk in _chunks(pending):
         try:
             answer = events_client().put_events(Entries=[entry for _, entry in chunk])
         except (ClientError, BotoCoreError) as exc:
@@ -259,6 +263,33 @@ def relay(
         # and a fixed relay can be pointed at it), never skipped in silence.
         return _failed_from(unreadable)
     return {"batchItemFailures": []}
+
+
+def entry_size(entry: Mapping[str, Any]) -> int:
+    """A PutEvents entry's size as EventBridge counts it against its 256 KiB limit: 14 bytes
+    for a Time, and the UTF-8 bytes of Source, DetailType, Detail and each Resource."""
+    size = _TIME_FIELD_BYTES if entry.get("Time") is not None else 0
+    for field in ("Source", "DetailType", "Detail"):
+        size += len(str(entry.get(field) or "").encode())
+    return size + sum(len(str(r).encode()) for r in entry.get("Resources") or ())
+
+
+def _chunks(
+    pending: list[tuple[str, dict[str, Any]]],
+) -> Iterator[tuple[int, list[tuple[str, dict[str, Any]]]]]:
+    """The entries in request-sized runs, in order: at most PUT_EVENTS_MAX_ENTRIES and
+    PUT_EVENTS_MAX_BYTES each (an event is at most a product's 64 KiB body, so one always fits);
+    yields each run with the index of its first entry."""
+    start, run, size = 0, [], 0
+    for index, item in enumerate(pending):
+        item_size = entry_size(item[1])
+        if run and (len(run) == PUT_EVENTS_MAX_ENTRIES or size + item_size > PUT_EVENTS_MAX_BYTES):
+            yield start, run
+            start, run, size = index, [], 0
+        run.append(item)
+        size += item_size
+    if run:
+        yield start, run
 
 
 def _failed_from(sequence_number: str) -> dict[str, Any]:
