@@ -255,10 +255,15 @@ def delete_user(username: str) -> Response:
     record = _caller_record(caller)
     if not caller.is_user(name) and ADMIN_ROLE not in record.get("roles", ()):
         raise ForbiddenError("only the user or an admin may delete a user")
+    # Deleting oneself is deleting the registration the token stands for, held to it in the
+    # write itself: between the check above and the delete, the name may have changed hands.
+    account = caller.account if caller.is_user(name) else users.ANY_ACCOUNT
     try:
-        users.delete(name)
+        users.delete(name, account)
     except users.UserNotFoundError as exc:
         raise not_found("user", username) from exc
+    except users.AccountChangedError as exc:
+        raise UnauthorizedError(CALLER_GONE) from exc
     service.log.info("user deleted", username=name, by=caller.username)
     metrics.add(metrics.USERS_DELETED)
     return Response(body="", status_code=204)

@@ -191,3 +191,38 @@ def test_a_non_string_account_claim_is_refused():
     token = eddsa(key, kid_of(key), claims(acct=["a1b2"]))
     with pytest.raises(UnauthorizedError, match="malformed claims"):
         TokenVerifier(jwks).verify(token)
+
+
+def _replace_registration_before_the_delete(name: str, tables) -> list[str]:
+    """Between the delete's check of the caller and its DeleteItem, the name's account is
+    deleted and the name registered again (another account): what a token of the first account
+    then deletes is the question. Returns the new account's id once the swap has run."""
+    from svckit import dynamo
+
+    swapped: list[str] = []
+
+    def swap(params, **_):
+        if swapped or params.get("TableName") != TABLE:
+            return
+        key = {"username_key": {"S": name}}
+        row = tables.get_item(TableName=TABLE, Key=key)["Item"]
+        tables.delete_item(TableName=TABLE, Key=key)
+        tables.put_item(TableName=TABLE, Item={**row, "account_id": {"S": "a-later-account"}})
+        swapped.append("a-later-account")
+
+    dynamo.client().meta.events.register("before-parameter-build.dynamodb.DeleteItem", swap)
+    return swapped
+
+
+def test_a_deleted_accounts_token_cannot_delete_the_next_registration_of_its_name(
+    register, login, user_client, tables
+):
+    register("alice")
+    token = login("alice")
+    swapped = _replace_registration_before_the_delete("alice", tables)
+    response = user_client.http.delete("/users/alice", headers=bearer(token))
+    assert swapped
+    assert response.status_code == 401, response.body
+    assert response.json_body == CALLER_GONE
+    row = tables.get_item(TableName=TABLE, Key={"username_key": {"S": "alice"}})["Item"]
+    assert row["account_id"] == {"S": "a-later-account"}

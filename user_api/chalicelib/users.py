@@ -33,6 +33,15 @@ class UserNotFoundError(Exception):
     pass
 
 
+class AccountChangedError(Exception):
+    """The name now belongs to another registration than the one the caller acts for."""
+
+
+# ``delete``'s account for a deletion of whoever holds the name (an admin's); any other value
+# holds the deletion to that registration (``None``: a row from before account ids).
+ANY_ACCOUNT = "*any*"
+
+
 class StaleReadError(Exception):
     """The item changed between a read and the write based on it."""
 
@@ -73,27 +82,42 @@ def get(username: str) -> dict[str, Any] | None:
     return dynamo.get({KEY: username.lower()})
 
 
-def delete(username: str) -> None:
-    """Remove a user: one conditional DeleteItem, so an unknown name is UserNotFoundError.
+def delete(username: str, account: str | None = ANY_ACCOUNT) -> None:
+    """Remove a user: one DeleteItem, conditional on the row being there and, unless
+    ``account`` is ANY_ACCOUNT, on its being that registration (a token of a deleted account
+    must not delete the next registration of the name, whatever happened since its check).
 
-    Safe to retry: when botocore had to re-send it and the row is then gone, the first attempt
-    deleted it and only its answer was lost, which is a success; a new request for a name that
-    is gone is UserNotFoundError.
+    Safe to retry: when botocore re-sent it, a failed condition may be our first attempt's
+    success whose answer was lost, and the failed condition's ``ALL_OLD`` tells which: no row
+    left is done; a row still there (another registration) is AccountChangedError. A new request
+    for a name that is gone is UserNotFoundError.
     """
+    condition, names, values = "attribute_exists(#k)", {"#k": KEY}, {}
+    if account != ANY_ACCOUNT:
+        names["#a"] = ACCOUNT
+        if account is None:
+            condition += " AND attribute_not_exists(#a)"
+        else:
+            condition += " AND #a = :a"
+            values[":a"] = {"S": account}
     try:
         dynamo.client().delete_item(
             TableName=dynamo.table_name(),
             Key=_key(username),
-            ConditionExpression="attribute_exists(#k)",
-            ExpressionAttributeNames={"#k": KEY},
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            **({"ExpressionAttributeValues": values} if values else {}),
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as exc:
-        if dynamo.error_code(exc) == "ConditionalCheckFailedException":
-            if dynamo.was_retried(exc):
-                return
-            raise UserNotFoundError(username) from exc
-        dynamo.raise_if_throttled(exc)
-        raise
+        if dynamo.error_code(exc) != "ConditionalCheckFailedException":
+            dynamo.raise_if_throttled(exc)
+            raise
+        if exc.response.get("Item"):
+            raise AccountChangedError(username) from exc
+        if dynamo.was_retried(exc):
+            return
+        raise UserNotFoundError(username) from exc
 
 
 def list_page(page: PageRequest) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
