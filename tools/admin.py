@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from tools import deploy, services
+from tools import services, stages
 
 
 def _change_roles(dynamodb: Any, table: str, username: str, action: str, role: str) -> bool:
@@ -53,7 +53,7 @@ def revoke_role(dynamodb: Any, table: str, username: str, role: str) -> bool:
 
 def deployed_table(cloudformation: Any, stage: str) -> str:
     """A deployed stage's users table: CloudFormation named it, the stack's output says how."""
-    stack = deploy.Naming(stage).stack(services.USER)
+    stack = stages.Naming(stage).stack(services.USER)
     outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
     for output in outputs:
         if output["OutputKey"] == "TableName":
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         table = services.USER.stage_env(args.stage)["TABLE_NAME"]
     else:
         if args.localstack:
-            deploy.localstack_environment()
+            stages.localstack_environment()
         table = deployed_table(boto3.client("cloudformation"), args.stage)
     granting = args.command == "grant-role"
     change = grant_role if granting else revoke_role

@@ -1,10 +1,11 @@
 """Deployment zip sizes and cold-start imports, each service beside a bare Chalice hello-world.
 
-``python -m tools.bench_package [--stage dev] [--runs 7]`` packages the services (``tools.package``)
-and a one-route Chalice app with the same tool, unpacks each ``deployment.zip`` alone into an
-empty folder and, in fresh interpreters that see only that folder plus what the Lambda runtime
-provides (boto3 and its dependencies), times ``import app`` -- the part of a Lambda cold start
-that the code controls. It prints the median of the runs and the ratio to the hello-world.
+``python -m tools.bench_package [--stage dev] [--runs 7]`` packages the services
+(``infra/packaging.py``) and a one-route Chalice app with the same tool, unpacks each
+``deployment.zip`` alone into an empty folder and, in fresh interpreters that see only that
+folder plus what the Lambda runtime provides (boto3 and its dependencies), times
+``import app`` -- the part of a Lambda cold start that the code controls. It prints the median
+of the runs and the ratio to the hello-world.
 
 The same harness (:func:`unpack`, :func:`runtime_dir`, :func:`run_isolated`) is what
 ``tests/deploy`` uses to prove each zip is complete: a module missing from the zip fails there
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools import package
+from infra.packaging import package_apps
 from tools.services import ROOT, SERVICES, ServiceDef
 
 # What the Lambda Python runtime puts on sys.path besides the function's code: the AWS SDK and
@@ -334,10 +335,6 @@ def measure(
     return Measurement(name, zip_path.stat().st_size, _unpacked_size(zip_path), timings)
 
 
-def handler_of(template: Mapping[str, Any]) -> str:
-    return str(template["Resources"][package.FUNCTION]["Properties"]["Handler"])
-
-
 def report(rows: Sequence[Measurement], baseline: Measurement, floor: Measurement) -> str:
     lines = [
         f"{'artifact':14} {'zip MB':>7} {'x hello':>8} {'unzipped MB':>12} "
@@ -365,16 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     out_root = ROOT / "build" / "bench"
     workdir = Path(tempfile.mkdtemp(prefix="bench-package-"))
     try:
-        built = package.package_all(args.stage, out_root / args.stage, services)
+        built = list(package_apps(services, args.stage, out_root / args.stage).values())
         hello_zip = package_hello(workdir, out_root / "hello")
         runtime = runtime_dir(workdir / "runtime")
         # The floor: Chalice alone; the baseline: the hello-world, which also imports boto3.
         floor = measure("chalice only", hello_zip, "chalice.Chalice", workdir, runtime, args.runs)
         baseline = measure("hello+boto3", hello_zip, "app.app", workdir, runtime, args.runs)
         rows = [
-            measure(
-                p.service.name, p.zip_path, handler_of(p.template()), workdir, runtime, args.runs
-            )
+            measure(p.service.name, p.zip_path, p.handler(), workdir, runtime, args.runs)
             for p in built
         ]
         metrics_imports = {

@@ -60,7 +60,7 @@ class RouteNotFound(LocalGatewayException):
 
 class ContractGateway(LocalGateway):
     """Chalice's local API Gateway, answering what no view serves the way the deployed stages
-    do (their gateway responses are rewritten by ``tools.package``): ``404 NotFoundError`` in the
+    do (their gateway responses are ``infra/gateway_responses.py``): ``404 NotFoundError`` in the
     contract's shape with an ``X-Request-Id``, instead of ``403 Missing Authentication Token``
     and an empty ``200`` for ``OPTIONS``. A path whose route lacks the method is no route either:
     API Gateway has no method there to call the function with.

@@ -26,7 +26,8 @@ out, not an earlier one's).
 
 Where: ``--stage local`` (the default) is the running ``make run``'s events endpoint on
 ``EVENTS_PORT`` (default 5102); any other stage is AWS through the normal credential chain, or
-LocalStack with ``--localstack`` (``AWS_ENDPOINT_URL``, as ``tools.deploy``).
+LocalStack with ``--localstack`` (``AWS_ENDPOINT_URL``, default ``http://127.0.0.1:4566``, as
+``tools.stages.localstack_environment`` sets it).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def local_endpoint(environ: Mapping[str, str] = os.environ) -> str:
 def sqs_client(stage: str, localstack: bool) -> tuple[Any, str]:
     """An SQS client for the stage and a description of where it points."""
     if localstack:
-        from tools.deploy import localstack_environment
+        from tools.stages import localstack_environment
 
         endpoint = localstack_environment()
         return local_events.client("sqs", read_timeout=10), f"LocalStack at {endpoint}"

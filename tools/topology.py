@@ -3,8 +3,8 @@ and which consumer subscribes to what, through which queue, with which retry set
 
 Three things are built from these definitions and from nothing else:
 
-* the CloudFormation: the bus stack (``tools.eventstack.bus_template``) and each service's
-  relay and consumer resources, merged into its template by ``tools.package``;
+* the CDK stacks: the bus stack and each service's relay and consumer resources
+  (``infra/events.py``);
 * the local wiring of ``make run`` and the integration tests (``tools.local.events``): the same
   bus, rules, queues, dead-letter queues and redrive on moto's server, and pollers that invoke
   the same handlers with Lambda's event shapes;

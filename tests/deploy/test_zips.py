@@ -4,7 +4,7 @@ Every zip is extracted into an empty folder and driven in a fresh ``python -I -S
 ``sys.path`` holds only that folder and boto3 with its dependencies (what the Lambda runtime
 provides; see ``tools.bench_package.RUNTIME_PACKAGES``). The child imports the template's handler
 (``app.app``) and answers API Gateway REST proxy events, with the function's environment taken
-from the packaged template, each ``Ref`` resolved to what CloudFormation would put there.
+from the synthesized stack, each reference resolved to what CloudFormation would put there.
 
 AWS is moto in server mode on a free local port (``AWS_ENDPOINT_URL``), holding tables created
 from the template's own table definitions and the signing key as a Secrets Manager secret, so
@@ -18,7 +18,7 @@ events for a consumer (whose changes must reach the tables its template names, o
 
 Not covered here, because it needs Docker or AWS: Lambda's own bootstrap (``awslambdaric``) and
 its exact boto3/urllib3 versions, and API Gateway in front (its routing and gateway responses are
-checked on the template in test_templates.py).
+checked on the template in tests/infra; the LocalStack layer runs them for real).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from infra.packaging import API_FUNCTION, SVCKIT_SOURCE, PackagedApp
 from svckit import dynamo, events, keys
 from svckit.tokens import TokenIssuer, TokenVerifier, audience_for, issuer_for
-from tests.deploy.conftest import STAGE
-from tools import eventstack, package
+from tests.infra.conftest import STAGE, function_id, functions_of, handler_of
 from tools.bench_package import run_isolated, unpack
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER
 
@@ -124,11 +124,15 @@ def proxy_event(
 
 
 def resolve(value: Any, refs: dict[str, str]) -> str:
-    """What CloudFormation puts in an environment variable: ``Ref`` and ``Fn::Sub`` of refs."""
+    """What CloudFormation puts in an environment variable: ``Ref``, ``Fn::Sub`` and another
+    stack's export (``Fn::ImportValue``, by the one name of ``refs`` its export name holds)."""
     if isinstance(value, str):
         return value
     if set(value) == {"Ref"}:
         return refs[value["Ref"]]
+    if set(value) == {"Fn::ImportValue"}:
+        (found,) = [v for k, v in refs.items() if k in value["Fn::ImportValue"]]
+        return found
     if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
         text = value["Fn::Sub"]
         for name, resolved in refs.items():
@@ -139,10 +143,15 @@ def resolve(value: Any, refs: dict[str, str]) -> str:
 
 
 def function_env(
-    template: dict[str, Any], refs: dict[str, str], logical_id: str = package.FUNCTION
+    template: dict[str, Any],
+    refs: dict[str, str],
+    logical_id: str = API_FUNCTION,
+    given: dict[str, str] | None = None,
 ) -> dict[str, str]:
+    """The function's environment in the stack, resolved; ``given`` sets variables outright."""
     variables = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
-    return {key: resolve(value, refs) for key, value in variables.items()}
+    given = given or {}
+    return {k: given[k] if k in given else resolve(v, refs) for k, v in variables.items()}
 
 
 @pytest.fixture(scope="session")
@@ -292,11 +301,11 @@ def envelope(event_id: str, kind: str, source: str, data: dict[str, Any]) -> dic
 
 @pytest.fixture(scope="session")
 def task_dirs(
-    packaged: dict[str, package.Packaged], tmp_path_factory: pytest.TempPathFactory
+    packaged_apps: dict[str, PackagedApp], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
     return {
         name: unpack(p.zip_path, tmp_path_factory.mktemp(f"task-{name}"))
-        for name, p in packaged.items()
+        for name, p in packaged_apps.items()
     }
 
 
@@ -307,7 +316,7 @@ def invoke(
     template: dict[str, Any],
     env: dict[str, str],
     events: list[dict[str, Any]],
-    logical_id: str = package.FUNCTION,
+    logical_id: str = API_FUNCTION,
 ) -> list[dict[str, Any]]:
     """Run ``events`` through the handler the template gives function ``logical_id``, from the
     unpacked zip, in one fresh interpreter."""
@@ -383,7 +392,7 @@ def relay_insert(
     no record)."""
     tap_url = tap(moto_server, bus, source)
     stream = {"Records": [stream_record("INSERT", row, sequence)]}
-    (relayed,) = run(eventstack.function_id(relay), [stream])
+    (relayed,) = run(function_id(relay), [stream])
     assert relayed == {"batchItemFailures": []}
     (event,) = tapped(moto_server, tap_url)
     assert event["source"] == source
@@ -426,6 +435,12 @@ def test_zip_holds_its_handler_and_dependencies_and_no_test_or_venv_leftovers(
     assert not list(task.rglob("*.pem")), "a key file was packaged"
     assert not (task / "tests").exists()
     assert not (task / ".chalice").exists()
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_zip_carries_the_shared_library_as_it_is(name: str, task_dirs: dict[str, Path]) -> None:
+    vendored = {p.name: p.read_bytes() for p in (task_dirs[name] / "svckit").glob("*.py")}
+    assert vendored == {p.name: p.read_bytes() for p in SVCKIT_SOURCE.glob("*.py")}
 
 
 def test_user_api_zip_registers_logs_in_with_the_secret_key_and_guards_writes(
@@ -580,17 +595,16 @@ def test_gateway_zip_reaches_the_services_by_the_urls_it_is_given_and_checks_tok
     lambda_runtime: Path,
 ) -> None:
     template = templates[GATEWAY.name]
-    refs = {
-        **stage_aws,
-        "UserApiUrl": f"{upstreams}/user/api/",  # the shape of a stack's EndpointURL output
-        "ProductApiUrl": f"{upstreams}/product/api/",
+    urls = {  # the shape of the URL infra/naming.py builds
+        "USER_API_URL": f"{upstreams}/user/api/",
+        "PRODUCT_API_URL": f"{upstreams}/product/api/",
     }
     health, greet, anonymous = invoke(
         GATEWAY.name,
         task_dirs,
         lambda_runtime,
         template,
-        function_env(template, refs),
+        function_env(template, stage_aws, given=urls),
         [
             proxy_event("GET", "/health"),
             proxy_event("GET", "/greet/{name}", "/greet/Ann", path_parameters={"name": "Ann"}),
@@ -625,10 +639,8 @@ def test_zip_exposes_every_handler_its_template_names(
         for resource in template["Resources"].values()
         if resource["Type"] == "AWS::Serverless::Function"
     )
-    expected = ["app.app"]
-    for handler in eventstack.event_functions(BY_NAME[name]).values():
-        expected.append(f"app.{handler}")
-    assert handlers == sorted(expected)
+    expected = [f"app.{handler_of(i)}" for i in functions_of(BY_NAME[name]) if i != API_FUNCTION]
+    assert handlers == sorted(["app.app", *expected])
     attributes = [h.split(".", 1)[1] for h in handlers]
     result = run_isolated(
         f"import app\nprint([a for a in {attributes!r} if not callable(getattr(app, a, None))])",
@@ -647,7 +659,7 @@ def test_user_api_zip_relays_its_stream_to_the_bus_and_grants_points_once(
 ) -> None:
     tables, run = event_functions(USER.name, "users-events-zipcheck")
     credentials = {"username": "zip_points", "password": "correct-horse-1234"}
-    (registered,) = run(package.FUNCTION, [proxy_event("POST", "/register", body=credentials)])
+    (registered,) = run(API_FUNCTION, [proxy_event("POST", "/register", body=credentials)])
     assert registered["statusCode"] == 201, registered
 
     # The consumer: the same ProductAdded delivered twice grants its points once; a message
@@ -669,7 +681,7 @@ def test_user_api_zip_relays_its_stream_to_the_bus_and_grants_points_once(
     )
     batch = {"Records": [sqs_record("m-1", added), sqs_record("m-2", "not json")]}
     again = {"Records": [sqs_record("m-3", added)]}
-    first, second = run(eventstack.function_id("on_product_events"), [batch, again])
+    first, second = run(function_id("on_product_events"), [batch, again])
     assert first == {"batchItemFailures": [{"itemIdentifier": "m-2"}]}
     assert second == {"batchItemFailures": []}
     user = dynamodb.get_item(TableName=tables["Table"], Key=key)
@@ -727,9 +739,7 @@ def test_product_api_zip_relays_its_stream_and_removes_a_deleted_account(
         events.USER_SOURCE,
         {"username": "zip_gone", "account_id": "acct-gone"},
     )
-    (answer,) = run(
-        eventstack.function_id("on_user_events"), [{"Records": [sqs_record("m-1", deleted)]}]
-    )
+    (answer,) = run(function_id("on_user_events"), [{"Records": [sqs_record("m-1", deleted)]}])
     assert answer == {"batchItemFailures": []}
     left = sorted(i["product_id"]["S"] for i in dynamodb.scan(TableName=tables["Table"])["Items"])
     assert left == ["later-1", "other-1"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tools.package import GATEWAY_RESPONSES
+from infra.gateway_responses import GATEWAY_RESPONSES
 
 # Upper bound on how long a stalled reply holds its thread; close() releases it at once.
 STALL_LIMIT_SECONDS = 5.0
@@ -58,8 +58,9 @@ def json_reply(status: int, body: Any, **headers: str) -> Reply:
 
 def api_gateway_reply(kind: str, status: int | None = None, message: str = "") -> Reply:
     """What a deployed service's API Gateway answers by itself (the function crashed, timed out
-    or was never called), byte for byte as ``tools.package`` rewrites it: the contract's shape,
-    with API Gateway's own request id in ``X-Request-Id``, not the one the gateway sent.
+    or was never called), byte for byte as ``infra/gateway_responses.py`` rewrites it: the
+    contract's shape, with API Gateway's own request id in ``X-Request-Id``, not the one the
+    gateway sent.
 
     ``kind`` is a gateway response type (``DEFAULT_5XX``, ``INTEGRATION_TIMEOUT``, ...);
     ``status`` is the status API Gateway keeps for the types that do not fix one, and

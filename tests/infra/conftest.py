@@ -11,10 +11,13 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from chalice.utils import to_cfn_resource_name
 
-from tools.services import ROOT
+from tools import topology
+from tools.services import ROOT, ServiceDef
 
 # jsii runs the CDK library on Node; use the pinned LTS of make cdk-tools when it is installed
 # (the machine's Node 20 is end-of-life for jsii). Set before aws_cdk is first imported.
@@ -26,7 +29,7 @@ import aws_cdk as cdk  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
 from infra import app as infra_app  # noqa: E402
-from infra.chalice_app import PackagedApp, package_apps  # noqa: E402
+from infra.packaging import PackagedApp, package_apps  # noqa: E402
 from tools.services import SERVICES  # noqa: E402
 
 STAGE = "dev"
@@ -80,3 +83,41 @@ def templates(stage: infra_app.Stage) -> dict[str, Template]:
     found = {"events": Template.from_stack(stage.events)}
     found.update({name: Template.from_stack(s) for name, s in stage.services.items()})
     return found
+
+
+# What the expectations are derived from: Chalice's naming, the topology and config.json.
+def function_id(handler: str) -> str:
+    """The logical id Chalice gives ``handler``'s function (and ``<id>Role`` its own role)."""
+    return to_cfn_resource_name(handler)
+
+
+def role_id(logical_id: str) -> str:
+    return "ApiHandlerRole" if logical_id == "APIHandler" else f"{logical_id}Role"
+
+
+def handler_of(logical_id: str) -> str:
+    handlers = [*(r.handler for r in topology.RELAYS), *(s.handler for s in topology.SUBSCRIPTIONS)]
+    return {function_id(h): h for h in handlers}.get(logical_id, "api_handler")
+
+
+def functions_of(service: ServiceDef) -> dict[str, str]:
+    """Each function's logical id -> what follows the stack's name in its name."""
+    handlers = [r.handler for r in topology.relays_of(service)]
+    handlers += [s.handler for s in topology.subscriptions_of(service)]
+    return {"APIHandler": "", **{function_id(h): "-" + h.replace("_", "-") for h in handlers}}
+
+
+def chalice_setting(service: ServiceDef, handler: str, name: str) -> Any:
+    """A function's setting as Chalice resolves it: the stage's ``lambda_functions.<handler>``,
+    the stage, the top-level ``lambda_functions.<handler>``, the top level; None if unset."""
+    config = service.config()
+    section = config.get("stages", {}).get(STAGE, {})
+    for scope in (
+        section.get("lambda_functions", {}).get(handler, {}),
+        section,
+        config.get("lambda_functions", {}).get(handler, {}),
+        config,
+    ):
+        if scope.get(name) is not None:
+            return scope[name]
+    return None

@@ -26,5 +26,6 @@ def test_aws_deploys_through_cdk_without_localstack_context() -> None:
 def test_signing_key_arn_goes_to_the_user_stack() -> None:
     arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:shop/dev/jwt-signing-key-AbCdEf"
     assert deploy.signing_key_parameter("dev", arn) == [
-        "--parameters", f"shop-dev-user-api:SigningKeySecretArn={arn}"
+        "--parameters",
+        f"shop-dev-user-api:SigningKeySecretArn={arn}",
     ]

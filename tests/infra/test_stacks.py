@@ -1,5 +1,5 @@
-"""What the synthesized stacks must hold: everything ``tools.package.check_template`` refuses to
-deploy without, stated on ``aws_cdk.assertions.Template``, one property per test.
+"""What the synthesized stacks must hold, stated on ``aws_cdk.assertions.Template``, one property
+per test.
 
 The values expected come from the services' own files (``config.json``, ``tools/topology.py``)
 or from the contract, never from the CDK code under test.
@@ -13,9 +13,12 @@ import re
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from infra.gateway_responses import GATEWAY_RESPONSES
 from svckit import events
-from tools import eventstack, package, topology
+from tests.infra.conftest import chalice_setting, function_id, functions_of, handler_of, role_id
+from tools import topology
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
+from tools.stages import Naming
 
 pytestmark = pytest.mark.deploy
 
@@ -29,13 +32,14 @@ RELAYS = {r.handler: r for r in topology.RELAYS}
 SUBSCRIPTIONS = {s.handler: s for s in topology.SUBSCRIPTIONS}
 
 
+XRAY_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+# Lambda asks a queue's visibility timeout to be at least six times its consumer's timeout, so a
+# message is not handed to a second poller while the first one still works on it.
+VISIBILITY_TIMEOUT_FACTOR = 6
+
+
 def stack_name(service: ServiceDef) -> str:
-    return eventstack.service_stack_name(service, STAGE)
-
-
-def functions_of(service: ServiceDef) -> dict[str, str]:
-    """logical id -> name suffix, from the topology (tools.package's own view of it)."""
-    return package.functions_of(service)
+    return Naming(STAGE).stack(service)
 
 
 ALL_FUNCTIONS = [
@@ -46,8 +50,9 @@ ALL_FUNCTIONS = [
 def test_stacks_keep_todays_names(stage) -> None:
     names = {stack.stack_name for stack in stage.stacks}
     assert names == {
-        eventstack.stack_name(STAGE, eventstack.EVENTS_STACK_PART),
+        Naming(STAGE).events_stack,
         *(stack_name(service) for service in SERVICES),
+        Naming(STAGE).observability_stack,
     }
 
 
@@ -58,7 +63,7 @@ def test_service_stack_has_the_sam_transform(templates, name) -> None:
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
 def test_every_function_runs_python311(templates, name) -> None:
-    templates[name].all_resources_properties(FUNCTION, {"Runtime": package.RUNTIME})
+    templates[name].all_resources_properties(FUNCTION, {"Runtime": "python3.11"})
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -114,11 +119,11 @@ def test_function_role_may_send_traces(templates, name, logical_id) -> None:
         POLICY,
         {
             "Properties": {
-                "Roles": [{"Ref": package.role_of(logical_id)}],
+                "Roles": [{"Ref": role_id(logical_id)}],
                 "PolicyDocument": {
                     "Statement": [
                         Match.object_like(
-                            {"Action": package.XRAY_ACTIONS, "Effect": "Allow", "Resource": "*"}
+                            {"Action": XRAY_ACTIONS, "Effect": "Allow", "Resource": "*"}
                         )
                     ]
                 },
@@ -131,10 +136,7 @@ def test_function_role_may_send_traces(templates, name, logical_id) -> None:
 @pytest.mark.parametrize(("name", "logical_id"), ALL_FUNCTIONS)
 def test_function_reserved_concurrency_is_configs(templates, name, logical_id) -> None:
     service = BY_NAME[name]
-    handlers = {**{eventstack.function_id(h): h for h in RELAYS}, **{
-        eventstack.function_id(h): h for h in SUBSCRIPTIONS}}  # fmt: skip
-    handler = handlers.get(logical_id, "api_handler")
-    wanted = eventstack.chalice_setting(service, STAGE, handler, "reserved_concurrency")
+    wanted = chalice_setting(service, handler_of(logical_id), "reserved_concurrency")
     assert wanted is not None
     named = stack_name(service) + functions_of(service)[logical_id]
     templates[name].has_resource_properties(
@@ -148,8 +150,8 @@ def test_event_function_runs_as_a_role_of_its_own(templates, handler) -> None:
     templates[service.name].has_resource_properties(
         FUNCTION,
         {
-            "FunctionName": stack_name(service) + eventstack.function_suffix(handler),
-            "Role": {"Fn::GetAtt": [eventstack.role_id(handler), "Arn"]},
+            "FunctionName": stack_name(service) + functions_of(service)[function_id(handler)],
+            "Role": {"Fn::GetAtt": [role_id(function_id(handler)), "Arn"]},
         },
     )
 
@@ -158,7 +160,9 @@ def test_event_function_runs_as_a_role_of_its_own(templates, handler) -> None:
 def test_no_placeholder_is_left(templates, name) -> None:
     text = json.dumps(templates[name].to_json())
     for placeholder in (
-        package.PLACEHOLDER, events.STREAM_ARN_PLACEHOLDER, events.QUEUE_ARN_PLACEHOLDER
+        "set-by-deploy",
+        events.STREAM_ARN_PLACEHOLDER,
+        events.QUEUE_ARN_PLACEHOLDER,
     ):
         assert placeholder not in text
 
@@ -209,7 +213,7 @@ def test_every_gateway_response_is_in_the_error_shape(templates, name) -> None:
     responses = {
         code: {"responseTemplates": {"application/json": Match.string_like_regexp(shape.pattern)},
                "responseParameters": {"gatewayresponse.header.X-Request-Id": "context.requestId"}}
-        for code in package.GATEWAY_RESPONSES
+        for code in GATEWAY_RESPONSES
     }  # fmt: skip
     templates[name].has_resource_properties(
         API,
@@ -222,10 +226,10 @@ def test_every_gateway_response_is_in_the_error_shape(templates, name) -> None:
 def test_queue_visibility_is_six_times_its_consumers_timeout(templates, handler) -> None:
     sub = SUBSCRIPTIONS[handler]
     template = templates[sub.service.name]
-    function = template.find_resources(FUNCTION)[eventstack.function_id(handler)]
+    function = template.find_resources(FUNCTION)[function_id(handler)]
     queue = template.find_resources("AWS::SQS::Queue")[sub.queue]
     timeout = function["Properties"]["Timeout"]
-    assert queue["Properties"]["VisibilityTimeout"] >= package.VISIBILITY_TIMEOUT_FACTOR * timeout
+    assert queue["Properties"]["VisibilityTimeout"] >= VISIBILITY_TIMEOUT_FACTOR * timeout
 
 
 @pytest.mark.parametrize("handler", list(RELAYS))
@@ -234,7 +238,7 @@ def test_relay_publishes_only_its_own_source_on_the_bus(templates, handler) -> N
     templates[relay.service.name].has_resource_properties(
         POLICY,
         {
-            "Roles": [{"Ref": eventstack.role_id(handler)}],
+            "Roles": [{"Ref": role_id(function_id(handler))}],
             "PolicyDocument": {"Statement": Match.array_with([Match.object_like({
                 "Action": "events:PutEvents",
                 "Resource": {"Fn::ImportValue": Match.string_like_regexp("^shop-dev-events:")},
@@ -249,7 +253,7 @@ def test_relay_reads_its_tables_stream_from_the_oldest_record(templates, handler
     relay = RELAYS[handler]
     templates[relay.service.name].has_resource_properties(
         FUNCTION,
-        {"Events": {eventstack.event_source_id(handler, "dynamodb"): {
+        {"Events": {function_id(f"{handler}-dynamodb-event-source"): {
             "Type": "DynamoDB",
             "Properties": Match.object_like({
                 "Stream": {"Fn::GetAtt": [relay.table, "StreamArn"]},
@@ -264,10 +268,10 @@ def test_relay_reads_its_tables_stream_from_the_oldest_record(templates, handler
 @pytest.mark.parametrize("handler", list(SUBSCRIPTIONS))
 def test_consumer_drains_its_own_queue_within_its_concurrency(templates, handler) -> None:
     sub = SUBSCRIPTIONS[handler]
-    reserved = eventstack.chalice_setting(sub.service, STAGE, handler, "reserved_concurrency")
+    reserved = chalice_setting(sub.service, handler, "reserved_concurrency")
     templates[sub.service.name].has_resource_properties(
         FUNCTION,
-        {"Events": {eventstack.event_source_id(handler, "sqs"): {
+        {"Events": {function_id(f"{handler}-sqs-event-source"): {
             "Type": "SQS",
             "Properties": Match.object_like({
                 "Queue": {"Fn::GetAtt": [sub.queue, "Arn"]},

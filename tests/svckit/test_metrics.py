@@ -53,16 +53,6 @@ def test_the_catalogue_is_the_contract():
     assert metrics.NAMESPACE == events.PROJECT == "shop"
 
 
-def test_the_templates_query_what_the_code_emits():
-    """tools/observability.py writes the CloudWatch dashboard and alarms from its own copy of the
-    contract; a query with one dimension more or less than the emitted set finds nothing."""
-    from tools import observability
-
-    declared = {n: (m.unit, m.dimensions) for n, m in observability.APP_METRICS.items()}
-    assert declared == CONTRACT
-    assert observability.NAMESPACE == metrics.NAMESPACE
-
-
 def test_one_receive_count_for_the_consumers_and_the_queues():
     assert events.MAX_RECEIVE_COUNT == 5
     assert {s.max_receive_count for s in topology.SUBSCRIPTIONS} == {events.MAX_RECEIVE_COUNT}

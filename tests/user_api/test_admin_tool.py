@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from tests.conftest import REGION, post_json
-from tools import admin, deploy, services
+from tools import admin, services, stages
 
 TABLE = services.USER.stage_env("local")["TABLE_NAME"]
 
@@ -33,9 +33,9 @@ def test_a_deployed_stage_table_comes_from_the_stack_output(tables):
     cloudformation = boto3.client("cloudformation", region_name=REGION)
     topic = {"T": {"Type": "AWS::SNS::Topic"}}
     with_output = {"Resources": topic, "Outputs": {"TableName": {"Value": "shop-dev-users-XYZ"}}}
-    dev = deploy.Naming("dev").stack(services.USER)
+    dev = stages.Naming("dev").stack(services.USER)
     cloudformation.create_stack(StackName=dev, TemplateBody=json.dumps(with_output))
-    qa = deploy.Naming("qa").stack(services.USER)
+    qa = stages.Naming("qa").stack(services.USER)
     cloudformation.create_stack(StackName=qa, TemplateBody=json.dumps({"Resources": topic}))
 
     assert admin.deployed_table(cloudformation, "dev") == "shop-dev-users-XYZ"

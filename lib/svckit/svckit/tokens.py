@@ -23,8 +23,8 @@ ALGORITHM = "EdDSA"
 CLOCK_SKEW_SECONDS = 30
 # Who issues and who accepts names the stage, so a token from one stage never verifies in
 # another even if both hold the same key (as a stage copied from dev once did). The stage is the
-# STAGE setting, which tools.package writes into every deployed function from the stage it
-# packages; unset, as in the local run and the tests, it is the local stage.
+# STAGE setting, which infra/service.py gives every deployed function from the stage it
+# deploys; unset, as in the local run and the tests, it is the local stage.
 STAGE_SETTING = "STAGE"
 DEFAULT_STAGE = "local"
 

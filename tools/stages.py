@@ -1,0 +1,90 @@
+"""The names a deployed stage has outside any one template, derived from the stage name alone:
+its stacks, the signing key's secret and the JWKS parameter; and where LocalStack is.
+
+Light on purpose (no ``aws_cdk``, whose import starts a Node process): ``tools/admin.py`` and
+``tools/events.py`` find a deployed stage by these names, and ``infra/`` names it with them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+
+from tools import topology
+from tools.services import ServiceDef
+
+PROJECT = topology.PROJECT
+# The host's LocalStack by address: ``localhost.localstack.cloud`` does not resolve everywhere.
+LOCALSTACK_ENDPOINT = "http://127.0.0.1:4566"
+_STAGE_SHAPE = re.compile(r"[a-z][a-z0-9-]{0,15}")
+
+
+class StageNameError(ValueError):
+    """A stage name that cannot be part of the stage's resource names."""
+
+
+@dataclass(frozen=True)
+class Naming:
+    """Never from a stage's settings: a new stage starts as a copy of another's section in
+    ``config.json``, and a name read from there would be the other stage's (the signing key's
+    once was, so a copied stage shared dev's key and its destroy deleted it)."""
+
+    stage: str
+
+    def __post_init__(self) -> None:
+        if not _STAGE_SHAPE.fullmatch(self.stage):
+            raise StageNameError(
+                f"stage {self.stage!r} must be 1-16 lower-case letters, digits or '-', starting "
+                "with a letter (it becomes part of stack, queue and function names)"
+            )
+
+    def stack_name(self, part: str) -> str:
+        return f"{PROJECT}-{self.stage}-{part}"
+
+    def stack(self, service: ServiceDef) -> str:
+        return self.stack_name(service.name.replace("_", "-"))
+
+    @property
+    def events_stack(self) -> str:
+        """The bus's stack: first up, last down."""
+        return self.stack_name("events")
+
+    @property
+    def observability_stack(self) -> str:
+        """The alarms, dashboard and saved queries: last up, first down."""
+        return self.stack_name("observability")
+
+    @property
+    def dashboard(self) -> str:
+        return f"{PROJECT}-{self.stage}"
+
+    @property
+    def signing_key_secret(self) -> str:
+        return f"{PROJECT}/{self.stage}/jwt-signing-key"
+
+    @property
+    def jwks_parameter(self) -> str:
+        return f"/{PROJECT}/{self.stage}/jwt-jwks"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"project": PROJECT, "stage": self.stage}
+
+
+def localstack_environment(environ: MutableMapping[str, str] | None = None) -> str:
+    """Point boto3 at LocalStack (``AWS_ENDPOINT_URL``, else :data:`LOCALSTACK_ENDPOINT`) for this
+    process; return the endpoint. Real credentials are replaced by LocalStack's test ones so they
+    never leave for a local endpoint, and a profile that might carry an endpoint or a role is
+    dropped."""
+    env = os.environ if environ is None else environ
+    endpoint = env.get("AWS_ENDPOINT_URL") or LOCALSTACK_ENDPOINT
+    env["AWS_ENDPOINT_URL"] = endpoint
+    env.setdefault("AWS_ENDPOINT_URL_S3", endpoint)
+    env["AWS_ACCESS_KEY_ID"] = "test"
+    env["AWS_SECRET_ACCESS_KEY"] = "test"  # noqa: S105 - LocalStack's documented dummy secret
+    env.pop("AWS_SESSION_TOKEN", None)
+    env.pop("AWS_PROFILE", None)
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    return endpoint
