@@ -173,24 +173,18 @@ def key_material() -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def stage_aws(moto_server: str, key_material: tuple[str, str]) -> dict[str, str]:
     """The AWS side of a deployed stage, in moto: the signing-key secret."""
-    secrets = boto3.client(
-        "secretsmanager", endpoint_url=moto_server, region_name=REGION, **_keys()
-    )
+    secrets = _client(moto_server, "secretsmanager")
     arn = secrets.create_secret(Name="shop/zipcheck/jwt-signing-key", SecretString=key_material[0])[
         "ARN"
     ]
     return {"SigningKeySecretArn": arn, "JwksParameterName": key_material[1]}
 
 
-def _keys() -> dict[str, str]:
-    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
 def make_table(
     moto_server: str, template: dict[str, Any], name: str, logical_id: str = "Table"
 ) -> str:
     props = template["Resources"][logical_id]["Properties"]
-    dynamodb = boto3.client("dynamodb", endpoint_url=moto_server, region_name=REGION, **_keys())
+    dynamodb = _client(moto_server, "dynamodb")
     indexes = {k: props[k] for k in ("GlobalSecondaryIndexes",) if k in props}
     dynamodb.create_table(
         TableName=name,
@@ -217,7 +211,8 @@ def make_tables(moto_server: str, template: dict[str, Any], prefix: str) -> dict
 
 
 def _client(moto_server: str, service: str) -> Any:
-    return boto3.client(service, endpoint_url=moto_server, region_name=REGION, **_keys())
+    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    return boto3.client(service, endpoint_url=moto_server, region_name=REGION, **creds)
 
 
 @pytest.fixture(scope="session")
@@ -492,13 +487,10 @@ def test_user_api_zip_registers_logs_in_with_the_secret_key_and_guards_writes(
     assert principal.username == "zip_user"
     assert promote["statusCode"] == 401
     assert body(promote)["Code"] == "UnauthorizedError"
-    assert set(body(promote)) == {
-        "Code",
-        "Message",
-    }
+    assert set(body(promote)) == {"Code", "Message"}
     # The writes really went to the tables the template names: the user, and the failed login
     # counted once for the name and once for the source address.
-    dynamodb = boto3.client("dynamodb", endpoint_url=moto_server, region_name=REGION, **_keys())
+    dynamodb = _client(moto_server, "dynamodb")
     assert dynamodb.scan(TableName=table)["Count"] == 1
     counted = dynamodb.scan(TableName=counters)["Items"]
     assert sorted(item["counter_key"]["S"].split("#")[0] for item in counted) == ["name", "source"]
@@ -539,10 +531,7 @@ def test_product_api_zip_refuses_a_write_without_token_and_takes_one_with(
     assert body(health)["service"] == "product_api"
     assert anonymous["statusCode"] == 401
     assert body(anonymous)["Code"] == "UnauthorizedError"
-    assert set(body(anonymous)) == {
-        "Code",
-        "Message",
-    }
+    assert set(body(anonymous)) == {"Code", "Message"}
     assert added["statusCode"] == 201, added
     assert body(added)["product"]["created_by"] == "zip_user"
     assert listed["statusCode"] == 200
@@ -617,10 +606,7 @@ def test_gateway_zip_reaches_the_services_by_the_urls_it_is_given_and_checks_tok
     assert greet["body"] == "Hello, Ann!"
     assert anonymous["statusCode"] == 401
     assert body(anonymous)["Code"] == "UnauthorizedError"
-    assert set(body(anonymous)) == {
-        "Code",
-        "Message",
-    }
+    assert set(body(anonymous)) == {"Code", "Message"}
     assert all("add_product" not in path for path in _Upstream.seen), "forwarded without a token"
 
 

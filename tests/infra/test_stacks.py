@@ -355,12 +355,6 @@ def test_gateway_on_localstack_uses_the_path_form(localstack_stage, upstream) ->
     )  # fmt: skip
 
 
-def test_bus_keeps_its_name(templates) -> None:
-    templates["events"].has_resource_properties(
-        "AWS::Events::EventBus", {"Name": topology.bus_name(STAGE)}
-    )
-
-
 def test_archive_keeps_every_services_events(templates) -> None:
     templates["events"].has_resource_properties(
         "AWS::Events::Archive",
