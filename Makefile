@@ -90,6 +90,17 @@ bench: setup
 	$(MAKE) --no-print-directory cdk-tools
 	$(BIN)/python -m tools.bench_localstack
 
+.PHONY: load
+## load: locust against the gateway (headless, 127.0.0.1 only; USERS=50 at 5/s for DURATION=60 s):
+## the mix profile, then its data check (every 201 product readable, points exact; exit 1 if not),
+## then seed 000's profile against ours and ../shared/peer_flask with the ratios. PROFILE=mix|seed
+## runs one; LOAD_TARGET=http://127.0.0.1:5000 uses a running `make run` instead of starting its
+## own system. Reports under .local/load/. Not part of `make test`
+load: setup
+	$(BIN)/python -m tools.load $(if $(PROFILE),--profile $(PROFILE)) \
+		$(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) \
+		$(if $(SPAWN_RATE),--spawn-rate $(SPAWN_RATE)) $(if $(LOAD_TARGET),--target $(LOAD_TARGET))
+
 .PHONY: cdk-tools synth diff
 $(CDK_STAMP): $(CDK_LOCK) infra/package.json
 	mkdir -p $(CDK_TOOLS) && rm -f $(CDK_TOOLS)/.installed-*
