@@ -6,8 +6,8 @@ The runner starts one per data service (``user_worker``, ``product_worker``), su
 hot-reloaded with the service. The app is loaded exactly as ``tools.devserver`` loads it
 (``CLIFactory.create_config_obj`` for the stage, the app imported with the stage's environment
 applied to ``os.environ``), so the handlers see the settings they would see in the function.
-Then one poller thread per topology entry of the service (``tools.local.events``: ``stream`` and ``queue``): a stream
-poller per relay, a queue poller per subscription.
+Then one poller thread per topology entry of the service (``tools.local.events``' ``stream``
+and ``queue``): a stream poller per relay, a queue poller per subscription.
 
 Endpoints come from the environment the runner sets: ``AWS_ENDPOINT_URL_DYNAMODB`` and
 ``AWS_ENDPOINT_URL_DYNAMODB_STREAMS`` (the DynamoDB engine), ``AWS_ENDPOINT_URL_SQS`` and
