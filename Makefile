@@ -96,10 +96,11 @@ bench: setup
 ## then seed 000's profile against ours and ../shared/peer_flask with the ratios. PROFILE=mix|seed
 ## runs one; LOAD_TARGET=http://127.0.0.1:5000 uses a running `make run` instead of starting its
 ## own system. Reports under .local/load/. Not part of `make test`
+LOAD_ARGS = $(if $(PROFILE),--profile $(PROFILE)) $(if $(USERS),--users $(USERS)) \
+	$(if $(DURATION),--duration $(DURATION)) $(if $(SPAWN_RATE),--spawn-rate $(SPAWN_RATE)) \
+	$(if $(LOAD_TARGET),--target $(LOAD_TARGET))
 load: setup
-	$(BIN)/python -m tools.load $(if $(PROFILE),--profile $(PROFILE)) \
-		$(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) \
-		$(if $(SPAWN_RATE),--spawn-rate $(SPAWN_RATE)) $(if $(LOAD_TARGET),--target $(LOAD_TARGET))
+	$(BIN)/python -m tools.load $(strip $(LOAD_ARGS))
 
 .PHONY: cdk-tools synth diff
 $(CDK_STAMP): $(CDK_LOCK) infra/package.json
