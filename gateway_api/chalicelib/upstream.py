@@ -61,12 +61,11 @@ from urllib3.exceptions import (
 )
 
 from chalicelib import connections
-from svckit import config, metrics
+from svckit import aws, config, metrics
 from svckit.errors import BadGatewayError, GatewayTimeoutError, ServiceUnavailableError
 from svckit.web import REQUEST_ID_HEADER, Service
 
 DEFAULT_CONNECT_TIMEOUT = 2.0
-DEFAULT_READ_TIMEOUT = 5.0  # the whole call's budget, not one read's
 # The largest answer body taken from a service, counted as it is read (a declared length over it
 # is refused before reading). Lambda refuses a response payload over 6 MB (6,291,456 bytes), a
 # service's own function included, and the gateway's answer carries the body as a JSON string,
@@ -203,6 +202,15 @@ def _replacement(target: Upstream, status: int) -> ChaliceViewError:
     return target.failed()
 
 
+def _own_overload(service: Service, response: Any) -> bool:
+    """A 503 the service made itself (it echoes our request id; API Gateway's own answers carry
+    API Gateway's id) and that says when to retry."""
+    headers = response.headers
+    return bool(headers.get("Retry-After")) and headers.get(REQUEST_ID_HEADER) == (
+        service.request_id
+    )
+
+
 def call(
     service: Service,
     target: Upstream,
@@ -217,7 +225,9 @@ def call(
     """One HTTP call to ``target``; a call that gets no answer raises the contract's 502/503/504.
 
     ``budget`` is the whole call's time in seconds, from connecting to the body's last byte
-    (default ``UPSTREAM_READ_TIMEOUT``); ``UPSTREAM_CONNECT_TIMEOUT`` still caps connecting.
+    (``UPSTREAM_READ_TIMEOUT``, by default the stage's ``svckit.aws`` upstream deadline: above
+    the services' own worst case, so a service answers, if only with its 503, before the gateway
+    gives up on it); ``UPSTREAM_CONNECT_TIMEOUT`` still caps connecting.
     The answer itself is returned whatever its status: deciding what a status means is the
     caller's business (``forward`` passes most through, ``/health`` only wants 200).
     """
@@ -229,7 +239,7 @@ def call(
         service.log.error("upstream not configured", upstream=target.name, error=str(exc))
         raise target.counted(target.unavailable()) from exc
     if budget is None:
-        budget = config.number("UPSTREAM_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)
+        budget = config.number("UPSTREAM_READ_TIMEOUT", aws.budget().upstream_deadline)
     connect = config.number("UPSTREAM_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
     # Named, so a service's logs tell the gateway's calls from anyone else's.
     sent = {"User-Agent": "gateway_api", **(headers or {})}
@@ -374,6 +384,12 @@ def forward(service: Service, target: Upstream, path: str) -> Response:
     )
     status = response.status
     data = response.body
+    if status == 503 and _own_overload(service, response):
+        # The service's own "my store is busy, retry after": passed through unchanged, with its
+        # Retry-After, so the caller learns when to come back (and retries with its key).
+        return Response(body=data.decode("utf-8", "replace"), status_code=503, headers={
+            name: value for name in PASSED_RESPONSE_HEADERS if (value := response.headers.get(name))
+        })  # fmt: skip
     if status >= 500:
         # The body is not read into the answer or the log: it may hold the service's internals.
         # The answer's own request id is logged: when API Gateway made the answer it is API

@@ -319,3 +319,42 @@ def test_body_over_64_kib_is_413_before_any_service_call(gateway: Client, user_s
     assert response.status_code == 413
     assert response.json_body["Code"] == "PayloadTooLargeError"
     assert user_stub.calls() == []
+
+
+def test_a_services_own_503_passes_through_with_its_retry_after(
+    gateway: Client, product_stub: Stub
+) -> None:
+    """A service whose store is slow says so itself (svckit.overload): its 503, its message and
+    its Retry-After reach the caller unchanged, so the caller knows when to retry (with its
+    Idempotency-Key). Told from API Gateway's own 503 by the request id the service echoes."""
+    overloaded = {"Code": "ServiceUnavailableError", "Message": "the store is busy"}
+    product_stub.reply(
+        "GET", "/get_products",
+        json_reply(503, overloaded, **{"Retry-After": "2", "X-Request-Id": "retry-me"}),
+    )  # fmt: skip
+
+    response = gateway.http.get("/get_products", headers={"X-Request-Id": "retry-me"})
+
+    assert response.status_code == 503
+    assert response.json_body == overloaded
+    assert response.headers["Retry-After"] == "2"
+    assert response.headers["X-Request-Id"] == "retry-me"
+
+
+def test_a_503_without_the_services_request_id_is_the_gateways_own(
+    gateway: Client, product_stub: Stub
+) -> None:
+    """API Gateway's own 503 (its id, not ours) says nothing the caller can use: the gateway's
+    error naming the service, as for every other upstream 5xx."""
+    product_stub.reply(
+        "GET", "/get_products",
+        json_reply(503, {"message": "Service Unavailable"}, **{"Retry-After": "2"}),
+    )  # fmt: skip
+
+    response = gateway.http.get("/get_products", headers={"X-Request-Id": "mine"})
+
+    assert response.status_code == 503
+    assert response.json_body == {
+        "Code": "ServiceUnavailableError",
+        "Message": "product service is unavailable",
+    }

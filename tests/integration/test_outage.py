@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from svckit import aws
 from tests.support.system import Reply, bearer, get, post, wait_until
 from tools import services
 from tools.localrun import LocalSystem
@@ -106,7 +107,7 @@ def test_product_api_hung_gives_504_within_the_read_timeout(
             bearer(member_token),
         )
         listed, added = listing.result(timeout=30), adding.result(timeout=30)
-    read_timeout = float(services.GATEWAY.stage_env("local").get("UPSTREAM_READ_TIMEOUT", "5"))
+    read_timeout = aws.budget("local").upstream_deadline
     for reply in (listed, added):
         _assert_unavailable(reply, 504)
         assert reply.seconds < read_timeout + FAST_SECONDS, reply.seconds

@@ -1,4 +1,5 @@
-"""A write whose answer is lost is retried by botocore, and must not apply twice.
+"""A write whose answer is lost is retried by botocore, and must not apply twice; a store that is
+too slow or throttling is the caller's 503/429 with Retry-After, never a 500.
 
 Against the real engine (DynamoDB Local) through ``DropProxy``, which lets DynamoDB store a write
 and then drops its answer, once: exactly what a read timeout or a reset connection does. The
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from svckit import dynamo
+from svckit import aws, dynamo
 from tests.support.apps import load_app
 from tests.support.dropproxy import DropProxy
 from tools import admin, services
@@ -170,3 +171,66 @@ def test_a_product_deletion_whose_answer_was_lost_is_a_204_not_a_404(
 @pytest.fixture
 def unique_name() -> str:
     return f"r{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def quick_budget(proxy: DropProxy, monkeypatch: pytest.MonkeyPatch) -> aws.Budget:
+    """A local budget of fractions of a second, so a stalled store times out quickly; the
+    clients made after it carry it."""
+    budget = aws.Budget(connect=0.5, read=0.3, attempts=2)
+    monkeypatch.setitem(aws.BUDGETS, "local", budget)
+    dynamo.client.cache_clear()
+    return budget
+
+
+def _assert_busy(response: Any, status: int, code: str) -> None:
+    assert response.status_code == status, response.body
+    assert response.json_body["Code"] == code
+    assert response.headers["Retry-After"] == "1"
+    assert response.headers["X-Request-Id"]
+
+
+def test_a_store_too_slow_for_every_attempt_is_a_503_and_the_write_may_be_stored(
+    quick_budget: aws.Budget, user_client: Client, proxy: DropProxy, unique_name: str
+) -> None:
+    """Both attempts outlast the read timeout: the caller hears 503 with Retry-After (not a 500,
+    not a 409 for its own first attempt), and the write did reach the store."""
+    proxy.stall("PutItem", quick_budget.read * 3, times=quick_budget.attempts)
+
+    response = _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
+
+    _assert_busy(response, 503, "ServiceUnavailableError")
+    assert proxy.forwarded.count("PutItem") == quick_budget.attempts
+    assert user_client.http.get(f"/users/{unique_name}").status_code == 200
+
+
+def test_a_slow_read_is_a_503_too(
+    quick_budget: aws.Budget, product_client: Client, proxy: DropProxy
+) -> None:
+    proxy.stall("Scan", quick_budget.read * 3, times=quick_budget.attempts)
+
+    _assert_busy(product_client.http.get("/get_products"), 503, "ServiceUnavailableError")
+
+
+def test_a_throttled_store_is_a_429(
+    quick_budget: aws.Budget, user_client: Client, proxy: DropProxy, unique_name: str
+) -> None:
+    proxy.throttle("PutItem", times=quick_budget.attempts)
+
+    response = _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
+
+    _assert_busy(response, 429, "TooManyRequestsError")
+    assert proxy.throttled == ["PutItem"] * quick_budget.attempts
+    assert user_client.http.get(f"/users/{unique_name}").status_code == 404  # nothing stored
+    assert _post(
+        user_client, "/register", {"username": unique_name, "password": PASSWORD}
+    ).status_code == 201  # fmt: skip
+
+
+def test_an_unreachable_store_is_a_503(
+    quick_budget: aws.Budget, product_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{free_port()}")
+    dynamo.client.cache_clear()
+
+    _assert_busy(product_client.http.get("/products/x"), 503, "ServiceUnavailableError")

@@ -3,18 +3,27 @@
 ``DropProxy(upstream).drop_answer_once("PutItem")`` forwards the next PutItem, lets DynamoDB store
 it, reads DynamoDB's answer, and then closes the client's connection instead of passing the answer
 on: what a read timeout or a reset connection looks like to botocore, which then retries a
-write that was already applied. Everything else is forwarded unchanged.
+write that was already applied. ``stall("PutItem", seconds, times)`` forwards the next calls and
+holds their answers for ``seconds`` (a store too slow for the client's read timeout: the write may
+be stored, the client times out); ``throttle("PutItem", times)`` answers the next calls with
+DynamoDB's 400 ``ThrottlingException`` without forwarding them. Everything else is forwarded
+unchanged.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 TARGET_PREFIX = "DynamoDB_20120810."
+THROTTLED = json.dumps(
+    {"__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException", "message": "Rate exceeded"}
+).encode()
 
 
 class DropProxy:
@@ -22,7 +31,10 @@ class DropProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._drops: dict[str, int] = {}
+        self._stalls: dict[str, list[float]] = {}
+        self._throttles: dict[str, int] = {}
         self.dropped: list[str] = []
+        self.throttled: list[str] = []
         self.forwarded: list[str] = []
         self._lock = threading.Lock()
         proxy = self
@@ -34,6 +46,10 @@ class DropProxy:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 operation = self.headers.get("X-Amz-Target", "").removeprefix(TARGET_PREFIX)
+                if proxy._take(proxy._throttles, operation):
+                    proxy.throttled.append(operation)
+                    self._answer(400, [("Content-Type", "application/x-amz-json-1.0")], THROTTLED)
+                    return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=10)
                 try:
                     conn.request("POST", self.path, body=body, headers=dict(self.headers))
@@ -47,8 +63,16 @@ class DropProxy:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                self.send_response(answer.status)
-                for name, value in answer.getheaders():
+                if (held := proxy._take_stall(operation)) is not None:
+                    time.sleep(held)  # the client has given up by now; its write is stored
+                try:
+                    self._answer(answer.status, answer.getheaders(), data)
+                except OSError:
+                    self.close_connection = True  # the client hung up meanwhile
+
+            def _answer(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers:
                     if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
@@ -67,6 +91,26 @@ class DropProxy:
     def drop_answer_once(self, operation: str) -> None:
         with self._lock:
             self._drops[operation] = self._drops.get(operation, 0) + 1
+
+    def stall(self, operation: str, seconds: float, times: int = 1) -> None:
+        with self._lock:
+            self._stalls.setdefault(operation, []).extend([seconds] * times)
+
+    def throttle(self, operation: str, times: int = 1) -> None:
+        with self._lock:
+            self._throttles[operation] = self._throttles.get(operation, 0) + times
+
+    def _take_stall(self, operation: str) -> float | None:
+        with self._lock:
+            pending = self._stalls.get(operation)
+            return pending.pop(0) if pending else None
+
+    def _take(self, counts: dict[str, int], operation: str) -> bool:
+        with self._lock:
+            if counts.get(operation, 0) <= 0:
+                return False
+            counts[operation] -= 1
+            return True
 
     def _take_drop(self, operation: str) -> bool:
         with self._lock:

@@ -16,6 +16,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
+import boto3
 import botocore
 import pytest
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
@@ -294,7 +295,7 @@ def test_threads_asking_together_share_one_client(monkeypatch):
         made.append(FakeClient())
         return made[-1]
 
-    monkeypatch.setattr(dynamo.boto3, "client", held_client)
+    monkeypatch.setattr(boto3, "client", held_client)
     dynamo.client.cache_clear()
     got = []
     threads = [threading.Thread(target=lambda: got.append(dynamo.client())) for _ in range(8)]
@@ -326,8 +327,8 @@ def test_the_client_keeps_the_retry_budget_and_sends_a_fixed_user_agent(products
 
     dynamo.get({"product_id": "none"})
 
-    assert client.meta.config.read_timeout == aws.READ_TIMEOUT
-    assert client.meta.config.connect_timeout == aws.CONNECT_TIMEOUT
+    assert client.meta.config.read_timeout == aws.budget("local").read
+    assert client.meta.config.connect_timeout == aws.budget("local").connect
     # Powertools, once imported, appends its own tag to every session's agent; fine.
     [agent] = sent
     assert agent.startswith(b"svckit Botocore/" + botocore.__version__.encode())

@@ -38,6 +38,7 @@ CONTRACT = {
     "PointsGranted": ("Count", ("service", "stage")),
     "UpstreamLatency": ("Milliseconds", ("service", "stage", "target")),
     "UpstreamFailures": ("Count", ("service", "stage", "target", "status")),
+    "DependencyFailures": ("Count", ("service", "stage", "dependency", "operation", "kind")),
     "EventsRelayed": ("Count", ("service", "stage", "type")),
     "EventsApplied": ("Count", ("service", "stage", "type")),
     "EventsSkipped": ("Count", ("service", "stage", "type")),

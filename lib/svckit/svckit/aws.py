@@ -1,10 +1,12 @@
-"""How every AWS client in the services times out and retries: defined once, here.
+"""How every AWS client in the services times out and retries: defined once, here, per stage.
 
-The budget is set by what waits for the function. The gateway gives a service 5 s to answer
-(``UPSTREAM_READ_TIMEOUT``), and a service's Lambda timeout is 10 s. One call may therefore take
-at most ``WORST_CASE_SECONDS``: two attempts of a 0.5 s connect and a 1 s read, plus botocore's
-standard backoff before the retry (up to 1 s). DynamoDB answers in milliseconds, so a second
-missing almost always means a lost connection, which one retry fixes.
+The budget is set by what waits for the function. The gateway gives a service
+:meth:`Budget.upstream_deadline` to answer, above the service's own worst case, so a service
+always answers (if only with its 503) before the gateway gives up on it; a service's Lambda
+timeout (10 s) is above both. On AWS, DynamoDB answers in milliseconds, so a second missing almost
+always means a lost connection, which one retry fixes: tight values. Locally one DynamoDB Local
+serves every service and the event workers, and a burst of writes queues there for seconds: the
+local stage waits longer rather than time out work that is merely queued.
 
 A retry re-sends a write whose first attempt may have been stored (the answer was lost, not the
 request), so every write the services make is safe to repeat (``svckit.dynamo``): conditional
@@ -13,18 +15,63 @@ inserts recognise their own earlier attempt, increments run once per ``ClientReq
 
 from __future__ import annotations
 
-from botocore.config import Config
+from dataclasses import dataclass
+from typing import Any
 
-CONNECT_TIMEOUT = 0.5
-READ_TIMEOUT = 1.0
-ATTEMPTS = 2  # the first try and one retry
-FIRST_RETRY_MAX_BACKOFF = 1.0  # botocore standard mode: random(0, 1) * 2 ** 0 seconds
-WORST_CASE_SECONDS = ATTEMPTS * (CONNECT_TIMEOUT + READ_TIMEOUT) + FIRST_RETRY_MAX_BACKOFF
+from svckit import config, overload
+
+# botocore's standard mode waits random(0, 1) * 2 ** (n - 1) seconds before its n-th retry.
+_BACKOFF_BASE = 1.0
+# What the gateway adds above a service's worst case before it gives up on the service.
+_UPSTREAM_MARGIN_SECONDS = 1.0
 
 
-def client_config() -> Config:
+@dataclass(frozen=True)
+class Budget:
+    connect: float  # seconds to connect
+    read: float  # seconds between bytes of the answer
+    attempts: int  # the first try and the retries
+
+    @property
+    def worst_case(self) -> float:
+        """The longest one AWS call can take: every attempt timing out, and the backoffs."""
+        backoff = sum(_BACKOFF_BASE * 2**n for n in range(self.attempts - 1))
+        return self.attempts * (self.connect + self.read) + backoff
+
+    @property
+    def upstream_deadline(self) -> float:
+        """The gateway's whole-call deadline for a service of this stage."""
+        return self.worst_case + _UPSTREAM_MARGIN_SECONDS
+
+
+# Every deployed stage is AWS; ``local`` is make run and the integration tests.
+AWS = Budget(connect=0.5, read=1.0, attempts=2)
+BUDGETS = {"local": Budget(connect=1.0, read=3.0, attempts=2)}
+
+
+def budget(stage: str | None = None) -> Budget:
+    return BUDGETS.get(stage or config.current_stage(), AWS)
+
+
+def client_config() -> Any:
+    """botocore's ``Config`` for the stage's budget (botocore imported here: gateway_api reads
+    the budget for its deadline and never makes an AWS client)."""
+    from botocore.config import Config
+
+    spent = budget()
     return Config(
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
-        retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
+        connect_timeout=spent.connect,
+        read_timeout=spent.read,
+        retries={"mode": "standard", "total_max_attempts": spent.attempts},
     )
+
+
+def make_client(service: str, extra: Any = None) -> Any:
+    """A boto3 client on the stage's budget that tells :mod:`svckit.overload` which operation
+    it is calling (a timeout names none). boto3 is imported here, on first use."""
+    import boto3
+
+    settings = client_config()
+    made = boto3.client(service, config=settings.merge(extra) if extra else settings)
+    made.meta.events.register("before-call", overload.remember_call)
+    return made

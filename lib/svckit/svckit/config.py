@@ -13,10 +13,20 @@ import os
 # namespace of every metric (``svckit.metrics``). Kept here, the lightest module, so that the
 # metrics of a service that never touches events (gateway_api) import no AWS SDK for it.
 PROJECT = "shop"
+# The stage this code runs in: infra/service.py gives every deployed function its stage; unset,
+# as in the local run and the tests, it is the local stage. Tokens name it (svckit.tokens), the
+# AWS budget depends on it (svckit.aws).
+STAGE_SETTING = "STAGE"
+DEFAULT_STAGE = "local"
 
 
 class ConfigError(RuntimeError):
     """A required setting is absent or malformed: a deployment mistake, never a client's."""
+
+
+def current_stage() -> str:
+    """Read per use, like every setting."""
+    return optional(STAGE_SETTING, DEFAULT_STAGE)
 
 
 def require(name: str) -> str:

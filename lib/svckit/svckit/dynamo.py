@@ -26,27 +26,16 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-import boto3
 from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from chalice import TooManyRequestsError
 
-from svckit import aws, config
+from svckit import aws, config, overload
 
 _serializer = TypeSerializer()
 
-# Answers that mean "busy, try again shortly": the contract's 429. TransactionConflict is a plain
-# write meeting an item that a transaction (a consumer applying an event) holds at that moment;
-# botocore's standard retries do not retry it.
-THROTTLING_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TransactionConflictException",
-    }
-)
+THROTTLING_CODES = overload.THROTTLING_CODES
 
 
 T = TypeVar("T")
@@ -78,7 +67,7 @@ def _once(make: Callable[[], T]) -> Callable[[], T]:
 
 def _make_client() -> Any:
     """The process's DynamoDB client, made on first use."""
-    dynamodb = boto3.client("dynamodb", config=aws.client_config().merge(HOT_PATH_CONFIG))
+    dynamodb = aws.make_client("dynamodb", HOT_PATH_CONFIG)
     dynamodb.meta.events.register("before-parse.dynamodb.Scan", _leave_items_unparsed)
     dynamodb.meta.events.register("before-parse.dynamodb.Query", _leave_items_unparsed)
     return dynamodb
@@ -192,8 +181,10 @@ def was_retried(exc: ClientError) -> bool:
 
 
 def raise_if_throttled(exc: ClientError) -> None:
-    """Turn DynamoDB throttling that survived the retries into the contract's 429."""
+    """Turn DynamoDB throttling that survived the retries into the contract's 429 (its
+    ``Retry-After`` is added by ``svckit.web``), counted as a dependency failure."""
     if error_code(exc) in THROTTLING_CODES:
+        overload.count(exc, overload.THROTTLED)
         raise TooManyRequestsError("the service is busy, retry after a short wait") from exc
 
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from svckit import aws, config, dynamo, metrics
@@ -180,7 +179,7 @@ def bus_name() -> str:
 
 def _events_client() -> Any:
     """Made on first use: the consumer functions never publish, so only relays build it."""
-    return boto3.client("events", config=aws.client_config())
+    return aws.make_client("events")
 
 
 events_client = dynamo._once(_events_client)

@@ -50,14 +50,9 @@ def _secrets_client() -> Any:
     timeout: a slow endpoint would hang the cold start until Lambda kills it. Made per call: the
     key is read once per cold start, so there is nothing to cache.
     """
-    import boto3  # deferred: only the signing service pays for this import
+    from svckit import aws  # deferred: only the signing service pays for boto3's import
 
-    from svckit import aws
-
-    return boto3.client(
-        "secretsmanager",
-        config=aws.client_config(),
-    )
+    return aws.make_client("secretsmanager")
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

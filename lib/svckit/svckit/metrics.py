@@ -93,6 +93,10 @@ POINTS_GRANTED = Metric("PointsGranted", COUNT)  # the points, not the grants
 # gateway's own replacement answer (502 failed, 503 unavailable, 504 timed out).
 UPSTREAM_LATENCY = Metric("UpstreamLatency", MILLISECONDS, ("target",))
 UPSTREAM_FAILURES = Metric("UpstreamFailures", COUNT, ("target", "status"))
+# A store or other AWS service slow, unreachable or throttling (svckit.overload): ``dependency``
+# and ``operation`` are botocore's names (dynamodb, PutItem); ``kind`` throttled, timeout,
+# unreachable or failing.
+DEPENDENCY_FAILURES = Metric("DependencyFailures", COUNT, ("dependency", "operation", "kind"))
 # Events (svckit.events), by event ``type``.
 EVENTS_RELAYED = Metric("EventsRelayed", COUNT, ("type",))
 EVENTS_APPLIED = Metric("EventsApplied", COUNT, ("type",))
@@ -114,6 +118,7 @@ CATALOGUE: tuple[Metric, ...] = (
     POINTS_GRANTED,
     UPSTREAM_LATENCY,
     UPSTREAM_FAILURES,
+    DEPENDENCY_FAILURES,
     EVENTS_RELAYED,
     EVENTS_APPLIED,
     EVENTS_SKIPPED,

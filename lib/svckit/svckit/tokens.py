@@ -22,16 +22,10 @@ from svckit.keys import key_id, load_private_key
 ALGORITHM = "EdDSA"
 CLOCK_SKEW_SECONDS = 30
 # Who issues and who accepts names the stage, so a token from one stage never verifies in
-# another even if both hold the same key (as a stage copied from dev once did). The stage is the
-# STAGE setting, which infra/service.py gives every deployed function from the stage it
-# deploys; unset, as in the local run and the tests, it is the local stage.
-STAGE_SETTING = "STAGE"
-DEFAULT_STAGE = "local"
-
-
-def current_stage() -> str:
-    """Read per use, like every setting (see ``svckit.config``)."""
-    return config.optional(STAGE_SETTING, DEFAULT_STAGE)
+# another even if both hold the same key (as a stage copied from dev once did).
+STAGE_SETTING = config.STAGE_SETTING
+DEFAULT_STAGE = config.DEFAULT_STAGE
+current_stage = config.current_stage
 
 
 def issuer_for(stage: str) -> str:

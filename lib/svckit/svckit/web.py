@@ -25,7 +25,7 @@ from typing import Any
 from chalice import BadRequestError, Chalice, Response, UnauthorizedError
 from chalice.app import Request
 
-from svckit import config, keys, logs, metrics
+from svckit import config, keys, logs, metrics, overload
 from svckit.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
@@ -65,6 +65,24 @@ def _verifier(jwks_ref: str, base_dir: str) -> TokenVerifier:
     return TokenVerifier(keys.resolve(jwks_ref, Path(base_dir)))
 
 
+class _GuardedApp(Chalice):
+    """Chalice with every route wrapped by :func:`svckit.overload.guard`: a store that is slow,
+    unreachable or throttling answers 503/429 with ``Retry-After`` from any view, never a 500.
+    (Chalice answers 500 for an exception before any middleware sees it, so the view itself is
+    wrapped, once, where routes are registered.)"""
+
+    service_log: Any = None  # the service's logger, set by Service once it exists
+
+    def route(self, path: str, **kwargs: Any) -> Callable[..., Any]:
+        register = super().route(path, **kwargs)
+
+        def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+            register(overload.guard(view, lambda: self.service_log))
+            return view
+
+        return decorator
+
+
 class Service:
     """One Chalice app and the behaviour every service shares."""
 
@@ -73,9 +91,12 @@ class Service:
         self.project_dir = project_dir
         # Powertools owns the logger named after the service; Chalice must not add its own
         # plain-text handler to it, or every line would print twice in two formats.
-        self.app = Chalice(app_name=name, configure_logs=False)
+        self.app = _GuardedApp(app_name=name, configure_logs=False)
+        # Chalice's debug switch sets the level of the logger named after the app (ERROR when
+        # off), which is the service's own: the logger is made after it, at its own level.
         self.app.debug = False  # never a stack trace in a response body
         self.log = logs.make_logger(name)
+        self.app.service_log = self.log
         self.metrics = metrics.Metrics(name, self.log)
         # Registered first, so it is the outer one: it opens the invocation every handler (HTTP
         # and events) adds its values to, and writes them once the inner one has answered.
@@ -106,6 +127,12 @@ class Service:
                 response = get_response(request)
             status = response.status_code
             response.headers[REQUEST_ID_HEADER] = request_id
+            if status in (429, 503):
+                # "Busy" and "unavailable" say when to come back (the contract's Retry-After),
+                # whichever code path answered them.
+                response.headers.setdefault(
+                    overload.RETRY_AFTER_HEADER, str(overload.RETRY_AFTER_SECONDS)
+                )
             self.log.info(
                 "request",
                 method=request.method,
