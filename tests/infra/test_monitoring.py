@@ -35,7 +35,6 @@ pytestmark = pytest.mark.deploy
 STAGE = "dev"
 ALARM = "AWS::CloudWatch::Alarm"
 GREATER = "GreaterThanThreshold"
-DEFAULTS = monitoring.Thresholds()
 
 
 @dataclass
@@ -96,9 +95,7 @@ def build(alarm_email: str | None = None) -> Built:
     scope = Stack(app, "StandIns")
     bus = events.EventBus(scope, "Bus", event_bus_name=topology.bus_name(STAGE))
     watched = [_stand_ins(scope, bus, service, STAGE) for service in SERVICES]
-    stack = ObservabilityStack(
-        app, "Observability", stage=STAGE, watched=watched, alarm_email=alarm_email
-    )
+    stack = ObservabilityStack(app, STAGE, watched, alarm_email=alarm_email)
     return Built(stack, watched, Template.from_stack(stack))
 
 
@@ -138,7 +135,7 @@ def test_each_api_alarms_on_p99_latency_in_two_of_three_periods(built: Built) ->
     for w in built.watched:
         api = {"ApiName": w.api_name, "Stage": w.api_stage}
         assert_alarm(
-            built, on("AWS/ApiGateway", "Latency", api, "p99"), DEFAULTS.api_latency_p99_ms,
+            built, on("AWS/ApiGateway", "Latency", api, "p99"), monitoring.API_LATENCY_P99_MS,
             DatapointsToAlarm=2, EvaluationPeriods=3,
         )  # fmt: skip
 
@@ -157,7 +154,7 @@ def test_each_relay_alarms_on_iterator_age(built: Built) -> None:
         for relay in w.relays.values():
             name = {"FunctionName": built.ref(relay.function_name)}
             series = on("AWS/Lambda", "IteratorAge", name, "Maximum")
-            assert_alarm(built, series, DEFAULTS.relay_iterator_age_ms)
+            assert_alarm(built, series, monitoring.RELAY_ITERATOR_AGE_MS)
 
 
 def test_only_relays_alarm_on_iterator_age(built: Built) -> None:
@@ -189,7 +186,7 @@ def test_each_subscription_queue_alarms_on_its_oldest_message(built: Built) -> N
         for queue in w.queues.values():
             name = {"QueueName": built.ref(queue.queue_name)}
             series = on("AWS/SQS", "ApproximateAgeOfOldestMessage", name, "Maximum")
-            assert_alarm(built, series, DEFAULTS.oldest_event_age_s)
+            assert_alarm(built, series, monitoring.OLDEST_EVENT_AGE_S)
 
 
 def evaluate(value: Any, known: dict[str, str]) -> Any:
@@ -235,7 +232,7 @@ def test_each_subscribed_event_type_alarms_on_p99_lag_with_the_catalogues_dimens
             values = {"service": sub.service.name, "stage": STAGE, "type": event_type}
             dims = {name: values[name] for name in metrics.EVENT_LAG.dimension_names}
             series = on(metrics.NAMESPACE, metrics.EVENT_LAG.name, dims, "p99")
-            assert_alarm(built, series, DEFAULTS.event_lag_p99_ms)
+            assert_alarm(built, series, monitoring.EVENT_LAG_P99_MS)
 
 
 def test_no_alarm_beyond_those_expected(built: Built) -> None:
@@ -347,7 +344,7 @@ def test_looked_up_resources_need_no_export() -> None:
     watched = Watched(
         service="gateway_api", api_name=name, api_stage="api", functions={"api": function}
     )
-    stack = ObservabilityStack(app, "Observability", stage=STAGE, watched=[watched])
+    stack = ObservabilityStack(app, STAGE, [watched])
     template = Template.from_stack(stack)
     resolved = stack.resolve(function.function_name)
     assert name in json.dumps(resolved)
