@@ -23,7 +23,8 @@ from svckit import config, validation
 from svckit.errors import ServiceUnavailableError, error_body
 from svckit.web import Service
 
-service = Service("gateway_api", Path(__file__).parent)
+# Its write routes forward Idempotency-Key; the services they reach keep the records.
+service = Service("gateway_api", Path(__file__).parent, keeps_idempotency_records=False)
 app = service.app
 
 GREET_NAME = validation.Text(1, 100, allow_blank=False)

@@ -22,7 +22,7 @@ from chalice import (
 from chalice.app import DynamoDBEvent, SQSEvent
 
 from chalicelib import accounts, products
-from svckit import events, metrics, validation
+from svckit import events, idempotency, metrics, validation
 from svckit.errors import not_found
 from svckit.pagination import page_response
 from svckit.tokens import Principal
@@ -84,7 +84,9 @@ def _add(schema: validation.Schema) -> Response:
     conditional write."""
     caller = _caller()
     body = schema.check(service.json_body())
-    product_id = body.get("product_id") or str(uuid.uuid4())
+    # Generated from the Idempotency-Key when there is one: a retry after an unknown outcome
+    # (a 503) finds its own product rather than making a second.
+    product_id = body.get("product_id") or idempotency.derived_id() or str(uuid.uuid4())
     try:
         product = products.create(
             product_id,

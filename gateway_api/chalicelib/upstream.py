@@ -74,7 +74,9 @@ DEFAULT_CONNECT_TIMEOUT = 2.0
 MAX_BODY_BYTES = 5 * 1024 * 1024
 # Request headers a service needs from the caller; nothing else (cookies, hop-by-hop headers,
 # API Gateway's own, the caller's X-Forwarded-For) is forwarded.
-FORWARDED_REQUEST_HEADERS = ("Content-Type", "Authorization")
+# Idempotency-Key: the services keep the records (the gateway owns no table), so a retry through
+# the gateway is recognised by the service that did the work.
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Authorization", "Idempotency-Key")
 FORWARDED_FOR_HEADER = "X-Forwarded-For"
 # X-Ray: Lambda puts the invocation's trace header in this variable (per invocation, so it is
 # read per call); sent on, API Gateway continues the same trace into the service it calls.
@@ -85,7 +87,9 @@ TRACE_HEADER = "X-Amzn-Trace-Id"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD"})
 # Response headers the contract says pass through unchanged, and a 429's Retry-After (user_api's
 # failed-login limit says when to try again; without it a client can only guess).
-PASSED_RESPONSE_HEADERS = ("Content-Type", "Link", "X-Next-Cursor", "Retry-After")
+PASSED_RESPONSE_HEADERS = (
+    "Content-Type", "Link", "X-Next-Cursor", "Retry-After", "Location", "Idempotent-Replayed",
+)  # fmt: skip
 
 # maxsize covers the local server's concurrent threads and /health's parallel probes per host;
 # block=False opens an extra connection rather than queueing a request behind a busy one.

@@ -288,3 +288,23 @@ def test_local_stage_points_at_the_registry_ports() -> None:
     assert local["PRODUCT_API_URL"] == f"http://127.0.0.1:{services.PRODUCT.port}"
     dev = services.GATEWAY.stage_env("dev")
     assert dev["USER_API_URL"] == dev["PRODUCT_API_URL"] == "set-by-deploy"
+
+
+def test_an_idempotency_key_goes_to_the_service_and_its_replay_comes_back(
+    gateway: Client, user_stub: Stub
+) -> None:
+    """The services keep the idempotency records (the gateway owns no table): the key is
+    forwarded as sent, and a replayed answer says so to the caller."""
+    registered = {"message": "User registered successfully", "user": {"username": "ann"}}
+    user_stub.reply(
+        "POST", "/register", json_reply(201, registered, **{"Idempotent-Replayed": "true"})
+    )
+
+    response = gateway.http.post(
+        "/register_user", headers={**JSON, "Idempotency-Key": "k-1"}, body=b'{"username":"ann"}'
+    )
+
+    assert user_stub.calls()[0].headers["idempotency-key"] == "k-1"
+    assert response.status_code == 201
+    assert response.json_body == registered
+    assert response.headers["Idempotent-Replayed"] == "true"

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 PASSWORD = "correct-horse-1234"
 USERS = services.USER.stage_env("local")["TABLE_NAME"]
+PRODUCTS = services.PRODUCT.stage_env("local")["TABLE_NAME"]
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +235,42 @@ def test_an_unreachable_store_is_a_503(
     dynamo.client.cache_clear()
 
     _assert_busy(product_client.http.get("/products/x"), 503, "ServiceUnavailableError")
+
+
+def test_a_retry_with_the_same_key_finds_out_what_a_503_left_unknown(
+    quick_budget: aws.Budget, user_client: Client, product_client: Client, proxy: DropProxy,
+    unique_name: str,
+) -> None:
+    """The store stored the write and then stopped answering (503): the client cannot know.
+    Its retry with the same Idempotency-Key is the write's real outcome (201, the same product),
+    never a 409 for its own first attempt nor a second product."""
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    proxy.stall("PutItem", quick_budget.read * 3, times=quick_budget.attempts, table=USERS)
+    first = user_client.http.post(
+        "/register", headers={"Content-Type": "application/json", **key},
+        body=json.dumps({"username": unique_name, "password": PASSWORD}),
+    )  # fmt: skip
+    retried = user_client.http.post(
+        "/register", headers={"Content-Type": "application/json", **key},
+        body=json.dumps({"username": unique_name, "password": PASSWORD}),
+    )  # fmt: skip
+    assert first.status_code == 503, first.body
+    assert retried.status_code == 201, retried.body
+    assert retried.json_body["user"]["username"] == unique_name
+
+    token = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
+    bearer_key = {"Authorization": f"Bearer {token.json_body['access_token']}", **key}
+    product = {"product_name": "generated id"}
+    proxy.stall("PutItem", quick_budget.read * 3, times=quick_budget.attempts, table=PRODUCTS)
+    lost = product_client.http.post(
+        "/products", headers={"Content-Type": "application/json", **bearer_key},
+        body=json.dumps(product),
+    )  # fmt: skip
+    found = product_client.http.post(
+        "/products", headers={"Content-Type": "application/json", **bearer_key},
+        body=json.dumps(product),
+    )  # fmt: skip
+    assert lost.status_code == 503, lost.body
+    assert found.status_code == 201, found.body
+    mine = product_client.http.get(f"/products?created_by={unique_name}").json_body
+    assert [p["product_id"] for p in mine] == [found.json_body["product"]["product_id"]]

@@ -31,7 +31,7 @@ class DropProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._drops: dict[str, int] = {}
-        self._stalls: dict[str, list[float]] = {}
+        self._stalls: dict[str, list[tuple[float, str | None]]] = {}
         self._throttles: dict[str, int] = {}
         self.dropped: list[str] = []
         self.throttled: list[str] = []
@@ -63,7 +63,8 @@ class DropProxy:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                if (held := proxy._take_stall(operation)) is not None:
+                table = json.loads(body or b"{}").get("TableName")
+                if (held := proxy._take_stall(operation, table)) is not None:
                     time.sleep(held)  # the client has given up by now; its write is stored
                 try:
                     self._answer(answer.status, answer.getheaders(), data)
@@ -92,18 +93,25 @@ class DropProxy:
         with self._lock:
             self._drops[operation] = self._drops.get(operation, 0) + 1
 
-    def stall(self, operation: str, seconds: float, times: int = 1) -> None:
+    def stall(
+        self, operation: str, seconds: float, times: int = 1, table: str | None = None
+    ) -> None:
+        """Hold the answers of the next ``times`` calls (on ``table`` only, when given)."""
         with self._lock:
-            self._stalls.setdefault(operation, []).extend([seconds] * times)
+            self._stalls.setdefault(operation, []).extend([(seconds, table)] * times)
 
     def throttle(self, operation: str, times: int = 1) -> None:
         with self._lock:
             self._throttles[operation] = self._throttles.get(operation, 0) + times
 
-    def _take_stall(self, operation: str) -> float | None:
+    def _take_stall(self, operation: str, table: str | None) -> float | None:
         with self._lock:
-            pending = self._stalls.get(operation)
-            return pending.pop(0) if pending else None
+            pending = self._stalls.get(operation) or []
+            for index, (seconds, wanted) in enumerate(pending):
+                if wanted in (None, table):
+                    del pending[index]
+                    return seconds
+            return None
 
     def _take(self, counts: dict[str, int], operation: str) -> bool:
         with self._lock:

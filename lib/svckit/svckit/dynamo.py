@@ -31,7 +31,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from chalice import TooManyRequestsError
 
-from svckit import aws, config, overload
+from svckit import aws, config, idempotency, overload
 
 _serializer = TypeSerializer()
 
@@ -221,7 +221,9 @@ def put_new(item: Mapping[str, Any], key: str) -> dict[str, Any]:
     returns the stored item (``ReturnValuesOnConditionCheckFailure``, no extra round trip): if
     it holds our token, the insert is ours and succeeded.
     """
-    token = uuid.uuid4().hex
+    # A keyed request's token is the same on every attempt (svckit.idempotency), so a client's
+    # retry after a 503 recognises its own stored insert, as botocore's own retry does.
+    token = idempotency.write_token() or uuid.uuid4().hex
     try:
         client().put_item(
             TableName=table_name(),
@@ -234,8 +236,11 @@ def put_new(item: Mapping[str, Any], key: str) -> dict[str, Any]:
         if error_code(exc) != "ConditionalCheckFailedException":
             raise_if_throttled(exc)
             raise
-        if exc.response.get("Item", {}).get(WRITE_TOKEN) != {"S": token}:
+        stored = exc.response.get("Item", {})
+        if stored.get(WRITE_TOKEN) != {"S": token}:
             raise ItemExistsError(item[key]) from exc
+        # Ours, from an earlier attempt: what was stored then (its times), not this attempt's.
+        return {k: v for k, v in from_item(stored).items() if k != WRITE_TOKEN}
     return {k: v for k, v in item.items() if v is not None}
 
 

@@ -54,9 +54,12 @@ def remember_call(model: Any, **_: Any) -> None:
 
 def classify(exc: BaseException) -> str | None:
     """The kind of dependency failure ``exc`` is, or None when it is something else (a bug,
-    a refused permission, a malformed call: those stay the 500 they are)."""
-    if not type(exc).__module__.startswith("botocore"):
-        return None
+    a refused permission, a malformed call: those stay the 500 they are). A library's wrapper
+    (Powertools' idempotency store error) is judged by the botocore error it wraps."""
+    while not type(exc).__module__.startswith("botocore"):
+        if exc.__cause__ is None or not type(exc).__module__.startswith("aws_lambda_powertools"):
+            return None
+        exc = exc.__cause__
     from botocore import exceptions
 
     if isinstance(exc, exceptions.ClientError):

@@ -25,7 +25,7 @@ from typing import Any
 from chalice import BadRequestError, Chalice, Response, UnauthorizedError
 from chalice.app import Request
 
-from svckit import config, keys, logs, metrics, overload
+from svckit import config, idempotency, keys, logs, metrics, overload
 from svckit.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
@@ -65,38 +65,79 @@ def _verifier(jwks_ref: str, base_dir: str) -> TokenVerifier:
     return TokenVerifier(keys.resolve(jwks_ref, Path(base_dir)))
 
 
-class _GuardedApp(Chalice):
-    """Chalice with every route wrapped by :func:`svckit.overload.guard`: a store that is slow,
-    unreachable or throttling answers 503/429 with ``Retry-After`` from any view, never a 500.
-    (Chalice answers 500 for an exception before any middleware sees it, so the view itself is
-    wrapped, once, where routes are registered.)"""
+def _store_client() -> Any:
+    """The service's DynamoDB client, for the idempotency records; imported when a keyed write
+    arrives (gateway_api keeps no records and never imports boto3)."""
+    from svckit import dynamo
 
-    service_log: Any = None  # the service's logger, set by Service once it exists
+    return dynamo.client()
+
+
+class _GuardedApp(Chalice):
+    """Chalice with every route wrapped where it is registered, so no view can forget it:
+
+    * every write route (POST, PUT, PATCH, DELETE) honours ``Idempotency-Key``
+      (:mod:`svckit.idempotency`);
+    * every route answers 503/429 with ``Retry-After`` for a store that is slow, unreachable or
+      throttling (:func:`svckit.overload.guard`), never a 500. Chalice answers 500 for an
+      exception before any middleware sees it, so the view itself is wrapped.
+    """
+
+    service: Service | None = None  # set by Service once it exists
+    keeps_idempotency_records = True
 
     def route(self, path: str, **kwargs: Any) -> Callable[..., Any]:
         register = super().route(path, **kwargs)
+        writes = self.keeps_idempotency_records and (
+            idempotency.WRITE_METHODS & set(kwargs.get("methods", ["GET"]))
+        )
 
         def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
-            register(overload.guard(view, lambda: self.service_log))
+            wrapped = view
+            if writes:
+                wrapped = idempotency.guard(
+                    view, lambda: self._service().request, self._caller, _store_client,
+                    lambda: self.lambda_context,
+                )  # fmt: skip
+            register(overload.guard(wrapped, lambda: self._service().log))
             return view
 
         return decorator
+
+    def _service(self) -> Service:
+        assert self.service is not None, "a Service makes its app"
+        return self.service
+
+    def _caller(self, request: Request) -> str:
+        """Who is calling, for the scope of an idempotency key: the token's user and account
+        (401 for a token that does not verify, as the view would answer), else the source."""
+        principal = self._service().principal(required=False)
+        if principal is not None:
+            return f"user:{principal.username.lower()}:{principal.account or '-'}"
+        identity = request.context.get("identity") or {}
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
+        return f"source:{identity.get('sourceIp') or '-'}:{forwarded or '-'}"
 
 
 class Service:
     """One Chalice app and the behaviour every service shares."""
 
-    def __init__(self, name: str, project_dir: Path) -> None:
+    def __init__(
+        self, name: str, project_dir: Path, keeps_idempotency_records: bool = True
+    ) -> None:
+        """``keeps_idempotency_records``: False for a service whose write routes only forward
+        (gateway_api: the services it calls keep the records, and it owns no table)."""
         self.name = name
         self.project_dir = project_dir
         # Powertools owns the logger named after the service; Chalice must not add its own
         # plain-text handler to it, or every line would print twice in two formats.
         self.app = _GuardedApp(app_name=name, configure_logs=False)
+        self.app.keeps_idempotency_records = keeps_idempotency_records
         # Chalice's debug switch sets the level of the logger named after the app (ERROR when
         # off), which is the service's own: the logger is made after it, at its own level.
         self.app.debug = False  # never a stack trace in a response body
         self.log = logs.make_logger(name)
-        self.app.service_log = self.log
+        self.app.service = self
         self.metrics = metrics.Metrics(name, self.log)
         # Registered first, so it is the outer one: it opens the invocation every handler (HTTP
         # and events) adds its values to, and writes them once the inner one has answered.
