@@ -1,7 +1,5 @@
-"""The CDK app: the stage's stacks, in the order a reader (and CloudFormation) meets them.
-
-``cdk synth -c stage=dev`` (``make synth``): the bus stack, one stack per service, the
-observability stack last. ``-c localstack=true`` (or ``LOCALSTACK=1``) gives the gateway the
+"""The CDK app (``cdk synth -c stage=dev``, ``make synth``): the bus stack, a stack per service,
+the observability stack last. ``-c localstack=true`` (or ``LOCALSTACK=1``) gives the gateway the
 services' URLs in the form LocalStack serves without DNS; ``-c localstackEndpoint=...`` moves it.
 """
 
@@ -42,9 +40,8 @@ class Stage:
 
 
 def watched(stack: ServiceStack) -> Watched:
-    """What the observability stack watches of a service stack: its stream relays apart from
-    its other functions (they get the IteratorAge alarm), and each subscription's dead-letter
-    queue under its queue's key, so the two are watched as a pair."""
+    """A service stack as the observability stack watches it: the stream relays apart (they get
+    the IteratorAge alarm), each dead-letter queue under its queue's key (watched as a pair)."""
     relays = {naming.function_id(r.handler) for r in topology.relays_of(stack.service)}
     subscriptions = topology.subscriptions_of(stack.service)
     paired = {s.dead_letter_queue: s.queue for s in subscriptions}
@@ -59,11 +56,10 @@ def watched(stack: ServiceStack) -> Watched:
 
 
 def service_url(rest_api_id: str, localstack_endpoint: str | None) -> str:
-    """The base URL another stack calls a service's REST API at, built from its id. Not
-    Chalice's ``EndpointURL`` output: passed across stacks it becomes an ``Fn::Sub`` whose
-    ``${RestAPI}`` names a resource of the other stack, which CloudFormation refuses. On
-    LocalStack, the path-style form: it needs no DNS (``<id>.execute-api.localhost.localstack
-    .cloud`` does not resolve on this kind of host) and no certificate (https failed, SSLError)."""
+    """A service's API base URL for another stack, from its id: Chalice's ``EndpointURL`` output,
+    passed across stacks, is an ``Fn::Sub`` naming the other stack's ``${RestAPI}``, refused. On
+    LocalStack the path-style form, which needs no DNS (``<id>.execute-api.localhost.localstack
+    .cloud`` does not resolve here) and no certificate (https failed with SSLError)."""
     if localstack_endpoint is not None:
         base = f"{localstack_endpoint.rstrip('/')}/_aws/execute-api/"
         return cdk.Fn.join("", [base, rest_api_id, f"/{naming.API_STAGE}/"])
@@ -90,14 +86,11 @@ def build(app: cdk.App, packaged: dict[str, PackagedApp] | None = None) -> Stage
         endpoint = str(context(naming.LOCALSTACK_ENDPOINT_CONTEXT) or LOCALSTACK_ENDPOINT)
     packaged = packaged or package_apps(SERVICES, stage, PACKAGE_DIR / stage)
     built = Stage(stage, EventsStack(app, stage))
-    for service in (USER, PRODUCT):
-        built.services[service.name] = ServiceStack(
-            app, service, stage, packaged[service.name], bus=built.events
-        )
+    for s in (USER, PRODUCT):
+        built.services[s.name] = ServiceStack(app, s, stage, packaged[s.name], bus=built.events)
     urls = {s: service_url(built.services[s.name].rest_api_id, endpoint) for s in (USER, PRODUCT)}
-    built.services[GATEWAY.name] = ServiceStack(
-        app, GATEWAY, stage, packaged[GATEWAY.name], upstream_urls=urls
-    )
+    gateway = ServiceStack(app, GATEWAY, stage, packaged[GATEWAY.name], upstream_urls=urls)
+    built.services[GATEWAY.name] = gateway
     # Last up, first down: it watches every stack above.
     email = context(ALARM_EMAIL_CONTEXT) or os.environ.get("ALARM_EMAIL")
     built.observability = ObservabilityStack(
@@ -110,8 +103,8 @@ def build(app: cdk.App, packaged: dict[str, PackagedApp] | None = None) -> Stage
 
 
 def add_checks(app: cdk.App) -> None:
-    """cdk-nag's AwsSolutions rules on every stack: a synth with an unacknowledged finding fails
-    (each acknowledgement sits beside the resource it concerns, with its reason)."""
+    """cdk-nag's AwsSolutions rules on every stack: an unacknowledged finding fails the synth
+    (each acknowledgement sits beside its resource, with its reason)."""
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
 
 

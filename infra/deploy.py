@@ -1,13 +1,11 @@
-"""What a CDK deploy of a stage needs besides the stacks, in order: the token keys, the CDK
-bootstrap, then ``cdk deploy --all`` (``cdklocal`` for LocalStack); and the reverse to destroy.
+"""``python -m infra.deploy deploy|destroy --stage dev [--localstack]`` (``make deploy``): the
+token keys (``infra/keys.py``), the CDK bootstrap when missing, then ``cdk deploy --all``
+(``cdklocal`` for LocalStack); destroy in reverse.
 
-``python -m infra.deploy deploy --stage dev [--localstack]`` (``make deploy``).
-
-The keys stay outside the stacks (``infra/keys.py``). The signing key's ARN goes to the user
-stack as its ``SigningKeySecretArn`` parameter; the public JWKS is the stacks'
-``JwksParameterName`` parameter (an SSM name, resolved by CloudFormation at each deploy).
-When the JWKS changes (rotation, or a rewrite from the secret), an unchanged template would make
-``cdk deploy`` skip the stacks and keep the old key list, so the deploy is forced then.
+The signing key's ARN is the user stack's ``SigningKeySecretArn`` parameter; the JWKS is the
+stacks' ``JwksParameterName`` (an SSM name CloudFormation resolves at each deploy). When the
+JWKS changed (rotation, or a rewrite from the secret) the deploy is forced: an unchanged
+template would make ``cdk deploy`` skip the stacks and keep the old key list.
 """
 
 from __future__ import annotations
@@ -36,8 +34,7 @@ def cdk_command(action: str, stage: str, localstack: bool, extra: Sequence[str] 
     """The CLI call for ``action`` (cdklocal on LocalStack), run from ``infra/``."""
     cli = TOOLS / ".bin" / ("cdklocal" if localstack else "cdk")
     context = ["-c", f"{naming.STAGE_CONTEXT}={stage}"]
-    if localstack:
-        # The gateway calls the other APIs where this deploy reaches LocalStack.
+    if localstack:  # the gateway calls the other APIs where this deploy reaches LocalStack
         endpoint = os.environ.get("AWS_ENDPOINT_URL", LOCALSTACK_ENDPOINT)
         context += ["-c", f"{naming.LOCALSTACK_CONTEXT}=true"]
         context += ["-c", f"{naming.LOCALSTACK_ENDPOINT_CONTEXT}={endpoint}"]
@@ -62,13 +59,13 @@ def _version(ssm: Any, name: str) -> int | None:
         return None
 
 
-def _key_store(stage: str) -> KeyStore:
+def run(action: str, stage: str, localstack: bool) -> None:
     session = boto3.session.Session()
-    return KeyStore(session.client("secretsmanager"), session.client("ssm"), Naming(stage))
-
-
-def deploy(stage: str, localstack: bool) -> None:
-    store = _key_store(stage)
+    store = KeyStore(session.client("secretsmanager"), session.client("ssm"), Naming(stage))
+    if action == "destroy":
+        _run(cdk_command("destroy", stage, localstack, ["--all", "--force"]))
+        store.destroy()
+        return
     jwks = Naming(stage).jwks_parameter
     before = _version(store.ssm, jwks)
     secret_arn = store.ensure().secret_arn
@@ -79,13 +76,8 @@ def deploy(stage: str, localstack: bool) -> None:
     _run(cdk_command("deploy", stage, localstack, [*extra, *(["--force"] if rotated else [])]))
 
 
-def destroy(stage: str, localstack: bool) -> None:
-    _run(cdk_command("destroy", stage, localstack, ["--all", "--force"]))
-    _key_store(stage).destroy()
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="The stage's token keys and CDK stacks")
     parser.add_argument("action", choices=("deploy", "destroy"))
     parser.add_argument("--stage", default=naming.DEFAULT_STAGE)
     parser.add_argument("--localstack", action="store_true")
@@ -93,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.localstack:
         localstack_environment()
     try:
-        (deploy if args.action == "deploy" else destroy)(args.stage, args.localstack)
+        run(args.action, args.stage, args.localstack)
     except (ClientError, BotoCoreError, subprocess.CalledProcessError) as exc:
         print(f"{args.action} failed: {exc}", file=sys.stderr)
         return 1

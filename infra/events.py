@@ -1,15 +1,13 @@
-"""The events as CDK: the stage's bus stack, and each service stack's relays and subscriptions,
-from ``tools/topology.py`` and from nothing else.
+"""The events as CDK, from ``tools/topology.py`` alone: the stage's bus stack (both data services
+publish and subscribe, so neither can own it, and a rule cannot outlive its bus), and each
+service stack's relays and subscriptions.
 
-The bus is a stack of its own: both data services publish to it and subscribe to it, so neither
-can own it, and a rule cannot outlive its bus (it is deployed first, destroyed last).
-
-:func:`wire` points the event functions that ``chalice package`` generated with a placeholder
-stream or queue ARN (``svckit.events``) at the stack's own table stream or queue, and gives each
-function's role one policy of exactly what that function does. CDK's grant helpers are wider
-(``grantStreamRead`` adds ``dynamodb:ListStreams`` on ``*``, ``grantConsumeMessages`` and an SQS
-rule target add ``GetQueueAttributes``/``GetQueueUrl``), so every statement is written out and
-the rule's target is set on the rule itself, with no queue policy of its own.
+:func:`wire` points the event functions ``chalice package`` made with a placeholder stream or
+queue ARN (``svckit.events``) at the stack's own, and gives each function's role one policy of
+exactly what it does. CDK's grant helpers are wider (``grantStreamRead`` adds
+``dynamodb:ListStreams`` on ``*``; ``grantConsumeMessages`` and an SQS rule target add
+``GetQueueAttributes``/``GetQueueUrl``): every statement is written out, and the rule's target
+is set on the rule itself, with no queue policy of its own.
 """
 
 from __future__ import annotations
@@ -85,21 +83,20 @@ def _queue(stack: Stack, logical_id: str, name: str, retention: int, **extra: An
     return queue
 
 
-def _events_policy(stack: ServiceStack, handler: str, *statements: iam.PolicyStatement) -> None:
+Statement = tuple[str, list[str], Any, "dict[str, Any] | None"]  # sid, actions, resource, condition
+
+
+def _events_policy(stack: ServiceStack, handler: str, *statements: Statement) -> None:
     """``handler``'s role's one policy of the event plumbing (``<Function>EventsPolicy``)."""
-    logical_id = f"{naming.function_id(handler)}EventsPolicy"
+    fn_id = naming.function_id(handler)
     dashed = stack.service.name.replace("_", "-") + naming.function_suffix(handler)
     policy = iam.CfnPolicy(
-        stack, logical_id, policy_name=f"{dashed}-events",
-        roles=[stack.role_of(naming.function_id(handler)).ref],
-        policy_document=iam.PolicyDocument(statements=list(statements)),
+        stack, f"{fn_id}EventsPolicy", policy_name=f"{dashed}-events",
+        roles=[stack.role_of(fn_id).ref], policy_document=iam.PolicyDocument(statements=[
+            iam.PolicyStatement(sid=sid, actions=actions, resources=[resource], conditions=when)
+            for sid, actions, resource, when in statements]),
     )  # fmt: skip
-    policy.override_logical_id(logical_id)
-
-
-def processed_events_actions(sub: topology.Subscription) -> list[str]:
-    checks = CHECK_PROCESSED_ACTIONS if sub.checks_before_applying else []
-    return [*RECORD_PROCESSED_ACTIONS, *checks]
+    policy.override_logical_id(f"{fn_id}EventsPolicy")
 
 
 def wire(stack: ServiceStack, bus: EventsStack) -> None:
@@ -115,7 +112,7 @@ def _relay(stack: ServiceStack, relay: topology.Relay, bus_arn: str) -> None:
     event source (from the oldest record still held, batches bisected on failure), the failure
     queue, and a policy to read that stream, send to that queue and put events on the stage's
     bus under this service's own source only."""
-    table = stack.app.resource(relay.table)
+    table = stack.resource(relay.table)
     failures = _queue(
         stack, relay.failure_queue, relay.failure_queue_name(stack.stage),
         topology.DLQ_RETENTION_SECONDS,
@@ -126,7 +123,7 @@ def _relay(stack: ServiceStack, relay: topology.Relay, bus_arn: str) -> None:
         "recognises only a RedrivePolicy's",
     )  # fmt: skip
     source_id = naming.event_source_id(relay.handler, "dynamodb")
-    stack.app.resource(naming.function_id(relay.handler)).add_property_override(
+    stack.resource(naming.function_id(relay.handler)).add_property_override(
         f"Events.{source_id}.Properties", {
             "Stream": table.attr_stream_arn, "BatchSize": relay.batch_size,
             # A relay made after the table has changes must not skip them; events are
@@ -139,17 +136,14 @@ def _relay(stack: ServiceStack, relay: topology.Relay, bus_arn: str) -> None:
             "DestinationConfig": {"OnFailure": {"Type": "SQS", "Destination": failures.queue_arn}},
         },
     )  # fmt: skip
+    # Only onto the stage's bus, and only under this service's own source: a relay cannot
+    # announce another service's events.
     _events_policy(
         stack, relay.handler,
-        iam.PolicyStatement(sid="ReadOwnTableStream", actions=STREAM_READ_ACTIONS,
-                            resources=[table.attr_stream_arn]),
-        # Only onto the stage's bus, and only under this service's own source: a relay cannot
-        # announce another service's events.
-        iam.PolicyStatement(sid="PublishOwnEvents", actions=["events:PutEvents"],
-                            resources=[bus_arn],
-                            conditions={"StringEquals": {"events:source": relay.source}}),
-        iam.PolicyStatement(sid="ReportFailedBatches", actions=["sqs:SendMessage"],
-                            resources=[failures.queue_arn]),
+        ("ReadOwnTableStream", STREAM_READ_ACTIONS, table.attr_stream_arn, None),
+        ("PublishOwnEvents", ["events:PutEvents"], bus_arn,
+         {"StringEquals": {"events:source": relay.source}}),
+        ("ReportFailedBatches", ["sqs:SendMessage"], failures.queue_arn, None),
     )  # fmt: skip
     stack.dead_letter_queues[relay.failure_queue] = failures
 
@@ -194,7 +188,7 @@ def _subscribe(stack: ServiceStack, sub: topology.Subscription, bus_name: str) -
             actions=["sqs:SendMessage"], resources=[target.queue_arn],
             conditions={"ArnEquals": {"aws:SourceArn": rule.rule_arn}},
         ))  # fmt: skip
-    function = stack.app.resource(naming.function_id(sub.handler))
+    function = stack.resource(naming.function_id(sub.handler))
     properties: dict[str, Any] = {
         "Queue": queue.queue_arn, "BatchSize": sub.batch_size,
         # svckit.events.consume names only the failed messages; without this Lambda would
@@ -206,15 +200,15 @@ def _subscribe(stack: ServiceStack, sub: topology.Subscription, bus_name: str) -
         # batch returns with its receive count spent: dead letters without a failure.
         maximum = int(function.reserved_concurrent_executions)
         properties["ScalingConfig"] = {"MaximumConcurrency": maximum}
-    source_id = naming.event_source_id(sub.handler, "sqs")
-    function.add_property_override(f"Events.{source_id}.Properties", properties)
-    processed = stack.app.resource(topology.PROCESSED_EVENTS_TABLE)
+    function.add_property_override(
+        f"Events.{naming.event_source_id(sub.handler, 'sqs')}.Properties", properties
+    )
+    checks = CHECK_PROCESSED_ACTIONS if sub.checks_before_applying else []
     _events_policy(
         stack, sub.handler,
-        iam.PolicyStatement(sid="DrainOwnQueue", actions=QUEUE_DRAIN_ACTIONS,
-                            resources=[queue.queue_arn]),
-        iam.PolicyStatement(sid="RecordProcessedEvents", actions=processed_events_actions(sub),
-                            resources=[processed.attr_arn]),
+        ("DrainOwnQueue", QUEUE_DRAIN_ACTIONS, queue.queue_arn, None),
+        ("RecordProcessedEvents", [*RECORD_PROCESSED_ACTIONS, *checks],
+         stack.resource(topology.PROCESSED_EVENTS_TABLE).attr_arn, None),
     )  # fmt: skip
     stack.queues[sub.queue] = queue
     stack.dead_letter_queues[sub.dead_letter_queue] = dead_letters

@@ -1,13 +1,10 @@
-"""API Gateway's own error answers (the ones it makes without calling a function), in the
-contract's ``{"Code", "Message"}`` shape with the ``X-Request-Id`` every answer carries.
+"""API Gateway's own error answers (made without calling a function) in the contract's
+``{"Code", "Message"}`` shape, with the ``X-Request-Id`` every answer carries. No ``aws_cdk``:
+the gateway's tests answer with them byte for byte (``tests/gateway_api/stubs.py``).
 
-Light (no ``aws_cdk``): ``infra/service.py`` puts them in each REST API, and the gateway's tests
-answer with them byte for byte (``tests/gateway_api/stubs.py``).
-
-They go into the Swagger body (``x-amazon-apigateway-gateway-responses``) rather than separate
-``AWS::ApiGateway::GatewayResponse`` resources: a SAM API re-imports its body on each deployment
-and separate gateway responses are then dropped from the deployed stage
-(aws/serverless-application-model#390, #623), while the body's own are part of every deployment.
+They go into the Swagger body (``x-amazon-apigateway-gateway-responses``), not separate
+``AWS::ApiGateway::GatewayResponse`` resources: a SAM API re-imports its body on each deployment,
+dropping separate ones from the stage (aws/serverless-application-model#390, #623).
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
-"""The token keys of one stage, outside its stacks: the Ed25519 private key in Secrets Manager
-and the public JWKS in an SSM parameter, made by ``infra/deploy.py`` before any stack reads them.
+"""A stage's token keys, outside its stacks, made by ``infra/deploy.py`` before any stack reads
+them: the Ed25519 private key in Secrets Manager, the public JWKS in an SSM parameter.
 
-The private key is generated here, never by CloudFormation (a template or a custom resource
-would have to carry or produce it), and the secret outlives every stack update. The secret is
-authoritative: created once; on later deploys the parameter must list the secret's key id (a
-JWKS may list more during a rotation) and is rewritten from the secret if it does not, so a
-half-finished earlier run or a hand edit cannot leave tokens unverifiable. Key material is never
-printed or logged; only names and ARNs are.
+Generated here, never by CloudFormation (a template or custom resource would carry the key). The
+secret is authoritative and created once; the parameter must list its key id (a JWKS may list
+more during a rotation) or is rewritten from it, so a half-finished run or a hand edit cannot
+leave tokens unverifiable. Key material is never printed; only names and ARNs are.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ class KeyRefs:
 
 
 def _unless_missing(code: str, call: Callable[..., Any], **params: Any) -> Any:
-    """``call(**params)``, or None when AWS answers that what it names does not exist."""
+    """``call(**params)``, or None when AWS answers ``code`` (what it names does not exist)."""
     try:
         return call(**params)
     except ClientError as exc:
@@ -44,8 +42,8 @@ def _compact(jwks_json: str) -> str:
 
 
 def jwks_for(private_pem: str) -> str:
-    public = keys.load_private_key(private_pem).public_key()
-    return _compact(json.dumps({"keys": [keys.public_jwk(public)]}))
+    public = keys.public_jwk(keys.load_private_key(private_pem).public_key())
+    return json.dumps({"keys": [public]}, separators=(",", ":"))
 
 
 def kids(jwks_json: str) -> set[str]:
@@ -56,7 +54,7 @@ def kids(jwks_json: str) -> set[str]:
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    print(message, flush=True)  # in order with the cdk output that follows
 
 
 @dataclass
@@ -105,10 +103,8 @@ class KeyStore:
         # Without recovery: a secret in its recovery window keeps its name taken, and the next
         # deploy of the stage would fail to create it.
         name, parameter = self.naming.signing_key_secret, self.naming.jwks_parameter
-        if _unless_missing(
-            "ResourceNotFoundException", self.secrets.delete_secret,
-            SecretId=name, ForceDeleteWithoutRecovery=True,
-        ) is not None:  # fmt: skip
+        if _unless_missing("ResourceNotFoundException", self.secrets.delete_secret,
+                           SecretId=name, ForceDeleteWithoutRecovery=True):  # fmt: skip
             self.say(f"keys: deleted secret {name}")
         if _unless_missing("ParameterNotFound", self.ssm.delete_parameter, Name=parameter):
             self.say(f"keys: deleted parameter {parameter}")

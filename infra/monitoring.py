@@ -1,18 +1,15 @@
 """The stage's observability stack, ``shop-<stage>-observability``: the alarm topic, the alarms,
 the dashboard ``shop-<stage>`` and the saved Logs Insights queries.
 
-It watches the other stacks' resources as CDK objects (:class:`Watched`, one per service): every
-dimension is a resource's own name as CDK resolves it (a reference, or a ``from_*_name``
-lookup), never a name typed here. cdk-monitoring-constructs' ``MonitoringFacade`` makes the
-alarms and the dashboard from them. Written here is only what it has no monitoring for: the
-services' EMF metrics (namespace ``shop``; a graph per metric of ``svckit.metrics.CATALOGUE``,
-and the consumers' ``EventLag`` alarms), EventBridge rules' ``FailedInvocations``, and the saved
-queries.
+It watches the other stacks' resources as CDK objects (:class:`Watched`): every dimension is a
+resource's name as CDK resolves it, never a name typed here. cdk-monitoring-constructs'
+``MonitoringFacade`` makes the alarms and the dashboard; written here is only what it cannot
+monitor: the EMF metrics of ``svckit.metrics.CATALOGUE``, the consumers' ``EventLag``,
+EventBridge rules' ``FailedInvocations``, and the saved queries.
 
 Every alarm notifies the topic when it goes off and when it recovers, and treats missing data as
-not breaching: each of these metrics is reported only when something happens (a request, a
-batch, a throttle), so no data is no failure; a consumer that stopped altogether is caught by its
-queue's oldest-message alarm.
+not breaching: each metric is reported only when something happens (a request, a batch, a
+throttle); a consumer that stopped altogether is caught by its queue's oldest-message alarm.
 """
 
 from __future__ import annotations
@@ -88,10 +85,9 @@ QUERIES = {
 
 @dataclass(frozen=True)
 class Watched:
-    """One service's resources to watch, under short keys that make the alarms' names
-    (``shop-<stage>-<service>-<key>-...``). ``relays`` are the stream readers (an IteratorAge
-    alarm each). A dead-letter queue under a queue's key is that queue's; one under a key of its
-    own (a relay's on-failure queue) is watched alone."""
+    """One service's resources, under keys that make the alarms' names (``shop-<stage>-<service>
+    -<key>-...``). ``relays`` read streams (an IteratorAge alarm each). A dead-letter queue under
+    a queue's key is that queue's; under its own key (a relay's failures) it is watched alone."""
 
     service: str  # tools/services.py's name: the EMF ``service`` and its subscriptions
     api_name: str  # the REST API's name: API Gateway's ``ApiName`` dimension
@@ -124,17 +120,15 @@ def _dimensions(metric: metrics.Metric, **values: str) -> dict[str, str]:
     return {name: values[name] for name in metric.dimension_names}
 
 
-def _rule_dimensions(rule: events.IRule) -> dict[str, str]:
-    """Deliveries EventBridge gave up on are keyed, for a rule on a custom bus, by both names,
-    taken from its ARN (``...:rule/<bus>/<rule>``): its Ref is ``<bus>|<rule>``."""
-    arn = Fn.split("/", rule.rule_arn)
-    return {"EventBusName": Fn.select(1, arn), "RuleName": Fn.select(2, arn)}
-
-
 def _custom(
-    friendly: str, metric: cloudwatch.Metric, why: str, threshold: float
-) -> cmc.CustomMetricWithAlarm:
-    """A metric of no library monitoring, with its alarm above ``threshold``."""
+    friendly: str, why: str, threshold: float, namespace: str, name: str, statistic: str,
+    label: str, dimensions: dict[str, str],
+) -> cmc.CustomMetricWithAlarm:  # fmt: skip
+    """A metric no library monitoring covers, with its alarm above ``threshold``."""
+    metric = cloudwatch.Metric(
+        namespace=namespace, metric_name=name, statistic=statistic, period=PERIOD, label=label,
+        dimensions_map=dimensions,
+    )  # fmt: skip
     alarm = _alarm(cmc.CustomThreshold, why, threshold=threshold, comparison_operator=GREATER)
     return cmc.CustomMetricWithAlarm(alarm_friendly_name=friendly, metric=metric, add_alarm=alarm)
 
@@ -232,10 +226,13 @@ class ObservabilityStack(Stack):
             else:
                 facade.monitor_sqs_queue(queue=queue, add_queue_max_size_alarm=dead_letters, **n)
         if w.rules:
-            failed = [_custom(f"{w.service}-{key}", cloudwatch.Metric(
-                namespace="AWS/Events", metric_name="FailedInvocations", statistic="Sum",
-                period=PERIOD, label=key, dimensions_map=_rule_dimensions(rule),
-            ), "failed-deliveries", 0) for key, rule in w.rules.items()]
+            # A rule on a custom bus is keyed by both names, from its ARN
+            # (``...:rule/<bus>/<rule>``): its Ref is ``<bus>|<rule>``, no RuleName.
+            arns = {key: Fn.split("/", rule.rule_arn) for key, rule in w.rules.items()}
+            failed = [_custom(
+                f"{w.service}-{key}", "failed-deliveries", 0, "AWS/Events", "FailedInvocations",
+                "Sum", key, {"EventBusName": Fn.select(1, arn), "RuleName": Fn.select(2, arn)},
+            ) for key, arn in arns.items()]
             facade.monitor_custom(
                 alarm_friendly_name=f"{w.service}-rules",
                 human_readable_name=f"{w.service}: EventBridge rules",
@@ -267,12 +264,11 @@ class ObservabilityStack(Stack):
         ]
         lag = metrics.EVENT_LAG
         lags = [
-            _custom(f"{sub.service.name}-{event_type}-event-lag", cloudwatch.Metric(
-                namespace=metrics.NAMESPACE, metric_name=lag.name, statistic="p99",
-                period=PERIOD, label=f"{sub.service.name} {event_type}",
-                dimensions_map=_dimensions(
-                    lag, service=sub.service.name, stage=self.stage, type=event_type),
-            ), "lag", EVENT_LAG_P99_MS)
+            _custom(
+                f"{sub.service.name}-{event_type}-event-lag", "lag", EVENT_LAG_P99_MS,
+                metrics.NAMESPACE, lag.name, "p99", f"{sub.service.name} {event_type}",
+                _dimensions(lag, service=sub.service.name, stage=self.stage, type=event_type),
+            )
             for sub in topology.SUBSCRIPTIONS
             if sub.service.name in services
             for event_type in sub.types

@@ -1,20 +1,15 @@
-"""One service's stack: its Chalice app (functions, REST API, roles), its tables and policies
-from ``resources.json``, and its share of the events from ``tools/topology.py``.
+"""A service's stack: its ``chalice package`` template taken in with ``CfnInclude`` (functions,
+REST API, roles, ``resources.json``'s tables and policies; logical ids kept), its zip an
+``Asset``, its events (``infra/events.py``). Added here, for what ``chalice package`` lacks:
 
-What ``chalice package`` cannot express is added here, each for a reason:
-
-* every function named after its stack (plus ``-relay-user-changes`` etc.), which lets
-  ``.chalice/policy-<stage>*.json`` grant logs on that function's own log group alone, and a log
-  group of its own whose retention goes with the stack (not Chalice's ``log_retention_in_days``,
-  which breaks an ``Fn::Sub``, aws/chalice#2079);
-* each role's X-Ray permission: ``"xray": true`` switches tracing on, but SAM adds its X-Ray
-  policy only to roles it makes, and Chalice's roles are the template's own;
-* every function given the API function's wired environment (Chalice gives them all the same
-  ``set-by-deploy`` values), the stage being deployed as ``STAGE`` (tokens name their stage),
-  the public JWKS from SSM, the bus's name;
-* the REST API traced and named after its stack (``chalice package`` leaves tracing unset,
-  aws/chalice#1753, and names the API after the app, while its metrics are keyed by name),
-  throttled for the contract's 429, and API Gateway's own errors in the contract's shape.
+* functions named after the stack, so ``.chalice/policy-<stage>*.json`` grants logs on each
+  one's own log group alone; that group, whose retention goes with the stack (Chalice's
+  ``log_retention_in_days`` breaks an ``Fn::Sub``, aws/chalice#2079);
+* each role's X-Ray permission (SAM adds it only to roles it makes);
+* every function given the API function's wired environment (Chalice gives all the same
+  ``set-by-deploy`` values), ``STAGE`` (tokens name their stage), the JWKS, the bus;
+* the REST API traced (left unset, aws/chalice#1753), named after the stack (its metrics are
+  keyed by name), throttled (the contract's 429), API Gateway's errors in the contract's shape.
 """
 
 from __future__ import annotations
@@ -25,14 +20,15 @@ from aws_cdk import CfnParameter, Fn, RemovalPolicy, Stack, aws_dynamodb, aws_la
 from aws_cdk import aws_events as cdk_events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3_assets as assets
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import cloudformation_include as cfn_include
 from chalice.utils import to_cfn_resource_name
 from constructs import Construct
 
 from infra import events, naming
-from infra.chalice_app import ChaliceApp
 from infra.gateway_responses import GATEWAY_RESPONSES
-from infra.packaging import API_FUNCTION, PackagedApp
+from infra.packaging import API_FUNCTION, PackagedApp, content_hash
 from svckit import events as svc_events
 from svckit.tokens import STAGE_SETTING
 from tools import topology
@@ -41,8 +37,7 @@ from tools.stages import Naming
 
 JWKS_SETTING = "JWT_JWKS"
 SIGNING_KEY_PARAMETER = "SigningKeySecretArn"  # user_api's resources.json; set by infra/deploy.py
-# What a traced function needs to send its segments (Lambda's X-Ray docs): these two take no
-# resource but "*".
+# What a traced function needs (Lambda's X-Ray docs): these two take no resource but "*".
 XRAY_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
 REST_API, API_ROLE = "RestAPI", "ApiHandlerRole"  # Chalice's logical ids
 THROTTLING = {"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100}  # the stage's: then 429
@@ -54,9 +49,8 @@ OWN_LOG_GROUP_FINDING = (
 
 
 class ServiceStack(Stack):
-    """``shop-<stage>-<service>``: everything one service owns. What the observability stack
-    watches are attributes: ``functions``, ``tables``, ``queues``, ``dead_letter_queues``,
-    ``rules``; ``upstream_urls`` fill the gateway's ``<Service>Url`` parameters."""
+    """``shop-<stage>-<service>``; ``upstream_urls`` fill the gateway's ``<Service>Url``
+    parameters. The observability stack watches the dicts of CDK objects below."""
 
     def __init__(
         self, scope: Construct, service: ServiceDef, stage: str, packaged: PackagedApp, *,
@@ -66,9 +60,19 @@ class ServiceStack(Stack):
         super().__init__(scope, name, stack_name=name)
         self.add_transform("AWS::Serverless-2016-10-31")
         self.service, self.stage = service, stage
+        app = Construct(self, "App")
         urls = {to_cfn_resource_name(s.name) + "Url": u for s, u in (upstream_urls or {}).items()}
-        self.app = ChaliceApp(self, "App", packaged, urls)
-        self.rest_api_id: str = self.app.resource(REST_API).ref
+        self.template = cfn_include.CfnInclude(
+            app, "Template", template_file=str(packaged.template_path), parameters=urls
+        )
+        path = packaged.zip_path
+        code = assets.Asset(app, "Code", path=str(path), asset_hash=content_hash(path))
+        for logical_id, resource in packaged.template()["Resources"].items():
+            if resource["Type"] == "AWS::Serverless::Function":
+                self.resource(logical_id).code_uri = aws_sam.CfnFunction.S3LocationProperty(
+                    bucket=code.s3_bucket_name, key=code.s3_object_key
+                )
+        self.rest_api_id: str = self.resource(REST_API).ref
         self.functions: dict[str, aws_lambda.IFunction] = {}
         self.tables: dict[str, aws_dynamodb.ITable] = {}
         self.queues: dict[str, sqs.IQueue] = {}
@@ -79,12 +83,11 @@ class ServiceStack(Stack):
         shared = self._shared_environment(bus)
         if bus is not None:
             events.wire(self, bus)
-        handlers = [r.handler for r in topology.relays_of(service)]
-        handlers += [s.handler for s in topology.subscriptions_of(service)]
         self._configure_function(API_FUNCTION, "", shared)
-        for handler in handlers:
-            suffix = naming.function_suffix(handler)
-            self._configure_function(naming.function_id(handler), suffix, shared)
+        for h in [*topology.relays_of(service), *topology.subscriptions_of(service)]:
+            self._configure_function(
+                naming.function_id(h.handler), naming.function_suffix(h.handler), shared
+            )
         self._configure_api()
         if SIGNING_KEY_PARAMETER in packaged.template().get("Parameters", {}):
             naming.acknowledge(
@@ -93,13 +96,15 @@ class ServiceStack(Stack):
                 "shows no key material",
             )  # fmt: skip
 
+    def resource(self, logical_id: str) -> Any:  # the L1 construct: aws_sam.CfnFunction...
+        return self.template.get_resource(logical_id)
+
     def role_of(self, logical_id: str) -> iam.CfnRole:
-        """Chalice's role of a function: ``ApiHandlerRole``, or ``<Function>Role`` for one with
-        its own ``iam_policy_file``."""
-        return self.app.resource(API_ROLE if logical_id == API_FUNCTION else f"{logical_id}Role")
+        """Chalice's ``ApiHandlerRole``, or ``<Function>Role`` (own ``iam_policy_file``)."""
+        return self.resource(API_ROLE if logical_id == API_FUNCTION else f"{logical_id}Role")
 
     def _expose_table(self, logical_id: str) -> None:
-        cfn = self.app.resource(logical_id)
+        cfn = self.resource(logical_id)
         self.tables[logical_id] = aws_dynamodb.Table.from_table_attributes(
             self, f"{logical_id}Ref", table_name=cfn.ref,
             table_stream_arn=cfn.attr_stream_arn if cfn.stream_specification else None,
@@ -114,9 +119,9 @@ class ServiceStack(Stack):
             )  # fmt: skip
 
     def _shared_environment(self, bus: events.EventsStack | None) -> dict[str, Any]:
-        """What every function's environment gets over Chalice's: the API function's wiring
-        from resources.json, the public JWKS, the bus, the processed-events table, the stage."""
-        env = self.app.resource(API_FUNCTION).environment
+        """Every function's environment over Chalice's: the API function's (resources.json's
+        wiring), the public JWKS, the bus, the processed-events table, the stage."""
+        env = self.resource(API_FUNCTION).environment
         jwks = CfnParameter(
             self, "JwksParameterName", type="AWS::SSM::Parameter::Value<String>",
             default=Naming(self.stage).jwks_parameter,
@@ -131,18 +136,16 @@ class ServiceStack(Stack):
             assert bus is not None, f"{self.service.name} has events but no bus"
             shared[svc_events.BUS_SETTING] = bus.bus_name
         if topology.subscriptions_of(self.service):
-            table = self.app.resource(topology.PROCESSED_EVENTS_TABLE)
+            table = self.resource(topology.PROCESSED_EVENTS_TABLE)
             shared[svc_events.PROCESSED_TABLE_SETTING] = table.ref
         shared[STAGE_SETTING] = self.stage
         return shared
 
     def _configure_function(self, logical_id: str, suffix: str, shared: dict[str, Any]) -> None:
-        function = self.app.resource(logical_id)
+        function = self.resource(logical_id)
         function.function_name = f"{self.stack_name}{suffix}"
-        own = getattr(function.environment, "variables", None) or {}
-        function.environment = aws_sam.CfnFunction.FunctionEnvironmentProperty(
-            variables={**own, **shared}
-        )
+        variables = {**(getattr(function.environment, "variables", None) or {}), **shared}
+        function.environment = aws_sam.CfnFunction.FunctionEnvironmentProperty(variables=variables)
         log_group = logs.LogGroup(
             self, f"{logical_id}LogGroup", log_group_name=Fn.sub(f"/aws/lambda/${{{logical_id}}}"),
             retention=logs.RetentionDays.TWO_WEEKS, removal_policy=RemovalPolicy.DESTROY,
@@ -152,8 +155,7 @@ class ServiceStack(Stack):
         tracing = iam.CfnPolicy(
             self, f"{logical_id}TracingPolicy", policy_name="send-traces", roles=[role.ref],
             policy_document=iam.PolicyDocument(statements=[iam.PolicyStatement(
-                sid="SendTraces", actions=XRAY_ACTIONS, resources=["*"],
-            )]),
+                sid="SendTraces", actions=XRAY_ACTIONS, resources=["*"])]),
         )  # fmt: skip
         tracing.override_logical_id(f"{logical_id}TracingPolicy")
         naming.acknowledge(
@@ -167,17 +169,16 @@ class ServiceStack(Stack):
         )  # fmt: skip
         # Lambda checks the role when it makes an event source mapping and at the first run:
         # the function waits for every policy attached to its role.
+        own_role = [self.resolve(role.ref)]
         for policy in self.node.find_all():
-            if isinstance(policy, iam.CfnPolicy) and self.resolve(policy.roles) == [
-                self.resolve(role.ref)
-            ]:
+            if isinstance(policy, iam.CfnPolicy) and self.resolve(policy.roles) == own_role:
                 function.add_resource_dependency(policy)
         self.functions[logical_id] = aws_lambda.Function.from_function_name(
             self, f"{logical_id}Ref", function.function_name
         )
 
     def _configure_api(self) -> None:
-        api = self.app.resource(REST_API)
+        api = self.resource(REST_API)
         api.name = self.stack_name
         api.tracing_enabled = True
         api.method_settings = [{"ResourcePath": "/*", "HttpMethod": "*", **THROTTLING}]

@@ -1,8 +1,6 @@
-"""The names a deployed stage has outside any one template, from the stage name alone: its stacks,
-the signing key's secret, the JWKS parameter; and where LocalStack is.
-
-Light on purpose (no ``aws_cdk``, whose import starts a Node process): ``tools/admin.py`` and
-``tools/events.py`` find a deployed stage by these names, and ``infra/`` names it with them.
+"""A deployed stage's names outside any one template, from the stage name alone (its stacks, the
+signing key's secret, the JWKS parameter), and where LocalStack is. No ``aws_cdk`` (its import
+starts Node): ``tools/admin.py`` and ``tools/events.py`` find a stage by these names too.
 """
 
 from __future__ import annotations
@@ -56,10 +54,9 @@ class Naming:
 
 
 def localstack_environment(environ: MutableMapping[str, str] | None = None) -> str:
-    """Point boto3 at LocalStack (``AWS_ENDPOINT_URL``, else :data:`LOCALSTACK_ENDPOINT`) for this
-    process; return the endpoint. Real credentials are replaced by LocalStack's test ones so they
-    never leave for a local endpoint, and a profile that might carry an endpoint or a role is
-    dropped."""
+    """Point boto3 at LocalStack (``AWS_ENDPOINT_URL``, else :data:`LOCALSTACK_ENDPOINT`); return
+    the endpoint. Real credentials give way to LocalStack's test ones, so they never leave for a
+    local endpoint, and a profile (which might carry an endpoint or a role) is dropped."""
     env = os.environ if environ is None else environ
     endpoint = env["AWS_ENDPOINT_URL"] = env.get("AWS_ENDPOINT_URL") or LOCALSTACK_ENDPOINT
     env.setdefault("AWS_ENDPOINT_URL_S3", endpoint)
