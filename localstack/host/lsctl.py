@@ -43,6 +43,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -403,6 +404,28 @@ def _load_wait_healthy() -> Any:
     return module
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from field 3 (state) on, or None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time (``/proc/<pid>/stat`` field 22, clock ticks since boot): with the
+    pid it names one process, where a pid alone may have been reused since it was recorded."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def _read_proc(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return b""
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -416,6 +439,43 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _members(pgid: int) -> list[int]:
+    """The live (non-zombie) processes of a process group."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat_file.parent.name))
+    return members
+
+
+def _group_is(pgid: int, start_time: int | None) -> bool:
+    """Whether the process group ``pgid`` is the one its leader, started at ``start_time``,
+    created. The leader still there (alive or a zombie) must have that start time. A leader
+    gone: Linux reserves a pid while it names a group, so the group is still the leader's own;
+    its members must all have started after it."""
+    if start_time is None:
+        return False
+    leader = _start_time(pgid)
+    if leader is not None:
+        return leader == start_time
+    members = [_start_time(member) for member in _members(pgid)]
+    return all(started is not None and started >= start_time for started in members)
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _group_alive(pgid: int) -> bool:
@@ -474,6 +534,7 @@ class HostLocalStack:
         self.log_path = self.home / "localstack.log"
         self.pid_path = self.home / "localstack.pid"
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     @property
     def endpoint(self) -> str:
@@ -504,14 +565,33 @@ class HostLocalStack:
 
     # -- process ---------------------------------------------------------------------------
 
-    def pid(self) -> int | None:
-        """LocalStack's pid when this instance's process is alive."""
+    def _record(self) -> dict[str, Any]:
         try:
             recorded = json.loads(self.pid_path.read_text())
         except (OSError, ValueError):
+            return {}
+        return recorded if isinstance(recorded, dict) else {}
+
+    def pid(self) -> int | None:
+        """LocalStack's pid when this instance's process is alive.
+
+        The pid file names our process only when the pid's start time is the one recorded and
+        its command line is LocalStack's runtime; otherwise the pid file is stale (written
+        before a reboot, or the pid was reused) and is removed: nothing is ever signalled by it.
+        """
+        recorded = self._record()
+        pid = int(recorded.get("pid") or 0)
+        if not pid or not _alive(pid):
             return None
-        pid = int(recorded.get("pid", 0))
-        return pid if pid and _alive(pid) else None
+        if (
+            recorded.get("start_time") is None
+            or _start_time(pid) != recorded["start_time"]
+            or b"localstack.runtime.main" not in _read_proc(pid, "cmdline")
+        ):
+            _log(f"{self.pid_path} is stale (pid {pid} is another process): removed")
+            self.pid_path.unlink(missing_ok=True)
+            return None
+        return pid
 
     def missing_services(self) -> list[str]:
         return _load_wait_healthy().missing_services(self.health_url, NEEDED)
@@ -553,15 +633,30 @@ class HostLocalStack:
                 return self.endpoint
             _log("running but not healthy yet; waiting")
         else:
+            self._check_port()
             install()
             self.home.mkdir(parents=True, exist_ok=True)
+            # What a LocalStack of this folder that died (SIGKILL, OOM) left running: its
+            # group, DynamoDB Local, function processes and their children; never two of them.
+            self._stop_dead_instance()
+            self._kill_stragglers()
             prefill(self.state)
             self._start()
         self._wait(timeout)
         return self.endpoint
 
+    def _check_port(self) -> None:
+        """Fail at once when something else listens on the port (another LocalStack, any
+        server): LocalStack would start, fail to listen and sit there listening on nothing."""
+        if _port_in_use(self.port):
+            raise HostLocalStackError(
+                f"port {self.port} is in use (another LocalStack or another server); stop it "
+                "or choose another LOCALSTACK_PORT"
+            )
+
     def _start(self) -> None:
         with self.log_path.open("ab") as log:
+            self._log_offset = log.tell()
             log.write(f"\n===== host LocalStack starting {time.ctime()} =====\n".encode())
             log.flush()
             self._process = subprocess.Popen(
@@ -575,6 +670,7 @@ class HostLocalStack:
             )
         self.pid_path.write_text(json.dumps({
             "pid": self._process.pid, "port": self.port, "started": time.time(),
+            "start_time": _start_time(self._process.pid),
         }))
         _log(f"started LocalStack (pid {self._process.pid}) on {self.endpoint}; "
              f"log: {self.log_path}")
@@ -589,6 +685,12 @@ class HostLocalStack:
                     f"LocalStack exited during startup; last lines of {self.log_path}:\n"
                     + self.tail(self.log_path, 30)
                 )
+            if self._cannot_listen():
+                self.down()
+                raise HostLocalStackError(
+                    f"port {self.port} is in use: LocalStack could not listen on it "
+                    f"(CannotListenError in {self.log_path})"
+                )
             missing = self.missing_services()
             if not missing:
                 _log(f"up after {time.monotonic() - started:.1f}s: {self.endpoint}")
@@ -600,6 +702,26 @@ class HostLocalStack:
             f"see {self.log_path}"
         )
 
+    def _cannot_listen(self) -> bool:
+        """LocalStack's log since this start reports that its gateway could not bind."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                return b"CannotListenError" in log.read()
+        except OSError:
+            return False
+
+    def _stop_dead_instance(self) -> None:
+        """SIGKILL the recorded process group when its leader (LocalStack) is gone but members
+        are left, once the pid file's start time shows the group is the one LocalStack made."""
+        recorded = self._record()
+        pgid = int(recorded.get("pid") or 0)
+        if not pgid or (_alive(pgid) and _start_time(pgid) == recorded.get("start_time")):
+            return  # nothing recorded, or the leader itself is alive (down() stops it)
+        if _members(pgid) and _group_is(pgid, recorded.get("start_time")):
+            _log(f"LocalStack (pid {pgid}) is gone: killing what is left of its group")
+            self._signal_group(pgid, signal.SIGKILL)
+
     def down(self) -> None:
         """Stop LocalStack and every process it started; keep the state.
 
@@ -607,12 +729,8 @@ class HostLocalStack:
         DynamoDB Local in a session of its own: the whole process tree is collected before the
         signals, so a LocalStack that has to be killed cannot orphan its Java child.
         """
-        try:
-            recorded = json.loads(self.pid_path.read_text())
-        except (OSError, ValueError):
-            recorded = {}
-        pid = int(recorded.get("pid", 0))
-        if pid and _alive(pid):
+        pid = self.pid()  # verified as ours; a stale pid file is removed, never signalled
+        if pid:
             tree = _descendants(pid) | {pid}
             # LocalStack's SIGTERM handler shuts its services down (DynamoDB Local included);
             # the group signal reaches the function processes directly.
@@ -632,6 +750,7 @@ class HostLocalStack:
                         os.kill(member, signal.SIGKILL)
             _log(f"stopped LocalStack (pid {pid})")
         else:
+            self._stop_dead_instance()
             _log("not running")
         self._reap(wait=True)
         self._kill_stragglers()
@@ -655,32 +774,39 @@ class HostLocalStack:
                 self._process = None
 
     def _kill_stragglers(self) -> list[int]:
-        """What survived a LocalStack that died on its own (SIGKILL, OOM): its function processes
-        (listed in the pid folder) and a DynamoDB Local running from this instance's state."""
+        """What survived a LocalStack that died on its own (SIGKILL, OOM), SIGKILLed.
+
+        Each function environment's process group (the executor lists each one with its start
+        time in the pid folder; the group holds the processes the function started), and every
+        process that is verifiably this instance's: LocalStack's environment names this
+        instance's FILESYSTEM_ROOT, a function's (and its children's) HOME is under the state
+        folder, DynamoDB Local's command line names it.
+        """
         killed = []
-        state = str(self.state).encode()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"DynamoDBLocal.jar" in cmdline and state in cmdline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGKILL)
-                    killed.append(int(proc.name))
         for pid_file in self.function_pid_dir.glob("*.pid"):
             try:
-                pid = int(pid_file.read_text().strip())
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                pid, start_time = (int(part) for part in pid_file.read_text().split()[:2])
             except (OSError, ValueError):
-                pid_file.unlink(missing_ok=True)
-                continue
-            if b"hostinit.py" in cmdline:
-                os.kill(pid, signal.SIGKILL)
+                pid, start_time = 0, None
+            if pid and _members(pid) and _group_is(pid, start_time):
+                self._signal_group(pid, signal.SIGKILL)
                 killed.append(pid)
             pid_file.unlink(missing_ok=True)
+        state = str(self.state).encode()
+        markers = (b"\0FILESYSTEM_ROOT=" + state + b"\0", b"\0HOME=" + state + b"/")
+        spared = {os.getpid(), os.getppid()}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) in spared:
+                continue
+            pid = int(proc.name)
+            cmdline = _read_proc(pid, "cmdline")
+            environ = b"\0" + _read_proc(pid, "environ")
+            if (b"DynamoDBLocal.jar" in cmdline and state in cmdline) or any(
+                marker in environ for marker in markers
+            ):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
         return killed
 
     # -- reporting -------------------------------------------------------------------------
