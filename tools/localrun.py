@@ -58,6 +58,7 @@ from tools.local import dynamodb, runlog
 from tools.local import events as local_events
 from tools.local import metrics as local_metrics
 from tools.local.dynamodb import Engine, EngineUnavailable
+from tools.local.events import held as local_held
 from tools.local.printer import LinePrinter
 from tools.local.process import (
     HOST,
@@ -217,10 +218,15 @@ class LocalSystem:
             tuple(s for s in self.services if s.owns_table and _has_events(s)) if events else ()
         )
         self._data_lock: dynamodb.DataDirLock | None = None
-        # Where the workers keep their stream positions for this run; a new generation of
-        # files each time the events endpoint starts (see events.Positions).
+        # Where the workers keep their stream positions (events.Positions): beside DynamoDB
+        # Local's data when that is on disk (kept across runs, with the broker's messages of a
+        # graceful stop), else a folder of this run's own.
         self._positions_dir: Path | None = None
-        self._events_generation = 0
+        self._positions_kept = False
+        # Workers whose positions are reset when they next start (the broker restarted and lost
+        # what it held: their relays read the streams again from the trim horizon).
+        self._replay_workers: set[str] = set()
+        self._started = False
         self.supervisor = Supervisor(
             self.child_env, sink, self.say, policy=policy, cwd=services.ROOT
         )
@@ -312,8 +318,13 @@ class LocalSystem:
             "--stage", self.stage,
         ]  # fmt: skip
         if self._positions_dir is not None:
-            name = f"{worker_name(service)}-{self._events_generation}.json"
-            argv += ["--positions", str(self._positions_dir / name)]
+            path = self._positions_dir / f"{worker_name(service)}.json"
+            if worker_name(service) in self._replay_workers:
+                # Called as the worker starts, after its previous process has exited: nothing
+                # writes the file any more.
+                self._replay_workers.discard(worker_name(service))
+                path.unlink(missing_ok=True)
+            argv += ["--positions", str(path)]
         return argv
 
     def _worker_argv_of(self, service: ServiceDef) -> Callable[[], list[str]]:
@@ -357,10 +368,12 @@ class LocalSystem:
             if self.events:
                 # The bus and the queues before any service: a relay's first PutEvents must
                 # find its bus, and a rule must exist before the event it should route.
-                self._positions_dir = _positions_dir()
+                self._positions_dir, self._positions_kept = self._choose_positions_dir()
                 self.supervisor.start(EVENTS)
                 wired = self.wire_events(time.monotonic() + DYNAMODB_STARTUP_SECONDS)
                 self.say(f"events wired on {self.events_endpoint}: {_wiring(wired)}")
+                if self._positions_kept:
+                    self._resume_or_replay()
                 self.supervisor.programs[EVENTS].after_start = self._events_after_restart
             for svc in self.services:
                 self.supervisor.start(svc.name)
@@ -374,6 +387,7 @@ class LocalSystem:
                 self.wait_healthy(svc, deadline, any_answer=partial and svc is services.GATEWAY)
             for svc in self.workers:
                 self.wait_worker(svc, deadline)
+            self._started = True
         except (
             EngineUnavailable,
             local_events.EventsUnavailable,
@@ -460,10 +474,94 @@ class LocalSystem:
             lambda: child.running,
         )
         self.say(f"events wired again: {_wiring(wired)}")
-        self._events_generation += 1  # the restarted workers start from the trim horizon
+        # the restarted workers start from the trim horizon
+        self._replay_workers.update(worker_name(svc) for svc in self.workers)
         self.supervisor.request_restart(
             [worker_name(svc) for svc in self.workers], "the events endpoint restarted"
         )
+
+    # -- stream positions and the broker's messages across restarts --
+
+    def _choose_positions_dir(self) -> tuple[Path, bool]:
+        """(folder, kept): ``<data>/events`` when DynamoDB Local keeps its data on disk, so the
+        positions live and die with the streams they point into (``make wipe`` removes both);
+        else a new folder for this run (the tables are gone at the end of it anyway)."""
+        if self.engine is not None and self.engine.persistent and self.engine.data_dir:
+            return self.engine.data_dir / EVENTS_STATE_DIR, True
+        return _positions_dir(), False
+
+    def _resume_or_replay(self) -> None:
+        """Before any worker polls: after a graceful stop, send back what the broker held then
+        and let the relays resume from their positions; after anything else (a crash, a
+        SIGKILL, a first start), the broker's messages are lost, so the positions are dropped
+        and the relays read the retained stream (24 h) from its trim horizon, publishing again
+        what was lost (the consumers apply each event id once)."""
+        assert self._positions_dir is not None
+        held_file = self._positions_dir / local_held.HELD_FILE
+        loaded = local_held.load(held_file)
+        messages, complete = loaded if loaded is not None else ([], False)
+        total = 0
+        if messages:
+            sqs = local_events.client("sqs", self.events_endpoint)
+            total = sum(local_held.resend(sqs, messages).values())
+        kept = f"; {total} message(s) kept at the last stop sent back" if total else ""
+        positions = sorted(self._positions_dir.glob("*_worker.json"))
+        if not complete:
+            for path in positions:
+                path.unlink()
+        # Only once they are back and the positions dropped: a failure above leaves the file
+        # (and a replay) for the next start.
+        held_file.unlink(missing_ok=True)
+        if complete:
+            self.say(f"events: the relays resume from their stream positions{kept}")
+        elif positions:
+            self.say(
+                "events: the last run did not stop cleanly (what the broker held may be lost); "
+                f"the relays read the streams again from their trim horizon{kept}"
+            )
+
+    def _keep_held(self) -> None:
+        """A graceful stop that loses no event: stop the apps (no new stream records), give
+        the running workers up to ``DRAIN_SECONDS`` to empty the consumer queues, stop them
+        (each ends its current invocation and saves its position), then keep whatever the
+        broker still holds in ``held-messages.json``. Any failure leaves no file, which the next
+        start reads as "replay the streams": slower, but nothing is lost."""
+        assert self._positions_dir is not None
+        apps = [svc.name for svc in self.services]
+        self.supervisor.stop_all(names=apps)
+        workers = {worker_name(svc) for svc in self.workers}
+        running = {
+            name
+            for name in workers
+            if (child := self.supervisor.child(name)) is not None and child.running
+        }
+        events_program = self.supervisor.programs.get(EVENTS)
+        if events_program is None or events_program.child is None:
+            return
+        if not events_program.child.running:
+            return
+        try:
+            sqs = local_events.client("sqs", self.events_endpoint)
+            drained = [
+                sub.queue_name(self.stage)
+                for sub in topology.SUBSCRIPTIONS
+                if worker_name(sub.service) in running
+            ]
+            local_held.drain(sqs, drained, time.monotonic() + DRAIN_SECONDS)
+            self.supervisor.stop_all(names=workers)
+            held_file = self._positions_dir / local_held.HELD_FILE
+            kept, left = local_held.save(
+                sqs, self.stage, held_file, time.monotonic() + KEEP_SECONDS
+            )
+        except Exception as exc:  # reported; the next start replays the streams instead
+            self.say(
+                f"events: could not keep the broker's messages ({exc}); the next start "
+                "reads the streams again from their trim horizon"
+            )
+            return
+        if kept or left:
+            lost = f"; {left} still in flight were lost" if left else ""
+            self.say(f"events: kept {kept} undelivered message(s) for the next start{lost}")
 
     def wait_worker(self, service: ServiceDef | str, deadline: float) -> Child:
         """Wait until the service's event worker says it polls; fail fast if it exited."""
@@ -546,12 +644,16 @@ class LocalSystem:
 
     def stop(self) -> None:
         """Stop every child: SIGTERM all groups at once, SIGKILL what is left after the grace
-        period. Safe to call twice and after a failed start."""
+        period. Safe to call twice and after a failed start. With the positions kept on disk
+        the apps and the workers go first and the broker's messages are kept (``_keep_held``)."""
+        if self._started and self._positions_kept:
+            self._keep_held()
+        self._started = False
         self.supervisor.stop_all()
         self.exporter.stop()
-        if self._positions_dir is not None:
+        if self._positions_dir is not None and not self._positions_kept:
             shutil.rmtree(self._positions_dir, ignore_errors=True)
-            self._positions_dir = None
+        self._positions_dir = None
         if self._data_lock is not None:
             self._data_lock.release()
             self._data_lock = None
@@ -569,6 +671,13 @@ def worker_name(service: ServiceDef) -> str:
 
 
 POSITIONS_PREFIX = "shop-event-positions-"
+# Inside DynamoDB Local's data folder: the workers' stream positions and the broker's messages
+# kept at a graceful stop (``make wipe`` deletes them with the data).
+EVENTS_STATE_DIR = dynamodb.EVENTS_STATE_DIR
+# A graceful stop waits this long at most for the consumers to empty their queues, and this
+# long for messages in flight to come back (the local visibility timeout is 2 s) to be kept.
+DRAIN_SECONDS = 5.0
+KEEP_SECONDS = 4.0
 
 
 def _positions_dir() -> Path:

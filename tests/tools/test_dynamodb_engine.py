@@ -238,3 +238,22 @@ def test_an_index_added_to_resources_json_is_added_to_kept_local_data() -> None:
         table = ddb.describe_table(TableName=args["TableName"])["Table"]
         assert [i["IndexName"] for i in table["GlobalSecondaryIndexes"]] == [index]
         assert ddb.get_item(TableName=args["TableName"], Key={"product_id": {"S": "kept"}})["Item"]
+
+
+def test_wipe_removes_the_event_positions_kept_with_the_data(tmp_path: Path) -> None:
+    """The workers' stream positions point into these tables' streams: they go with them."""
+    data = tmp_path / "dynamodb-data"
+    state = data / dynamodb.EVENTS_STATE_DIR
+    state.mkdir(parents=True)
+    (data / "shared-local-instance.db").write_bytes(b"x")
+    (state / "user_worker.json").write_text("{}")
+    (state / "held-messages.json").write_text("{}")
+
+    removed = dynamodb.wipe(data, say=print)
+
+    assert sorted(p.name for p in removed) == [
+        "held-messages.json",
+        "shared-local-instance.db",
+        "user_worker.json",
+    ]
+    assert not data.exists()

@@ -295,6 +295,10 @@ def data_dir_from_env(environ: Mapping[str, str] = os.environ) -> Path:
 # runner's lock: the only files ``wipe`` will delete.
 LOCK_FILE = ".lock"
 ENGINE_FILES = ("shared-local-instance.db", "shared-local-instance.db-*", LOCK_FILE)
+# The runner's event state kept with the data (tools.localrun): the workers' stream positions
+# point into these tables' streams and mean nothing without them, so ``wipe`` removes the
+# folder's files with the data.
+EVENTS_STATE_DIR = "events"
 
 
 class DataDirBusy(RuntimeError):
@@ -343,7 +347,10 @@ def wipe(data_dir: Path = DATA_DIR, say: Any = print) -> list[Path]:
     if not data_dir.is_dir():
         raise DataDirBusy(f"{_relative(data_dir)} is not a folder; nothing wiped")
     ours = {p for pattern in ENGINE_FILES for p in data_dir.glob(pattern) if p.is_file()}
-    others = sorted(p for p in data_dir.iterdir() if p not in ours)
+    state_dir = data_dir / EVENTS_STATE_DIR
+    state = sorted(p for p in state_dir.iterdir() if p.is_file()) if state_dir.is_dir() else []
+    others = sorted(p for p in data_dir.iterdir() if p not in ours and p != state_dir)
+    others += [p for p in state_dir.iterdir() if not p.is_file()] if state_dir.is_dir() else []
     if others:
         names = ", ".join(p.name for p in others[:5])
         raise DataDirBusy(
@@ -352,10 +359,12 @@ def wipe(data_dir: Path = DATA_DIR, say: Any = print) -> list[Path]:
         )
     lock = DataDirLock(data_dir).acquire()
     try:
-        removed = sorted(p for p in ours if p.name != LOCK_FILE)
+        removed = sorted(p for p in ours if p.name != LOCK_FILE) + state
         for path in removed:
             say(f"removing {_relative(path)} ({path.stat().st_size:,} bytes)")
             path.unlink()
+        if state_dir.is_dir():
+            state_dir.rmdir()
     finally:
         lock.release()
     (data_dir / LOCK_FILE).unlink(missing_ok=True)

@@ -139,9 +139,14 @@ class Supervisor:
         child.finish()
         return code
 
-    def stop_all(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """SIGTERM every group at once, SIGKILL what is left after ``grace``. Safe to repeat."""
-        programs = list(self.programs.values())
+    def stop_all(
+        self, grace: float = STOP_GRACE_SECONDS, names: Iterable[str] | None = None
+    ) -> None:
+        """SIGTERM every group at once, SIGKILL what is left after ``grace``. Safe to repeat.
+        ``names`` stops only those (a graceful stop of the runner stops the apps, then the
+        workers, before the broker)."""
+        wanted = None if names is None else set(names)
+        programs = [p for p in self.programs.values() if wanted is None or p.name in wanted]
         for program in programs:
             program.state = State.STOPPED
         for program in reversed(programs):

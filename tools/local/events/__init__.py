@@ -66,6 +66,7 @@ from tools.local.events.poller import ERROR_BACKOFF_SECONDS, REPEAT_ERROR_SECOND
 from tools.local.events.queue import QUEUE_WAIT_SECONDS, SQS_MAX_MESSAGES, QueuePoller
 from tools.local.events.stream import (
     DESCRIBE_SECONDS,
+    STREAM_IDLE_POLL_SECONDS,
     STREAM_POLL_SECONDS,
     STREAM_RETRY_DELAYS,
     Positions,
@@ -85,6 +86,7 @@ __all__ = [
     "REGION",
     "REPEAT_ERROR_SECONDS",
     "SQS_MAX_MESSAGES",
+    "STREAM_IDLE_POLL_SECONDS",
     "STREAM_POLL_SECONDS",
     "STREAM_RETRY_DELAYS",
     "Context",

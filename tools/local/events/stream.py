@@ -36,6 +36,13 @@ from tools.topology import Relay
 # measured idle, two relays at 0.15 s kept it at 8% of a core (2% without the events; 12% at
 # 0.1 s), the two workers at 2% each.
 STREAM_POLL_SECONDS = 0.15
+# A stream with nothing new is polled less and less often, up to this (Lambda polls a shard
+# about four times a second): measured on a restarted system with a few hundred stream records,
+# two relays polling every 0.15 s kept DynamoDB Local at 7% of a core while idle; growing the
+# wait to 0.5 s brings every process under 5%. The first change after a quiet spell reaches its
+# relay within this much; the next ones at the busy pace again.
+STREAM_IDLE_POLL_SECONDS = 0.5
+IDLE_GROWTH = 1.5
 # How often a stream poller looks again for a new stream (a table made again, as a restarted
 # moto engine does) and new shards.
 DESCRIBE_SECONDS = 2.0
@@ -58,12 +65,13 @@ class _Shard:
 
 
 class Positions:
-    """Where each shard's reading got to, in a JSON file, so a worker restarted within a run
-    (a reload, a crash) goes on from there, as Lambda's event source mapping keeps its position
-    across deployments of the function. Keyed by stream ARN: a table made again has a new
-    stream, read from its start. The runner gives each worker a new file whenever the events
-    endpoint starts, because its queues then hold nothing: reading the streams again from the
-    start publishes again whatever was lost with them.
+    """Where each shard's reading got to, in a JSON file, as Lambda's event source mapping keeps
+    its checkpoint across deployments of the function and restarts of anything else. With
+    DynamoDB Local's data on disk the runner keeps the file beside that data (``make wipe``
+    removes both), so a restart of ``make run`` resumes where the relays were instead of
+    publishing the whole retained stream again. Keyed by stream ARN: a table made again has a
+    new stream (its ARN names the creation time), which is read from its start, and the old
+    stream's entries are dropped when the new one is found.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -81,6 +89,17 @@ class Positions:
             entry = self._data.get(stream_arn, {}).get(shard_id, {})
         return entry.get("checkpoint"), bool(entry.get("done"))
 
+    def forget_other_streams(self, stream_arn: str) -> None:
+        """Drop the positions of the table's earlier streams (``.../stream/<time>`` with another
+        time): they can never be read again, and would only grow the file."""
+        table = stream_arn.rsplit("/stream/", 1)[0] + "/stream/"
+        with self._lock:
+            stale = [arn for arn in self._data if arn.startswith(table) and arn != stream_arn]
+            for arn in stale:
+                del self._data[arn]
+            if stale:
+                self._write()
+
     def put(self, stream_arn: str, shard_id: str, checkpoint: str | None, done: bool) -> None:
         if self.path is None:
             return
@@ -89,10 +108,16 @@ class Positions:
                 "checkpoint": checkpoint,
                 "done": done,
             }
-            # Written whole and renamed: a worker killed mid-write leaves the old file.
-            partial = self.path.with_suffix(".partial")
-            partial.write_text(json.dumps(self._data))
-            os.replace(partial, self.path)
+            self._write()
+
+    def _write(self) -> None:
+        """Written whole and renamed: a worker killed mid-write leaves the old file."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(self._data))
+        os.replace(partial, self.path)
 
 
 class StreamPoller(Poller):
@@ -108,10 +133,11 @@ class StreamPoller(Poller):
     on-failure destination, and the shard moves on. Records older than
     ``maximum_record_age_seconds`` go the same way without an invocation.
 
-    Where each shard got to is kept in ``positions`` (a file the runner names), so a worker
-    restarted within a run goes on from there; without one, or with a fresh one, the stream is
-    read from its trim horizon, which loses nothing and publishes again what was published
-    before (the consumers are meant to apply an event id once).
+    Where each shard got to is kept in ``positions`` (a file the runner names, kept with the
+    table's data), so a worker restarted within a run, or a ``make run`` restarted after a
+    graceful stop, goes on from there; without one, or with a fresh one, the stream is read from
+    its trim horizon, which loses nothing and publishes again what was published before (the
+    consumers are meant to apply an event id once).
     """
 
     def __init__(
@@ -127,6 +153,7 @@ class StreamPoller(Poller):
         say: Say,
         retry_delays: Sequence[float] = STREAM_RETRY_DELAYS,
         poll_seconds: float = STREAM_POLL_SECONDS,
+        idle_poll_seconds: float = STREAM_IDLE_POLL_SECONDS,
         positions: Positions | None = None,
     ) -> None:
         super().__init__(relay.handler, say)
@@ -140,6 +167,8 @@ class StreamPoller(Poller):
         self.sqs = sqs
         self.retry_delays = tuple(retry_delays)
         self.poll_seconds = poll_seconds
+        self.idle_poll_seconds = max(poll_seconds, idle_poll_seconds)
+        self._quiet_polls = 0  # empty polls in a row
         self.stream_arn: str | None = None
         self.shards: dict[str, _Shard] = {}
         self._next_describe = 0.0
@@ -153,7 +182,9 @@ class StreamPoller(Poller):
         self._raw.body = http_response.content
 
     def idle_seconds(self) -> float:
-        return self.poll_seconds
+        wait = min(self.poll_seconds * IDLE_GROWTH**self._quiet_polls, self.idle_poll_seconds)
+        self._quiet_polls += 1
+        return wait
 
     # -- finding the stream and its shards --
 
@@ -167,6 +198,7 @@ class StreamPoller(Poller):
                 self.say(f"{self.name}: {self.table} has a new stream; reading it from the start")
             self.stream_arn = arn
             self.shards = {}
+            self.positions.forget_other_streams(arn)
             self._failure_queue_url = None
         start: str | None = None
         while True:
@@ -206,6 +238,8 @@ class StreamPoller(Poller):
         for shard in self._ready():
             if shard.retry_at <= time.monotonic():
                 busy = self._poll_shard(shard) or busy
+        if busy:
+            self._quiet_polls = 0
         return busy
 
     def _iterator(self, shard: _Shard) -> str:
