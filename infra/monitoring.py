@@ -1,11 +1,8 @@
-"""The stage's observability stack, ``shop-<stage>-observability``: the alarm topic, the alarms,
-the dashboard ``shop-<stage>`` and the saved Logs Insights queries.
-
-It watches the other stacks' resources as CDK objects (:class:`Watched`): every dimension is a
-resource's name as CDK resolves it, never a name typed here. cdk-monitoring-constructs'
-``MonitoringFacade`` makes the alarms and the dashboard; written here is only what it cannot
-monitor: the EMF metrics of ``svckit.metrics.CATALOGUE``, the consumers' ``EventLag``,
-EventBridge rules' ``FailedInvocations``, and the saved queries.
+"""``shop-<stage>-observability``: the alarm topic, the alarms, the dashboard ``shop-<stage>``
+and the saved Logs Insights queries, over the other stacks' resources as CDK objects
+(:class:`Watched`), so every dimension is a name as CDK resolves it, never one typed here.
+cdk-monitoring-constructs' ``MonitoringFacade`` makes the alarms and the dashboard; written here
+is what it cannot monitor: the EMF metrics (``svckit.metrics``), rules' ``FailedInvocations``.
 
 Every alarm notifies the topic when it goes off and when it recovers, and treats missing data as
 not breaching: each metric is reported only when something happens (a request, a batch, a
@@ -18,20 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aws_cdk as cdk
 import cdk_monitoring_constructs as cmc
 from aws_cdk import CfnOutput, Duration, Fn, Stack
-from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_events as events
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
-from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sns_subscriptions as subscriptions
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.naming import acknowledge
+from infra.events import acknowledge
 from svckit import metrics
 from tools import topology
 from tools.stages import Naming
@@ -79,8 +69,7 @@ QUERIES = {
         "| stats count(*) as occurrences, max(@timestamp) as last_seen"
         " by service, route, answer, level",
         "| sort occurrences desc",
-    ]),
-}  # fmt: skip
+    ])}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,12 +81,12 @@ class Watched:
     service: str  # tools/services.py's name: the EMF ``service`` and its subscriptions
     api_name: str  # the REST API's name: API Gateway's ``ApiName`` dimension
     api_stage: str  # Chalice's api_gateway_stage: the ``Stage`` dimension
-    functions: Mapping[str, lambda_.IFunction]
-    relays: Mapping[str, lambda_.IFunction] = field(default_factory=dict)
-    tables: Mapping[str, dynamodb.ITable] = field(default_factory=dict)
-    queues: Mapping[str, sqs.IQueue] = field(default_factory=dict)
-    dead_letter_queues: Mapping[str, sqs.IQueue] = field(default_factory=dict)
-    rules: Mapping[str, events.IRule] = field(default_factory=dict)  # on the stage's bus
+    functions: Mapping[str, cdk.aws_lambda.IFunction]
+    relays: Mapping[str, cdk.aws_lambda.IFunction] = field(default_factory=dict)
+    tables: Mapping[str, cdk.aws_dynamodb.ITable] = field(default_factory=dict)
+    queues: Mapping[str, cdk.aws_sqs.IQueue] = field(default_factory=dict)
+    dead_letter_queues: Mapping[str, cdk.aws_sqs.IQueue] = field(default_factory=dict)
+    rules: Mapping[str, cdk.aws_events.IRule] = field(default_factory=dict)  # on the stage's bus
 
 
 def _alarm(kind: type[Any], why: str, **threshold: Any) -> dict[str, Any]:
@@ -127,15 +116,13 @@ def _custom(
     """A metric no library monitoring covers, with its alarm above ``threshold``."""
     metric = cloudwatch.Metric(
         namespace=namespace, metric_name=name, statistic=statistic, period=PERIOD, label=label,
-        dimensions_map=dimensions,
-    )  # fmt: skip
+        dimensions_map=dimensions)  # fmt: skip
     alarm = _alarm(cmc.CustomThreshold, why, threshold=threshold, comparison_operator=GREATER)
     return cmc.CustomMetricWithAlarm(alarm_friendly_name=friendly, metric=metric, add_alarm=alarm)
 
 
 class ObservabilityStack(Stack):
-    """``shop-<stage>-observability``. ``alarm_email`` subscribes an address to the alarm topic
-    (SNS mails it a confirmation link first); without one the topic has no subscription."""
+    """``alarm_email`` subscribes an address to the topic (SNS mails it a link to confirm)."""
 
     def __init__(
         self, scope: Construct, stage: str, watched: Sequence[Watched],
@@ -144,7 +131,7 @@ class ObservabilityStack(Stack):
         name = Naming(stage).observability_stack
         super().__init__(scope, name, stack_name=name)
         self.stage, prefix = stage, f"{topology.PROJECT}-{stage}"
-        self.topic = sns.Topic(
+        self.topic = cdk.aws_sns.Topic(
             self, "AlarmTopic", topic_name=f"{prefix}-alarms", display_name=f"{prefix} alarms"
         )
         # Unencrypted, as today: CloudWatch cannot publish to a topic encrypted with the
@@ -153,10 +140,9 @@ class ObservabilityStack(Stack):
         acknowledge(
             self.topic, "AwsSolutions-SNS3", "enforce_ssl adds a topic policy, which replaces "
             "SNS's default one that lets this account's alarms publish; only CloudWatch "
-            "publishes here.",
-        )  # fmt: skip
+            "publishes here.")  # fmt: skip
         if alarm_email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+            self.topic.add_subscription(cdk.aws_sns_subscriptions.EmailSubscription(alarm_email))
         self.monitoring = cmc.MonitoringFacade(
             self, "Monitoring",
             alarm_factory_defaults=cmc.AlarmFactoryDefaults(
@@ -166,26 +152,24 @@ class ObservabilityStack(Stack):
             metric_factory_defaults=cmc.MetricFactoryDefaults(period=PERIOD),
             dashboard_factory=cmc.DefaultDashboardFactory(
                 self, "Dashboards", dashboard_name_prefix=Naming(stage).dashboard,
-                create_summary_dashboard=False, create_alarm_dashboard=False),
-        )  # fmt: skip
+                create_summary_dashboard=False, create_alarm_dashboard=False))  # fmt: skip
         for w in watched:
             self._watch(w)
         self._watch_app_metrics({w.service for w in watched})
         functions = [f for w in watched for f in {**w.functions, **w.relays}.values()]
         for query, text in QUERIES.items():  # saved in a folder per stage, ``shop-<stage>/``
-            logs.CfnQueryDefinition(
+            cdk.aws_logs.CfnQueryDefinition(
                 self, f"Query-{query}", name=f"{prefix}/{query}", query_string=text,
                 log_group_names=[f"/aws/lambda/{f.function_name}" for f in functions])  # fmt: skip
         CfnOutput(self, "AlarmTopicArn", value=self.topic.topic_arn)
         url = f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
         CfnOutput(self, "DashboardUrl", value=f"{url}#dashboards:name={Naming(stage).dashboard}")
 
-    # One call per resource, its alarms beside it.
     # fmt: off
     def _watch(self, w: Watched) -> None:
         facade = self.monitoring
         # Only its name is read: API Gateway's metrics are keyed by ApiName and Stage.
-        api = apigateway.RestApi.from_rest_api_attributes(
+        api = cdk.aws_apigateway.RestApi.from_rest_api_attributes(
             self, f"{w.service}-api", rest_api_id=w.api_name, root_resource_id="/",
             rest_api_name=w.api_name)
         facade.monitor_api_gateway(
@@ -207,7 +191,7 @@ class ObservabilityStack(Stack):
             throttled = _alarm(
                 cmc.ThrottledEventsThreshold, "throttled", max_throttled_events_threshold=0)
             facade.monitor_dynamo_table(
-                table=table, billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+                table=table, billing_mode=cdk.aws_dynamodb.BillingMode.PAY_PER_REQUEST,
                 alarm_friendly_name=f"{w.service}-{key}", human_readable_name=f"{w.service} {key}",
                 add_read_throttled_events_count_alarm=throttled,
                 add_write_throttled_events_count_alarm=throttled)
@@ -249,12 +233,10 @@ class ObservabilityStack(Stack):
         query = f'{{{schema}}} MetricName="{metric.name}" stage="{self.stage}"'
         return cloudwatch.MathExpression(
             expression=f"SEARCH('{query}', '{statistic}', {PERIOD.to_seconds()})",
-            using_metrics={}, label=statistic, period=PERIOD,
-        )  # fmt: skip
+            using_metrics={}, label=statistic, period=PERIOD)  # fmt: skip
 
     def _watch_app_metrics(self, services: set[str]) -> None:
-        """A graph per catalogue metric, and each watched consumer's p99 event lag alarm per
-        event type it subscribes to (``tools/topology.py``)."""
+        """A graph per catalogue metric; a p99 lag alarm per watched consumer and event type."""
         groups = [
             cmc.CustomMetricGroup(
                 title=f"{m.name} ({m.unit.value}) by {', '.join(m.dimensions) or 'service'}",

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chalice.utils import to_cfn_resource_name
+
 from tools.services import ROOT, ServiceDef
 
 SVCKIT_SOURCE = ROOT / "lib" / "svckit" / "svckit"
@@ -39,8 +41,19 @@ KEEP_CACHED_PACKAGES = 3  # per app, in .chalice/deployments (each is several MB
 API_FUNCTION = "APIHandler"  # Chalice's logical id for the REST API's function
 
 
-class PackageError(RuntimeError):
-    """An app did not package; the message carries Chalice's output."""
+def function_id(handler: str) -> str:
+    """The logical id Chalice gives ``handler``'s function (CamelCase of its name)."""
+    return to_cfn_resource_name(handler)
+
+
+def event_source_id(handler: str, kind: str) -> str:
+    """The key of the SAM event Chalice gives ``handler`` (``kind``: dynamodb or sqs)."""
+    return to_cfn_resource_name(f"{handler}-{kind}-event-source")
+
+
+def function_suffix(handler: str) -> str:
+    """What follows the stack's name in an event function's name: ``-relay-user-changes``."""
+    return "-" + handler.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -107,14 +120,13 @@ def package_app(service: ServiceDef, stage: str, out_root: Path) -> PackagedApp:
             [sys.executable, "-c", "from chalice.cli import main; main()",
              "--project-dir", str(staged), "package", "--stage", stage,
              "--merge-template", str(staged / ".merge.json"), str(out_dir)],
-            env=env, capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
+            env=env, capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
         # Chalice adds a multi-MB zip per change of code and never deletes one.
         cache = (staged / ".chalice" / "deployments").glob("*.zip")
         for old in sorted(cache, key=lambda p: p.stat().st_mtime)[:-KEEP_CACHED_PACKAGES]:
             old.unlink(missing_ok=True)
     if result.returncode != 0:
-        raise PackageError(
+        raise RuntimeError(
             f"{service.name}: chalice package failed ({result.returncode})\n"
             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         )

@@ -16,19 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import aws_cdk as cdk
 from aws_cdk import CfnParameter, Fn, RemovalPolicy, Stack, aws_dynamodb, aws_lambda, aws_sam
-from aws_cdk import aws_events as cdk_events
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
-from aws_cdk import aws_s3_assets as assets
-from aws_cdk import aws_sqs as sqs
-from aws_cdk import cloudformation_include as cfn_include
 from chalice.utils import to_cfn_resource_name
 from constructs import Construct
 
-from infra import events, naming
+from infra import events
 from infra.gateway_responses import GATEWAY_RESPONSES
-from infra.packaging import API_FUNCTION, PackagedApp, content_hash
+from infra.packaging import API_FUNCTION, PackagedApp, content_hash, function_id, function_suffix
 from svckit import events as svc_events
 from svckit.tokens import STAGE_SETTING
 from tools import topology
@@ -62,11 +58,11 @@ class ServiceStack(Stack):
         self.service, self.stage = service, stage
         app = Construct(self, "App")
         urls = {to_cfn_resource_name(s.name) + "Url": u for s, u in (upstream_urls or {}).items()}
-        self.template = cfn_include.CfnInclude(
+        self.template = cdk.cloudformation_include.CfnInclude(
             app, "Template", template_file=str(packaged.template_path), parameters=urls
         )
         path = packaged.zip_path
-        code = assets.Asset(app, "Code", path=str(path), asset_hash=content_hash(path))
+        code = cdk.aws_s3_assets.Asset(app, "Code", path=str(path), asset_hash=content_hash(path))
         for logical_id, resource in packaged.template()["Resources"].items():
             if resource["Type"] == "AWS::Serverless::Function":
                 self.resource(logical_id).code_uri = aws_sam.CfnFunction.S3LocationProperty(
@@ -75,9 +71,9 @@ class ServiceStack(Stack):
         self.rest_api_id: str = self.resource(REST_API).ref
         self.functions: dict[str, aws_lambda.IFunction] = {}
         self.tables: dict[str, aws_dynamodb.ITable] = {}
-        self.queues: dict[str, sqs.IQueue] = {}
-        self.dead_letter_queues: dict[str, sqs.IQueue] = {}
-        self.rules: dict[str, cdk_events.IRule] = {}
+        self.queues: dict[str, cdk.aws_sqs.IQueue] = {}
+        self.dead_letter_queues: dict[str, cdk.aws_sqs.IQueue] = {}
+        self.rules: dict[str, cdk.aws_events.IRule] = {}
         for logical_id in service.tables():
             self._expose_table(logical_id)
         shared = self._shared_environment(bus)
@@ -86,15 +82,14 @@ class ServiceStack(Stack):
         self._configure_function(API_FUNCTION, "", shared)
         for h in [*topology.relays_of(service), *topology.subscriptions_of(service)]:
             self._configure_function(
-                naming.function_id(h.handler), naming.function_suffix(h.handler), shared
+                function_id(h.handler), function_suffix(h.handler), shared
             )
         self._configure_api()
         if SIGNING_KEY_PARAMETER in packaged.template().get("Parameters", {}):
-            naming.acknowledge(
+            events.acknowledge(
                 self, "CloudFormation-Validate::W2509",
                 f"{SIGNING_KEY_PARAMETER} is the secret's ARN, not the secret: echoing it "
-                "shows no key material",
-            )  # fmt: skip
+                "shows no key material")  # fmt: skip
 
     def resource(self, logical_id: str) -> Any:  # the L1 construct: aws_sam.CfnFunction...
         return self.template.get_resource(logical_id)
@@ -107,16 +102,14 @@ class ServiceStack(Stack):
         cfn = self.resource(logical_id)
         self.tables[logical_id] = aws_dynamodb.Table.from_table_attributes(
             self, f"{logical_id}Ref", table_name=cfn.ref,
-            table_stream_arn=cfn.attr_stream_arn if cfn.stream_specification else None,
-        )  # fmt: skip
+            table_stream_arn=cfn.attr_stream_arn if cfn.stream_specification else None)  # fmt: skip
         recovery = cfn.point_in_time_recovery_specification
         if not getattr(recovery, "point_in_time_recovery_enabled", False):
-            naming.acknowledge(
+            events.acknowledge(
                 cfn, "AwsSolutions-DDB3",
                 "resources.json switches point-in-time recovery off for this table on purpose: "
                 "its items expire by TTL (login-attempt counters, processed-event records), so "
-                "a restore would bring back nothing worth its cost",
-            )  # fmt: skip
+                "a restore would bring back nothing worth its cost")  # fmt: skip
 
     def _shared_environment(self, bus: events.EventsStack | None) -> dict[str, Any]:
         """Every function's environment over Chalice's: the API function's (resources.json's
@@ -146,27 +139,25 @@ class ServiceStack(Stack):
         function.function_name = f"{self.stack_name}{suffix}"
         variables = {**(getattr(function.environment, "variables", None) or {}), **shared}
         function.environment = aws_sam.CfnFunction.FunctionEnvironmentProperty(variables=variables)
-        log_group = logs.LogGroup(
+        log_group = cdk.aws_logs.LogGroup(
             self, f"{logical_id}LogGroup", log_group_name=Fn.sub(f"/aws/lambda/${{{logical_id}}}"),
-            retention=logs.RetentionDays.TWO_WEEKS, removal_policy=RemovalPolicy.DESTROY,
+            retention=cdk.aws_logs.RetentionDays.TWO_WEEKS, removal_policy=RemovalPolicy.DESTROY,
         )  # fmt: skip
-        naming.keep_id(log_group, f"{logical_id}LogGroup")
+        events.keep_id(log_group, f"{logical_id}LogGroup")
         role = self.role_of(logical_id)
         tracing = iam.CfnPolicy(
             self, f"{logical_id}TracingPolicy", policy_name="send-traces", roles=[role.ref],
             policy_document=iam.PolicyDocument(statements=[iam.PolicyStatement(
-                sid="SendTraces", actions=XRAY_ACTIONS, resources=["*"])]),
-        )  # fmt: skip
+                sid="SendTraces", actions=XRAY_ACTIONS, resources=["*"])]))  # fmt: skip
         tracing.override_logical_id(f"{logical_id}TracingPolicy")
-        naming.acknowledge(
+        events.acknowledge(
             tracing, "AwsSolutions-IAM5[Resource::*]",
             "X-Ray's PutTraceSegments and PutTelemetryRecords take no resource but '*'",
         )  # fmt: skip
-        naming.acknowledge(
+        events.acknowledge(
             role, f"AwsSolutions-IAM5[Resource::{OWN_LOG_GROUP_FINDING.format(suffix=suffix)}]",
             "The function's own log group (.chalice/policy-<stage>*.json): ':*' is its log "
-            "streams, which Lambda names at run time",
-        )  # fmt: skip
+            "streams, which Lambda names at run time")  # fmt: skip
         # Lambda checks the role when it makes an event source mapping and at the first run:
         # the function waits for every policy attached to its role.
         own_role = [self.resolve(role.ref)]

@@ -16,6 +16,11 @@ from tools.services import ServiceDef
 PROJECT = topology.PROJECT
 # The host's LocalStack by address: ``localhost.localstack.cloud`` does not resolve everywhere.
 LOCALSTACK_ENDPOINT = "http://127.0.0.1:4566"
+DEFAULT_STAGE = "dev"
+# CDK context keys (``cdk synth -c stage=prod``); LOCALSTACK=1 in the environment does what
+# -c localstack=true does (the Makefile sets it for cdklocal).
+STAGE_CONTEXT, LOCALSTACK_CONTEXT = "stage", "localstack"
+LOCALSTACK_ENDPOINT_CONTEXT = "localstackEndpoint"  # where the gateway reaches LocalStack's APIs
 _STAGE_SHAPE = re.compile(r"[a-z][a-z0-9-]{0,15}")
 
 
