@@ -1,4 +1,5 @@
-"""The controller never signals what is not its own and refuses a busy port.
+"""The controller never signals what is not its own, refuses a busy port, and cleans up after a
+LocalStack that was killed: its DynamoDB Local and the processes its functions started.
 
 Each test uses its own instance folder (and, when it starts one, its own LocalStack).
 """
@@ -6,6 +7,8 @@ Each test uses its own instance folder (and, when it starts one, its own LocalSt
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -13,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.localstack.helpers import free_port, processes_mentioning
+from tests.localstack.helpers import (
+    ROLE_ARN,
+    Stack,
+    alive,
+    free_port,
+    invoke,
+    make_zip,
+    processes_mentioning,
+)
 
 pytestmark = pytest.mark.localstack
 
@@ -94,3 +105,63 @@ def test_up_fails_fast_when_localstack_cannot_listen(lsctl, tmp_path, monkeypatc
         finally:
             controller.down()
 
+
+SPAWNER = '''
+import os
+import subprocess
+
+def handler(event, context):
+    child = subprocess.Popen(["sleep", "600"])
+    return {"child": child.pid, "environment": os.getpid()}
+'''
+
+
+def _deploy_spawner(stack: Stack) -> dict[str, int]:
+    lambda_client = stack.client("lambda")
+    lambda_client.create_function(
+        FunctionName="spawner",
+        Runtime="python3.11",
+        Role=ROLE_ARN,
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": SPAWNER})},
+    )
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName="spawner")
+    outcome = invoke(stack, "spawner", {})
+    assert outcome["function_error"] is None, outcome
+    return outcome["payload"]
+
+
+def _java(home: str) -> list[int]:
+    return [pid for pid, cmd in processes_mentioning(home) if "DynamoDBLocal.jar" in cmd]
+
+
+def test_a_killed_localstack_leaves_nothing_behind_for_up_or_down(lsctl, tmp_path) -> None:
+    controller = lsctl.HostLocalStack(port=free_port(), home=tmp_path / "instance")
+    home = str(controller.home)
+    try:
+        stack = Stack(controller.up(timeout=300), controller)
+        stack.client("dynamodb").list_tables()  # starts DynamoDB Local
+        spawned = _deploy_spawner(stack)
+        java = _java(home)
+        assert java
+        assert alive(spawned["child"])
+
+        os.kill(controller.pid(), signal.SIGKILL)
+        time.sleep(2)
+        # up starts a fresh instance, after killing what the dead one left behind.
+        stack = Stack(controller.up(timeout=300), controller)
+        assert not alive(spawned["child"]), "a function's child outlived LocalStack"
+        assert not any(alive(pid) for pid in java), "the old DynamoDB Local survived"
+
+        stack.client("dynamodb").list_tables()
+        spawned = _deploy_spawner(stack)
+        assert _java(home)
+        assert alive(spawned["child"])
+        os.kill(controller.pid(), signal.SIGKILL)
+        # down alone: the leader is gone, its group and the rest are still ours.
+        controller.down()
+        assert not alive(spawned["child"])
+        assert processes_mentioning(home) == []
+        assert not controller.pid_path.exists()
+    finally:
+        controller.down()

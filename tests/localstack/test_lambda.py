@@ -153,6 +153,68 @@ def test_the_timeout_is_enforced_and_the_next_invoke_gets_a_fresh_environment(
     assert after["payload"] == "done"
 
 
+
+DIES = '''
+import os
+
+def handler(event, context):
+    print("about to die", flush=True)
+    os._exit(1)
+'''
+
+
+def test_the_output_of_a_process_that_dies_is_kept(stack, deploy) -> None:
+    name = deploy(DIES)
+
+    outcome = invoke(stack, name, {})
+
+    assert outcome["function_error"] == "Unhandled"
+    assert outcome["payload"]["errorType"] == "Runtime.ExitError"
+    assert "Runtime exited with error: exit status 1" in outcome["payload"]["errorMessage"]
+    assert "about to die" in outcome["logs"]
+    assert "Runtime exited with error: exit status 1" in outcome["logs"]
+    if stack.controller is not None:
+        log_file = stack.controller.function_log_dir / f"{name}.log"
+        text = log_file.read_text()
+        assert "about to die" in text
+        assert "Runtime exited with error: exit status 1" in text
+
+
+EXITS = '''
+import os
+import sys
+
+def handler(event, context):
+    how = event.get("how")
+    print("leaving by", how)
+    if how == "exit":
+        sys.exit(3)
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    return os.getpid()
+'''
+
+
+@pytest.mark.parametrize(
+    ("how", "status"), [("exit", "exit status 3"), ("interrupt", "signal: interrupt")]
+)
+def test_sys_exit_and_keyboard_interrupt_end_the_environment(stack, deploy, how, status) -> None:
+    name = deploy(EXITS)
+
+    before = invoke(stack, name, {})
+    ended = invoke(stack, name, {"how": how})
+    after = invoke(stack, name, {})
+
+    assert ended["function_error"] == "Unhandled"
+    assert ended["payload"]["errorType"] == "Runtime.ExitError"
+    assert f"Runtime exited with error: {status}" in ended["payload"]["errorMessage"]
+    assert f"leaving by {how}" in ended["logs"]
+    # AWS starts a fresh environment (a new process here) after the runtime exited.
+    assert after["function_error"] is None
+    assert isinstance(after["payload"], int)
+    assert after["payload"] != before["payload"]
+
+
 WRITER = '''
 import os
 import boto3

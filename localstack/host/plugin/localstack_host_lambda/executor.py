@@ -19,9 +19,11 @@ user on the host) and memory limits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -77,6 +79,39 @@ def pid_dir() -> Path:
     return Path(config.dirs.tmp) / "host-lambda-pids"
 
 
+def _start_time(pid: int) -> int | None:
+    """A process's start time, ``/proc/<pid>/stat`` field 22 (None without /proc)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+# How Lambda's init words a runtime killed by a signal (Go's signal names).
+SIGNAL_NAMES = {
+    signal.SIGINT: "interrupt",
+    signal.SIGKILL: "killed",
+    signal.SIGTERM: "terminated",
+    signal.SIGSEGV: "segmentation fault",
+    signal.SIGABRT: "aborted",
+}
+
+
+def _exit_reason(returncode: int) -> str:
+    """The ``Runtime.ExitError`` message AWS gives for a runtime process that ended."""
+    if returncode == 0:
+        return "Runtime exited without providing a reason"
+    if returncode < 0:
+        name = SIGNAL_NAMES.get(signal.Signals(-returncode), signal.Signals(-returncode).name)
+        return f"Runtime exited with error: signal: {name}"
+    return f"Runtime exited with error: exit status {returncode}"
+
+
 class HostExecutorEndpoint(ExecutorEndpoint):
     """LocalStack's executor endpoint, learning the child's port from its ready call."""
 
@@ -101,6 +136,9 @@ class HostRuntimeExecutor(RuntimeExecutor):
         self.log_path = lambda_log_dir() / f"{name}.log"
         self.log_offset = 0
         self.pid_path = pid_dir() / f"{self.id}.pid"
+        # Where the child captures a running handler's output: named, so that what a child that
+        # dies mid-invocation (os._exit, a crash, sys.exit) wrote is still there to report.
+        self.capture_path = pid_dir() / f"{self.id}.out"
 
     # ---------------------------------------------------------------------------------------
     # lifecycle
@@ -152,15 +190,20 @@ class HostRuntimeExecutor(RuntimeExecutor):
         self.pid_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.log_offset = log.tell()
+            self.capture_path.unlink(missing_ok=True)
             self.process = subprocess.Popen(
-                [self._python(), "-u", str(HOSTINIT)],
+                [self._python(), "-u", str(HOSTINIT), str(self.capture_path)],
                 env=self.env,
                 cwd=str(self._code_dir()),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Its own process group: what the function starts is killed with it.
+                process_group=0,
             )
-        self.pid_path.write_text(f"{self.process.pid}\n")
+        # pid and start time (/proc stat field 22): the controller signals the group only
+        # while that pid is still this process (or its group outlives it).
+        self.pid_path.write_text(f"{self.process.pid} {_start_time(self.process.pid)}\n")
         LOG.debug("Started host environment %s (pid %s)", self.id, self.process.pid)
         while True:
             try:
@@ -179,17 +222,20 @@ class HostRuntimeExecutor(RuntimeExecutor):
                 ) from error
 
     def _kill_child(self) -> None:
+        """Stop the child and every process in its group (what the function started)."""
         process = self.process
         if process is None:
             return
         if process.poll() is None:
-            process.terminate()
+            _signal_group(process.pid, signal.SIGTERM)
             try:
                 process.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(STOP_GRACE_S)
+        _signal_group(process.pid, signal.SIGKILL)
         self.pid_path.unlink(missing_ok=True)
+        self.capture_path.unlink(missing_ok=True)
 
     def stop(self) -> None:
         with self.lock:
@@ -245,22 +291,47 @@ class HostRuntimeExecutor(RuntimeExecutor):
                 pass
             process = self.process
             if process is not None and process.poll() is not None:
+                # What the function started dies with it.
+                _signal_group(process.pid, signal.SIGKILL)
                 try:  # a timed-out child reports, then exits: its result may be on the way
                     return future.result(timeout=1.0)
                 except TimeoutError:
                     message = (
-                        f"RequestId: {request_id} Error: Runtime exited with error: "
-                        f"exit status {process.returncode}"
+                        f"RequestId: {request_id} Error: {_exit_reason(process.returncode)}"
                     )
                     return self._error(request_id, "Runtime.ExitError", message)
             if time.monotonic() > deadline:
+                output = self._captured()
                 self._kill_child()
                 message = f"RequestId: {request_id} Error: Task timed out (environment stuck)"
-                return self._error(request_id, "Sandbox.Timedout", message)
+                return self._error(request_id, "Sandbox.Timedout", message, output)
 
-    def _error(self, request_id: str, error_type: str, message: str) -> InvocationResult:
+    def _captured(self) -> str:
+        """What the running handler wrote before its process died (the child's capture file)."""
+        try:
+            return self.capture_path.read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def _error(
+        self, request_id: str, error_type: str, message: str, output: str | None = None
+    ) -> InvocationResult:
+        """A failure the child could not report: the invocation's logs are what its handler
+        wrote (its capture file) and the reason, also appended to the function's log file."""
+        if output is None:
+            output = self._captured()
+        if output and not output.endswith("\n"):
+            output += "\n"
         body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
-        logs = f"START RequestId: {request_id}\n{message}\nEND RequestId: {request_id}\n"
+        logs = (
+            f"START RequestId: {request_id} Version: {self.function_version.id.qualifier}\n"
+            f"{output}{message}\nEND RequestId: {request_id}\n"
+        )
+        try:
+            with self.log_path.open("ab") as log:
+                log.write(logs.encode("utf-8", errors="replace"))
+        except OSError as error:
+            LOG.debug("Cannot append to %s: %s", self.log_path, error)
         return InvocationResult(request_id, body, is_error=True, logs=logs)
 
     def get_logs(self) -> str:

@@ -27,6 +27,7 @@ import logging
 import os
 import queue
 import resource
+import signal
 import sys
 import tempfile
 import threading
@@ -157,17 +158,26 @@ class Handler:
 
 
 class Capture:
-    """Redirects fds 1 and 2 into a temporary file while the handler runs."""
+    """Redirects fds 1 and 2 into a file while the handler runs.
 
-    def __init__(self) -> None:
+    The file is the one the executor names (``hostinit.py <capture-file>``): when this process
+    dies mid-invocation (``os._exit``, a crash, ``sys.exit``) the executor reads what the handler
+    wrote from it and reports it as the invocation's logs. It is emptied after each invocation.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
         self.original_out = os.dup(1)
         self.original_err = os.dup(2)
+        self.path = path
         self.file: Any = None
 
     def start(self) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
-        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        if self.path:
+            self.file = open(self.path, "w+b")  # noqa: SIM115 - closed in stop()
+        else:
+            self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         os.dup2(self.file.fileno(), 1)
         os.dup2(self.file.fileno(), 2)
 
@@ -178,6 +188,7 @@ class Capture:
         os.dup2(self.original_err, 2)
         self.file.seek(0)
         text = self.file.read().decode("utf-8", errors="replace")
+        self.file.truncate(0)  # nothing of it is reported again if this process dies later
         self.file.close()
         return text
 
@@ -241,7 +252,7 @@ class Runtime:
 
     def __init__(self) -> None:
         self.handler = Handler(os.environ.get("_HANDLER", ""))
-        self.capture = Capture()
+        self.capture = Capture(sys.argv[1] if len(sys.argv) > 1 else None)
         self.invocations: queue.Queue[dict[str, Any]] = queue.Queue()
         self.timeout_s = float(os.environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT") or 3)
         self.version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
@@ -273,6 +284,14 @@ class Runtime:
                     raise LambdaError(
                         "Runtime.MarshalError", f"Unable to marshal response: {error}"
                     ) from error
+            except (SystemExit, KeyboardInterrupt) as error:
+                # As AWS's runtime: the process ends (Runtime.ExitError), the next invocation
+                # gets a fresh environment. Reported by the executor, output included.
+                outcome["exit"] = error
+                if isinstance(error, KeyboardInterrupt):
+                    traceback.print_exc()
+                elif error.code is not None and not isinstance(error.code, int):
+                    print(error.code, file=sys.stderr)
             except BaseException as error:  # the handler's failure is the invocation's result
                 outcome["error"] = error
                 payload = _error_payload(error, request_id)
@@ -306,6 +325,8 @@ class Runtime:
             # The handler thread cannot be stopped: end this environment; the executor starts a
             # fresh one for the next invocation.
             os._exit(0)
+        if "exit" in outcome:
+            _exit_like_python(outcome["exit"])
         output = self.capture.stop()
         logs = start_line + output + _report_lines(request_id, duration_ms, init_ms)
         self.capture.echo(logs)
@@ -353,10 +374,27 @@ def _make_server(runtime: Runtime) -> ThreadingHTTPServer:
     return ThreadingHTTPServer(("127.0.0.1", 0), InvokeHandler)
 
 
+def _exit_like_python(error: SystemExit | KeyboardInterrupt) -> None:
+    """End the process as Python does for an uncaught ``SystemExit``/``KeyboardInterrupt``:
+    the exit status of ``sys.exit``, death by SIGINT for an interrupt."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if isinstance(error, KeyboardInterrupt):
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+        os._exit(130)
+    code = error.code
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
 def _watch_parent() -> None:
-    """Exit when LocalStack is gone (even if it was killed), so no environment outlives it."""
+    """Exit when LocalStack is gone (even if it was killed), so no environment outlives it;
+    the processes the function started (this process's group) go with it."""
     while True:
         if os.getppid() != PARENT_PID:
+            if os.getpgid(0) == os.getpid():
+                os.killpg(os.getpid(), signal.SIGKILL)
             os._exit(0)
         time.sleep(1)
 
