@@ -60,10 +60,8 @@ def service_url(rest_api_id: str, localstack_endpoint: str | None) -> str:
     if localstack_endpoint is not None:
         base = f"{localstack_endpoint.rstrip('/')}/_aws/execute-api/"
         return cdk.Fn.join("", [base, rest_api_id, f"/{API_STAGE}/"])
-    return cdk.Fn.sub(
-        "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/" + API_STAGE + "/",
-        {"Api": rest_api_id},
-    )
+    url = "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/" + API_STAGE + "/"
+    return cdk.Fn.sub(url, {"Api": rest_api_id})
 
 
 def build(app: cdk.App, packaged: dict[str, PackagedApp] | None = None) -> Stage:

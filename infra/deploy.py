@@ -46,8 +46,8 @@ def signing_key_parameter(stage: str, secret_arn: str) -> list[str]:
 
 
 def _run(command: list[str]) -> None:
-    env = {**os.environ, "PATH": f"{NODE_BIN}:{os.environ.get('PATH', '')}"}
-    env["JSII_NODE"] = str(NODE_BIN / "node")
+    path = f"{NODE_BIN}:{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "JSII_NODE": str(NODE_BIN / "node")}
     print("$ " + " ".join(command), flush=True)
     subprocess.run(command, cwd=ROOT / "infra", env=env, check=True)
 

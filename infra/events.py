@@ -94,11 +94,9 @@ def _queue(stack: Stack, logical_id: str, name: str, retention: int, **extra: An
     return queue
 
 
-Statement = tuple[str, list[str], Any, "dict[str, Any] | None"]  # sid, actions, resource, condition
-
-
-def _events_policy(stack: ServiceStack, handler: str, *statements: Statement) -> None:
-    """``handler``'s role's one policy of the event plumbing (``<Function>EventsPolicy``)."""
+def _events_policy(stack: ServiceStack, handler: str, *statements: tuple[Any, ...]) -> None:
+    """``handler``'s role's one policy of the event plumbing (``<Function>EventsPolicy``), of
+    statements (sid, actions, resource, condition)."""
     fn_id = function_id(handler)
     dashed = stack.service.name.replace("_", "-") + function_suffix(handler)
     policy = iam.CfnPolicy(
@@ -109,15 +107,7 @@ def _events_policy(stack: ServiceStack, handler: str, *statements: Statement) ->
     policy.override_logical_id(f"{fn_id}EventsPolicy")
 
 
-def wire(stack: ServiceStack, bus: EventsStack) -> None:
-    """The service's relays and subscriptions, into ``stack``'s queues, rules and policies."""
-    for relay in topology.relays_of(stack.service):
-        _relay(stack, relay, bus.bus_arn)
-    for sub in topology.subscriptions_of(stack.service):
-        _subscribe(stack, sub, bus.bus_name)
-
-
-def _relay(stack: ServiceStack, relay: topology.Relay, bus_arn: str) -> None:
+def relay(stack: ServiceStack, relay: topology.Relay, bus_arn: str) -> None:
     """A table's stream relayed to the bus by its ``@app.on_dynamodb_record`` function, with a
     failure queue, and a policy to read that stream, send to that queue and publish."""
     table = stack.resource(relay.table)
@@ -151,7 +141,7 @@ def _relay(stack: ServiceStack, relay: topology.Relay, bus_arn: str) -> None:
     stack.dead_letter_queues[relay.failure_queue] = failures
 
 
-def _subscribe(stack: ServiceStack, sub: topology.Subscription, bus_name: str) -> None:
+def subscribe(stack: ServiceStack, sub: topology.Subscription, bus_name: str) -> None:
     """A consumer's queue (and dead-letter queue) fed by a rule on the bus and drained by its
     ``@app.on_sqs_message`` function, whose policy drains it and records processed events."""
     stage = stack.stage

@@ -23,21 +23,18 @@ def _response(code: str, status: int | None = None, message: str | None = None) 
     if message is not None and ("$" in message or "#" in message):
         raise ValueError(f"gateway response message {message!r}: '$' and '#' are VTL syntax")
     text = json.dumps(message) if message is not None else "$context.error.messageString"
-    response: dict[str, Any] = {
+    return {
         "responseParameters": dict(HEADERS),
         "responseTemplates": {"application/json": f'{{"Code": "{code}", "Message": {text}}}'},
+        **({"statusCode": str(status)} if status is not None else {}),
     }
-    if status is not None:
-        response["statusCode"] = str(status)
-    return response
 
 
 GATEWAY_RESPONSES: dict[str, dict[str, Any]] = {
     # API Gateway answers an unknown path or method with 403 "Missing Authentication Token";
     # a user of a REST API expects 404, and Chalice's local server gives 404 too.
-    "MISSING_AUTHENTICATION_TOKEN": _response(
-        "NotFoundError", 404, "no route matches this method and path"
-    ),
+    "MISSING_AUTHENTICATION_TOKEN":
+        _response("NotFoundError", 404, "no route matches this method and path"),
     "RESOURCE_NOT_FOUND": _response("NotFoundError", 404),  # which DEFAULT_4XX would misname
     "THROTTLED": _response("TooManyRequestsError", 429, "too many requests, retry later"),
     "QUOTA_EXCEEDED": _response("TooManyRequestsError", 429),

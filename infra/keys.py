@@ -36,12 +36,8 @@ def _unless_missing(code: str, call: Callable[..., Any], **params: Any) -> Any:
         raise
 
 
-def _compact(jwks_json: str) -> str:
-    """The JWKS on one line: it travels in a Lambda environment (4 KB for all variables)."""
-    return json.dumps(json.loads(jwks_json), separators=(",", ":"))
-
-
 def jwks_for(private_pem: str) -> str:
+    """The JWKS on one line: it travels in a Lambda environment (4 KB for all variables)."""
     public = keys.public_jwk(keys.load_private_key(private_pem).public_key())
     return json.dumps({"keys": [public]}, separators=(",", ":"))
 
@@ -80,13 +76,13 @@ class KeyStore:
             self.secrets.restore_secret(SecretId=name)
             self.say(f"keys: restored secret {name}, which was scheduled for deletion")
         if secret is None:
-            pem, jwks_json = keys.new_key_material()
+            pem = keys.new_key_material()[0]
             arn = self.secrets.create_secret(
                 Name=name, SecretString=pem,
                 Description="Ed25519 key that signs the shop's access tokens (user_api only)",
                 Tags=[{"Key": k, "Value": v} for k, v in self.naming.tags.items()],
             )["ARN"]  # fmt: skip
-            self._put_parameter(_compact(jwks_json))
+            self._put_parameter(jwks_for(pem))
             self.say(f"keys: created secret {name} and parameter {parameter}")
             return KeyRefs(str(arn), created=True)
         arn = str(secret["ARN"])

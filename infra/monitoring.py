@@ -109,10 +109,8 @@ def _dimensions(metric: metrics.Metric, **values: str) -> dict[str, str]:
     return {name: values[name] for name in metric.dimension_names}
 
 
-def _custom(
-    friendly: str, why: str, threshold: float, namespace: str, name: str, statistic: str,
-    label: str, dimensions: dict[str, str],
-) -> cmc.CustomMetricWithAlarm:  # fmt: skip
+def _custom(friendly: str, why: str, threshold: float, namespace: str, name: str, statistic: str,
+            label: str, dimensions: dict[str, str]) -> cmc.CustomMetricWithAlarm:  # fmt: skip
     """A metric no library monitoring covers, with its alarm above ``threshold``."""
     metric = cloudwatch.Metric(
         namespace=namespace, metric_name=name, statistic=statistic, period=PERIOD, label=label,
@@ -124,16 +122,13 @@ def _custom(
 class ObservabilityStack(Stack):
     """``alarm_email`` subscribes an address to the topic (SNS mails it a link to confirm)."""
 
-    def __init__(
-        self, scope: Construct, stage: str, watched: Sequence[Watched],
-        alarm_email: str | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, scope: Construct, stage: str, watched: Sequence[Watched],
+                 alarm_email: str | None = None) -> None:  # fmt: skip
         name = Naming(stage).observability_stack
         super().__init__(scope, name, stack_name=name)
         self.stage, prefix = stage, f"{topology.PROJECT}-{stage}"
         self.topic = cdk.aws_sns.Topic(
-            self, "AlarmTopic", topic_name=f"{prefix}-alarms", display_name=f"{prefix} alarms"
-        )
+            self, "AlarmTopic", topic_name=f"{prefix}-alarms", display_name=f"{prefix} alarms")
         # Unencrypted, as today: CloudWatch cannot publish to a topic encrypted with the
         # AWS-managed key, and one of our own costs $1 a month for messages that carry only alarm
         # names and states.
@@ -237,27 +232,18 @@ class ObservabilityStack(Stack):
 
     def _watch_app_metrics(self, services: set[str]) -> None:
         """A graph per catalogue metric; a p99 lag alarm per watched consumer and event type."""
-        groups = [
-            cmc.CustomMetricGroup(
-                title=f"{m.name} ({m.unit.value}) by {', '.join(m.dimensions) or 'service'}",
-                metrics=[self._search(m, statistic) for statistic in STATISTICS[m.unit]],
-            )
-            for m in metrics.CATALOGUE
-        ]
+        groups = [cmc.CustomMetricGroup(
+            title=f"{m.name} ({m.unit.value}) by {', '.join(m.dimensions) or 'service'}",
+            metrics=[self._search(m, statistic) for statistic in STATISTICS[m.unit]],
+        ) for m in metrics.CATALOGUE]
         lag = metrics.EVENT_LAG
-        lags = [
-            _custom(
-                f"{sub.service.name}-{event_type}-event-lag", "lag", EVENT_LAG_P99_MS,
-                metrics.NAMESPACE, lag.name, "p99", f"{sub.service.name} {event_type}",
-                _dimensions(lag, service=sub.service.name, stage=self.stage, type=event_type),
-            )
-            for sub in topology.SUBSCRIPTIONS
-            if sub.service.name in services
-            for event_type in sub.types
-        ]  # fmt: skip
+        lags = [_custom(
+            f"{sub.service.name}-{event_type}-event-lag", "lag", EVENT_LAG_P99_MS,
+            metrics.NAMESPACE, lag.name, "p99", f"{sub.service.name} {event_type}",
+            _dimensions(lag, service=sub.service.name, stage=self.stage, type=event_type),
+        ) for sub in topology.SUBSCRIPTIONS if sub.service.name in services
+            for event_type in sub.types]
         groups.append(cmc.CustomMetricGroup(title="Event lag p99 (ms)", metrics=lags))
         self.monitoring.monitor_custom(
-            alarm_friendly_name="app",
-            human_readable_name="The services' own metrics (EMF, namespace shop)",
-            metric_groups=groups,
-        )
+            alarm_friendly_name="app", metric_groups=groups,
+            human_readable_name="The services' own metrics (EMF, namespace shop)")  # fmt: skip

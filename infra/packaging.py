@@ -84,24 +84,6 @@ def _replace(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _stage_sources(service: ServiceDef, staged: Path) -> None:
-    """Mirror the app's sources into ``staged``, keeping only Chalice's cache from before."""
-    for name in APP_SOURCES:
-        _replace(service.directory / name, staged / name)
-    config_dir = staged / ".chalice"
-    config_dir.mkdir(parents=True, exist_ok=True)
-    for stale in config_dir.glob("*.json"):
-        stale.unlink()
-    for source in (service.directory / ".chalice").glob("*.json"):
-        shutil.copyfile(source, config_dir / source.name)
-    _replace(SVCKIT_SOURCE, staged / "vendor" / "svckit")
-    # The tables the topology adds too (ServiceDef.resources, the definition make run uses).
-    own_path = service.directory / "resources.json"
-    merged = json.loads(own_path.read_text()) if own_path.exists() else {}
-    merged["Resources"] = service.resources()
-    (staged / ".merge.json").write_text(json.dumps(merged, indent=2))
-
-
 def package_app(service: ServiceDef, stage: str, out_root: Path) -> PackagedApp:
     """``chalice package --stage <stage>`` one app into ``out_root/<service>/``, locked per app
     (``make synth`` while the tests synthesize); different apps package in parallel."""
@@ -112,9 +94,22 @@ def package_app(service: ServiceDef, stage: str, out_root: Path) -> PackagedApp:
     env.setdefault("AWS_DEFAULT_REGION", env.get("AWS_REGION", "us-east-1"))
     with open(STAGING_DIR / f".{service.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _stage_sources(service, staged)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
+        # The app's sources mirrored into ``staged``, keeping only Chalice's cache from before.
+        for name in APP_SOURCES:
+            _replace(service.directory / name, staged / name)
+        config_dir = staged / ".chalice"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        for stale in config_dir.glob("*.json"):
+            stale.unlink()
+        for source in (service.directory / ".chalice").glob("*.json"):
+            shutil.copyfile(source, config_dir / source.name)
+        _replace(SVCKIT_SOURCE, staged / "vendor" / "svckit")
+        # The tables the topology adds too (ServiceDef.resources, the definition make run uses).
+        own_path = service.directory / "resources.json"
+        merged = json.loads(own_path.read_text()) if own_path.exists() else {}
+        merged["Resources"] = service.resources()
+        (staged / ".merge.json").write_text(json.dumps(merged, indent=2))
+        shutil.rmtree(out_dir, ignore_errors=True)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(
             [sys.executable, "-c", "from chalice.cli import main; main()",
@@ -126,10 +121,8 @@ def package_app(service: ServiceDef, stage: str, out_root: Path) -> PackagedApp:
         for old in sorted(cache, key=lambda p: p.stat().st_mtime)[:-KEEP_CACHED_PACKAGES]:
             old.unlink(missing_ok=True)
     if result.returncode != 0:
-        raise RuntimeError(
-            f"{service.name}: chalice package failed ({result.returncode})\n"
-            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-        )
+        output = f"({result.returncode})\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        raise RuntimeError(f"{service.name}: chalice package failed {output}")
     return PackagedApp(service, out_dir)
 
 

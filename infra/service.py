@@ -58,16 +58,16 @@ class ServiceStack(Stack):
         self.service, self.stage = service, stage
         app = Construct(self, "App")
         urls = {to_cfn_resource_name(s.name) + "Url": u for s, u in (upstream_urls or {}).items()}
+        template = str(packaged.template_path)
         self.template = cdk.cloudformation_include.CfnInclude(
-            app, "Template", template_file=str(packaged.template_path), parameters=urls
-        )
+            app, "Template", template_file=template, parameters=urls)  # fmt: skip
         path = packaged.zip_path
         code = cdk.aws_s3_assets.Asset(app, "Code", path=str(path), asset_hash=content_hash(path))
+        location = aws_sam.CfnFunction.S3LocationProperty(
+            bucket=code.s3_bucket_name, key=code.s3_object_key)  # fmt: skip
         for logical_id, resource in packaged.template()["Resources"].items():
             if resource["Type"] == "AWS::Serverless::Function":
-                self.resource(logical_id).code_uri = aws_sam.CfnFunction.S3LocationProperty(
-                    bucket=code.s3_bucket_name, key=code.s3_object_key
-                )
+                self.resource(logical_id).code_uri = location
         self.rest_api_id: str = self.resource(REST_API).ref
         self.functions: dict[str, aws_lambda.IFunction] = {}
         self.tables: dict[str, aws_dynamodb.ITable] = {}
@@ -75,16 +75,32 @@ class ServiceStack(Stack):
         self.dead_letter_queues: dict[str, cdk.aws_sqs.IQueue] = {}
         self.rules: dict[str, cdk.aws_events.IRule] = {}
         for logical_id in service.tables():
-            self._expose_table(logical_id)
+            table = self.resource(logical_id)
+            stream = table.attr_stream_arn if table.stream_specification else None
+            self.tables[logical_id] = aws_dynamodb.Table.from_table_attributes(
+                self, f"{logical_id}Ref", table_name=table.ref, table_stream_arn=stream)
+            recovery = table.point_in_time_recovery_specification
+            if not getattr(recovery, "point_in_time_recovery_enabled", False):
+                events.acknowledge(
+                    table, "AwsSolutions-DDB3", "resources.json switches point-in-time recovery "
+                    "off for this table on purpose: its items expire by TTL (login-attempt "
+                    "counters, processed-event records), so a restore would bring back nothing "
+                    "worth its cost")  # fmt: skip
         shared = self._shared_environment(bus)
-        if bus is not None:
-            events.wire(self, bus)
+        for relay in topology.relays_of(service):  # bus: asserted by _shared_environment
+            events.relay(self, relay, bus.bus_arn)  # type: ignore[union-attr]
+        for sub in topology.subscriptions_of(service):
+            events.subscribe(self, sub, bus.bus_name)  # type: ignore[union-attr]
         self._configure_function(API_FUNCTION, "", shared)
         for h in [*topology.relays_of(service), *topology.subscriptions_of(service)]:
-            self._configure_function(
-                function_id(h.handler), function_suffix(h.handler), shared
-            )
-        self._configure_api()
+            self._configure_function(function_id(h.handler), function_suffix(h.handler), shared)
+        api = self.resource(REST_API)
+        api.name, api.tracing_enabled = self.stack_name, True
+        api.method_settings = [{"ResourcePath": "/*", "HttpMethod": "*", **THROTTLING}]
+        # Also the Swagger body's title, which API Gateway reads a name from on import.
+        api.add_property_override("DefinitionBody.info.title", self.stack_name)
+        api.add_property_override(
+            "DefinitionBody.x-amazon-apigateway-gateway-responses", GATEWAY_RESPONSES)  # fmt: skip
         if SIGNING_KEY_PARAMETER in packaged.template().get("Parameters", {}):
             events.acknowledge(
                 self, "CloudFormation-Validate::W2509",
@@ -97,19 +113,6 @@ class ServiceStack(Stack):
     def role_of(self, logical_id: str) -> iam.CfnRole:
         """Chalice's ``ApiHandlerRole``, or ``<Function>Role`` (own ``iam_policy_file``)."""
         return self.resource(API_ROLE if logical_id == API_FUNCTION else f"{logical_id}Role")
-
-    def _expose_table(self, logical_id: str) -> None:
-        cfn = self.resource(logical_id)
-        self.tables[logical_id] = aws_dynamodb.Table.from_table_attributes(
-            self, f"{logical_id}Ref", table_name=cfn.ref,
-            table_stream_arn=cfn.attr_stream_arn if cfn.stream_specification else None)  # fmt: skip
-        recovery = cfn.point_in_time_recovery_specification
-        if not getattr(recovery, "point_in_time_recovery_enabled", False):
-            events.acknowledge(
-                cfn, "AwsSolutions-DDB3",
-                "resources.json switches point-in-time recovery off for this table on purpose: "
-                "its items expire by TTL (login-attempt counters, processed-event records), so "
-                "a restore would bring back nothing worth its cost")  # fmt: skip
 
     def _shared_environment(self, bus: events.EventsStack | None) -> dict[str, Any]:
         """Every function's environment over Chalice's: the API function's (resources.json's
@@ -166,15 +169,4 @@ class ServiceStack(Stack):
                 function.add_resource_dependency(policy)
         self.functions[logical_id] = aws_lambda.Function.from_function_name(
             self, f"{logical_id}Ref", function.function_name
-        )
-
-    def _configure_api(self) -> None:
-        api = self.resource(REST_API)
-        api.name = self.stack_name
-        api.tracing_enabled = True
-        api.method_settings = [{"ResourcePath": "/*", "HttpMethod": "*", **THROTTLING}]
-        # Also the Swagger body's title, which API Gateway reads a name from on import.
-        api.add_property_override("DefinitionBody.info.title", self.stack_name)
-        api.add_property_override(
-            "DefinitionBody.x-amazon-apigateway-gateway-responses", GATEWAY_RESPONSES
         )

@@ -40,8 +40,7 @@ class Naming:
         if not _STAGE_SHAPE.fullmatch(self.stage):
             raise StageNameError(
                 f"stage {self.stage!r} must be 1-16 lower-case letters, digits or '-', starting "
-                "with a letter (it becomes part of stack, queue and function names)"
-            )
+                "with a letter (it becomes part of stack, queue and function names)")  # fmt: skip
 
     def stack_name(self, part: str) -> str:
         return f"{PROJECT}-{self.stage}-{part}"
