@@ -121,3 +121,21 @@ def chalice_setting(service: ServiceDef, handler: str, name: str) -> Any:
         if scope.get(name) is not None:
             return scope[name]
     return None
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements_of(template: Template, role: str) -> list[dict[str, Any]]:
+    """Every statement that reaches ``role``: its inline policies and each attached policy."""
+    resources = template.to_json()["Resources"]
+    found = [
+        statement
+        for policy in resources[role]["Properties"].get("Policies", [])
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        if {"Ref": role} in policy["Properties"]["Roles"]:
+            found += policy["Properties"]["PolicyDocument"]["Statement"]
+    return found

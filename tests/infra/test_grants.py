@@ -18,7 +18,7 @@ from aws_cdk.assertions import Template
 
 from svckit import events
 from tests.conftest import bearer, post_json
-from tests.infra.conftest import function_id, functions_of, role_id
+from tests.infra.conftest import as_list, function_id, functions_of, role_id, statements_of
 from tests.support import lambda_events as le
 from tools import services
 from tools.services import SERVICES, ServiceDef
@@ -36,10 +36,6 @@ INNER_ACTIONS = {
 Grants = dict[str, set[str]]  # a table's logical id (or "<id>/index") -> dynamodb actions
 
 
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
 def _resource_id(resource: Any) -> str | None:
     if isinstance(resource, dict) and "Fn::GetAtt" in resource:
         logical_id, attribute = resource["Fn::GetAtt"]
@@ -51,25 +47,11 @@ def _resource_id(resource: Any) -> str | None:
     return None
 
 
-def statements_of(template: Template, role: str) -> list[dict[str, Any]]:
-    """Every statement that reaches ``role``: its inline policies and each attached policy."""
-    resources = template.to_json()["Resources"]
-    found = [
-        statement
-        for policy in resources[role]["Properties"].get("Policies", [])
-        for statement in policy["PolicyDocument"]["Statement"]
-    ]
-    for policy in template.find_resources("AWS::IAM::Policy").values():
-        if {"Ref": role} in policy["Properties"]["Roles"]:
-            found += policy["Properties"]["PolicyDocument"]["Statement"]
-    return found
-
-
 def granted(template: Template, handler: str) -> Grants:
     grants: Grants = defaultdict(set)
     for statement in statements_of(template, role_id(function_id(handler))):
         target = _resource_id(statement["Resource"])
-        for action in _as_list(statement["Action"]):
+        for action in as_list(statement["Action"]):
             if action.startswith("dynamodb:") and target is not None:
                 grants[target].add(action.removeprefix("dynamodb:"))
     return dict(grants)
@@ -143,7 +125,7 @@ def test_only_xray_is_granted_on_every_resource(templates, name) -> None:
     for role in template.find_resources("AWS::IAM::Role"):
         for statement in statements_of(template, role):
             if statement["Resource"] == "*":
-                assert _as_list(statement["Action"]) == [
+                assert as_list(statement["Action"]) == [
                     "xray:PutTraceSegments",
                     "xray:PutTelemetryRecords",
                 ], role
@@ -156,7 +138,7 @@ def test_no_grant_is_as_wide_as_cdks_helpers(templates, name) -> None:
     template = templates[name]
     for role in template.find_resources("AWS::IAM::Role"):
         for statement in statements_of(template, role):
-            actions = _as_list(statement["Action"])
+            actions = as_list(statement["Action"])
             assert not {"sqs:GetQueueUrl", "dynamodb:*", "sqs:*", "events:*"} & set(actions)
             assert "index/*" not in json.dumps(statement["Resource"]), role
 

@@ -15,7 +15,15 @@ from aws_cdk.assertions import Match, Template
 
 from infra.gateway_responses import GATEWAY_RESPONSES
 from svckit import events
-from tests.infra.conftest import chalice_setting, function_id, functions_of, handler_of, role_id
+from tests.infra.conftest import (
+    as_list,
+    chalice_setting,
+    function_id,
+    functions_of,
+    handler_of,
+    role_id,
+    statements_of,
+)  # fmt: skip
 from tools import topology
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER, ServiceDef
 from tools.stages import Naming
@@ -364,3 +372,85 @@ def test_archive_keeps_every_services_events(templates) -> None:
             "EventPattern": {"source": sorted({r.source for r in topology.RELAYS})},
         },
     )
+
+
+# AWS's name limits, met by the names of the longest stage a stage name may be (16 characters).
+NAME_LIMITS = [(FUNCTION, "FunctionName", 64), ("AWS::SQS::Queue", "QueueName", 80),
+               ("AWS::Events::Rule", "Name", 64)]  # fmt: skip
+LONGEST_STAGE = 16
+
+
+@pytest.mark.parametrize(("name", "logical_id"), ALL_FUNCTIONS)
+def test_function_role_writes_logs_only_to_its_own_log_group(templates, name, logical_id) -> None:
+    """Not every Lambda's group (``/aws/lambda/*``), nor another function's of the service."""
+    template = templates[name]
+    function = template.find_resources(FUNCTION)[logical_id]["Properties"]["FunctionName"]
+    logs = [(sorted(as_list(s["Action"])), s["Resource"]["Fn::Sub"])
+            for s in statements_of(template, role_id(logical_id))
+            if any(a.startswith("logs:") for a in as_list(s["Action"]))]  # fmt: skip
+    arn = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/"
+    assert [(a, r.replace("${AWS::StackName}", stack_name(BY_NAME[name]))) for a, r in logs] == [
+        (["logs:CreateLogStream", "logs:PutLogEvents"], f"{arn}{function}:*")
+    ]
+
+
+def test_only_user_apis_api_function_can_read_the_signing_key(templates) -> None:
+    readers = [
+        (name, role, s["Action"], s["Resource"])
+        for name in SERVICE_NAMES
+        for role in templates[name].find_resources("AWS::IAM::Role")
+        for s in statements_of(templates[name], role)
+        if any(a.startswith("secretsmanager:") for a in as_list(s["Action"]))
+    ]
+    key = {"Ref": "SigningKeySecretArn"}
+    assert readers == [(USER.name, "ApiHandlerRole", "secretsmanager:GetSecretValue", key)]
+
+
+@pytest.mark.parametrize(("name", "logical_id"), [f for f in ALL_FUNCTIONS if f[1] != "APIHandler"])
+def test_event_function_gets_the_api_functions_environment(templates, name, logical_id) -> None:
+    """Chalice gives every function the stage's variables, ``set-by-deploy`` ones included;
+    the stack wires them once, so an event function reads the same tables, bus and settings."""
+    functions = templates[name].find_resources(FUNCTION)
+    environment = {k: f["Properties"]["Environment"] for k, f in functions.items()}
+    assert environment[logical_id] == environment["APIHandler"]
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_jwks_comes_from_the_stages_ssm_parameter(templates, name) -> None:
+    templates[name].has_parameter("JwksParameterName", {
+        "Type": "AWS::SSM::Parameter::Value<String>", "Default": f"/shop/{STAGE}/jwt-jwks"})
+    templates[name].all_resources_properties(FUNCTION, {"Environment": {
+        "Variables": Match.object_like({"JWT_JWKS": {"Ref": "JwksParameterName"}})}})  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "key", "limit"), NAME_LIMITS)
+def test_names_fit_aws_limits_at_the_longest_stage(templates, kind, key, limit) -> None:
+    names = [r["Properties"][key] for name in SERVICE_NAMES
+             for r in templates[name].find_resources(kind).values()]  # fmt: skip
+    assert names
+    assert all(n.startswith(f"shop-{STAGE}-") for n in names), names
+    longest = {n: len(n) - len(STAGE) + LONGEST_STAGE for n in names}
+    assert {n: size for n, size in longest.items() if size > limit} == {}
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_route_goes_to_the_one_function_without_an_authorizer(templates, name) -> None:
+    """Tokens are verified in the app (svckit), whose 401 has the contract's shape; an API
+    Gateway authorizer would answer with its own body."""
+    body = templates[name].to_json()["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    operations = [(p, m, op) for p, item in body["paths"].items() for m, op in item.items()]
+    assert len(operations) >= 3
+    assert "securityDefinitions" not in body
+    targets = {(p, m): (op.get("security"), op["x-amazon-apigateway-integration"]["type"],
+                        op["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"])
+               for p, m, op in operations}  # fmt: skip
+    invoke = "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/"
+    one = (None, "aws_proxy", invoke + "${APIHandler.Arn}/invocations")
+    assert {route: t for route, t in targets.items() if t != one} == {}
+
+
+def test_every_subscription_listens_to_a_source_some_relay_publishes() -> None:
+    published = {relay.source for relay in topology.RELAYS}
+    assert {sub.source: sub.source in published for sub in topology.SUBSCRIPTIONS} == {
+        sub.source: True for sub in topology.SUBSCRIPTIONS
+    }
