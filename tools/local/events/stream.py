@@ -37,10 +37,10 @@ from tools.topology import Relay
 # 0.1 s), the two workers at 2% each.
 STREAM_POLL_SECONDS = 0.15
 # A stream with nothing new is polled less and less often, up to this (Lambda polls a shard
-# about four times a second): measured on a restarted system with a few hundred stream records,
-# two relays polling every 0.15 s kept DynamoDB Local at 7% of a core while idle; growing the
-# wait to 0.5 s brings every process under 5%. The first change after a quiet spell reaches its
-# relay within this much; the next ones at the busy pace again.
+# about four times a second). With two relays at 0.15 s, DynamoDB Local idled at 2-6% of a core
+# in 2 s windows on a quiet machine and read 7% once beside a test run: too close to the 5% an
+# idle system may cost. The first change after a quiet spell reaches its relay within this much;
+# the next ones at the busy pace again.
 STREAM_IDLE_POLL_SECONDS = 0.5
 IDLE_GROWTH = 1.5
 # How often a stream poller looks again for a new stream (a table made again, as a restarted
