@@ -69,12 +69,7 @@ def build(app: cdk.App, packaged: dict[str, PackagedApp] | None = None) -> Stage
     tests package once and build several apps)."""
     context = app.node.try_get_context
     stage = str(context(stages.STAGE_CONTEXT) or stages.DEFAULT_STAGE)
-    undefined = [s.name for s in SERVICES if stage not in s.config().get("stages", {})]
-    if undefined:  # chalice package would build such a stage without its policies and settings
-        raise ValueError(
-            f"stage {stage!r} has no section in the .chalice/config.json of "
-            f"{', '.join(undefined)}: add one (copy dev's) before deploying it"
-        )
+    stages.Naming(stage).require_defined()
     asked = {str(context(stages.LOCALSTACK_CONTEXT)), os.environ.get("LOCALSTACK", "")}
     endpoint = None
     if {a.lower() for a in asked} & {"true", "1", "yes"}:

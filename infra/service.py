@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
-from aws_cdk import CfnParameter, Fn, RemovalPolicy, Stack, aws_dynamodb, aws_lambda, aws_sam
+from aws_cdk import Fn, RemovalPolicy, Stack, aws_dynamodb, aws_lambda, aws_sam
 from aws_cdk import aws_iam as iam
 from chalice.utils import to_cfn_resource_name
 from constructs import Construct
@@ -29,7 +29,7 @@ from svckit import events as svc_events
 from svckit.tokens import STAGE_SETTING
 from tools import topology
 from tools.services import ServiceDef
-from tools.stages import Naming
+from tools.stages import JWKS_VERSION_CONTEXT, Naming
 
 JWKS_SETTING = "JWT_JWKS"
 SIGNING_KEY_PARAMETER = "SigningKeySecretArn"  # user_api's resources.json; set by infra/deploy.py
@@ -118,16 +118,13 @@ class ServiceStack(Stack):
         """Every function's environment over Chalice's: the API function's (resources.json's
         wiring), the public JWKS, the bus, the processed-events table, the stage."""
         env = self.resource(API_FUNCTION).environment
-        jwks = CfnParameter(
-            self, "JwksParameterName", type="AWS::SSM::Parameter::Value<String>",
-            default=Naming(self.stage).jwks_parameter,
-            # "[cdk:skip]": without it the CDK CLI redeploys every stack with an SSM-typed
-            # parameter on every deploy (it cannot know the value changed); infra/deploy.py
-            # forces the deploy itself when the JWKS's version moved.
-            description="SSM parameter with the public JWKS (made by infra/deploy.py first); "
-            "CloudFormation resolves it at each deploy, so no function calls SSM [cdk:skip]",
-        )  # fmt: skip
-        shared = {**(getattr(env, "variables", None) or {}), JWKS_SETTING: jwks.value_as_string}
+        # A dynamic reference to the JWKS's SSM version (infra/deploy.py passes the version it
+        # made or found as -c jwksVersion): a rotation is a new version, so a changed template
+        # and updated stacks; an unchanged JWKS, a no-op deploy. No function calls SSM.
+        version = self.node.try_get_context(JWKS_VERSION_CONTEXT)
+        jwks = Naming(self.stage).jwks_parameter + (f":{version}" if version else "")
+        shared = dict(getattr(env, "variables", None) or {})
+        shared[JWKS_SETTING] = f"{{{{resolve:ssm:{jwks}}}}}"
         if topology.relays_of(self.service) or topology.subscriptions_of(self.service):
             assert bus is not None, f"{self.service.name} has events but no bus"
             shared[svc_events.BUS_SETTING] = bus.bus_name

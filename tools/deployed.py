@@ -129,45 +129,123 @@ class Deployed:
             found += [s for s in page["Stacks"] if s["StackName"].startswith(self.prefix + "-")]
         return [s for s in found if s["StackStatus"] != "DELETE_COMPLETE"]
 
-    def stack_states(self) -> dict[str, tuple[str, str]]:
-        """Each stack's status and when it last changed: what a no-op deploy leaves alone."""
-        return {
-            s["StackName"]: (s["StackStatus"], str(s.get("LastUpdatedTime", s["CreationTime"])))
-            for s in self.stacks()
-        }
+    def stack_states(self) -> dict[str, Any]:
+        """What a no-op deploy must leave alone: each stack's status and how many events it has
+        (an update adds some; LocalStack keeps LastUpdatedTime at the creation time), and each
+        function's revision (a code or configuration update gives a new one)."""
+        cfn, lambda_ = self.client("cloudformation"), self.client("lambda")
+        states: dict[str, Any] = {}
+        for stack in self.stacks():
+            name = stack["StackName"]
+            events = [
+                e
+                for page in cfn.get_paginator("describe_stack_events").paginate(StackName=name)
+                for e in page["StackEvents"]
+            ]
+            states[name] = (stack["StackStatus"], len(events))
+        for function in self.functions():
+            states[function] = lambda_.get_function(FunctionName=function)["Configuration"][
+                "RevisionId"
+            ]
+        return states
+
+    def functions(self) -> list[str]:
+        return [
+            f["FunctionName"]
+            for page in self.client("lambda").get_paginator("list_functions").paginate()
+            for f in page["Functions"]
+            if f["FunctionName"].startswith(self.prefix + "-")
+        ]
+
+    def queue_depths(self) -> dict[str, int]:
+        """Each consumer queue's messages, visible and in flight: what is still to be applied."""
+        depths = {}
+        for sub in topology.SUBSCRIPTIONS:
+            url = self.sqs.get_queue_url(QueueName=sub.queue_name(self.stage))["QueueUrl"]
+            counts = self.sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            depths[sub.queue_name(self.stage)] = sum(int(v) for v in counts.values())
+        return depths
 
     def leftovers(self) -> dict[str, list[str]]:
         """Everything of the stage still on LocalStack, by kind; empty when it is all gone."""
-        mine = self.prefix
+        mine, client = self.prefix, self.client
+        function_arn = f":function:{mine}-"
         found: dict[str, list[str]] = {
             "stacks": [s["StackName"] for s in self.stacks()],
-            "functions": [
-                f["FunctionName"]
-                for page in self.client("lambda").get_paginator("list_functions").paginate()
-                for f in page["Functions"]
-                if f["FunctionName"].startswith(mine + "-")
+            "functions": self.functions(),
+            "event source mappings": [
+                m["UUID"]
+                for m in client("lambda").list_event_source_mappings()["EventSourceMappings"]
+                if function_arn in m["FunctionArn"]
             ],
             "tables": [
                 t
-                for t in self.client("dynamodb").list_tables()["TableNames"]
+                for t in client("dynamodb").list_tables()["TableNames"]
                 if t.startswith(mine + "-")
             ],
-            "queues": [
-                url for url in self.sqs.list_queues(QueueNamePrefix=mine + "-").get("QueueUrls", [])
-            ],
+            "queues": self.sqs.list_queues(QueueNamePrefix=mine + "-").get("QueueUrls", []),
             "apis": [
                 a["name"]
-                for a in self.client("apigateway").get_rest_apis(limit=500)["items"]
+                for a in client("apigateway").get_rest_apis(limit=500)["items"]
                 if a["name"].startswith(mine + "-")
             ],
             "buses": [
-                b["Name"]
-                for b in self.client("events").list_event_buses(NamePrefix=mine)["EventBuses"]
+                b["Name"] for b in client("events").list_event_buses(NamePrefix=mine)["EventBuses"]
             ],
+            "rules": [r["Name"] for r in client("events").list_rules(NamePrefix=mine)["Rules"]],
             "buckets": [
                 b["Name"]
-                for b in self.client("s3").list_buckets().get("Buckets", [])
+                for b in client("s3").list_buckets().get("Buckets", [])
                 if f"-{self.stage}-" in b["Name"] or b["Name"].startswith(mine)
+            ],
+            "roles": [
+                r["RoleName"]
+                for r in client("iam").list_roles()["Roles"]
+                if r["RoleName"].startswith(mine + "-")
+            ],
+            "alarms": [
+                a["AlarmName"]
+                for a in client("cloudwatch").describe_alarms(AlarmNamePrefix=mine)["MetricAlarms"]
+            ],
+            "dashboards": [
+                d["DashboardName"]
+                for d in client("cloudwatch").list_dashboards(DashboardNamePrefix=mine)[
+                    "DashboardEntries"
+                ]
+            ],
+            "topics": [
+                t["TopicArn"]
+                for t in client("sns").list_topics()["Topics"]
+                if t["TopicArn"].rsplit(":", 1)[-1].startswith(mine + "-")
+            ],
+            "log groups": [
+                g["logGroupName"]
+                for g in client("logs").describe_log_groups(
+                    logGroupNamePrefix=f"/aws/lambda/{mine}-"
+                )["logGroups"]
+            ],
+            "secrets": [
+                s["Name"]
+                for s in client("secretsmanager").list_secrets()["SecretList"]
+                if s["Name"].startswith(f"{topology.PROJECT}/{self.stage}/")
+            ],
+            "parameters": [
+                p["Name"]
+                for p in client("ssm").describe_parameters(
+                    ParameterFilters=[
+                        {
+                            "Key": "Name",
+                            "Option": "BeginsWith",
+                            "Values": [f"/{topology.PROJECT}/{self.stage}/"],
+                        }
+                    ]
+                )["Parameters"]
             ],
         }
         return {kind: names for kind, names in found.items() if names}

@@ -11,7 +11,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from tools import topology
-from tools.services import ServiceDef
+from tools.services import SERVICES, ServiceDef
 
 PROJECT = topology.PROJECT
 # The host's LocalStack by address: ``localhost.localstack.cloud`` does not resolve everywhere.
@@ -22,6 +22,9 @@ DEFAULT_STAGE = "dev"
 STAGE_CONTEXT, LOCALSTACK_CONTEXT = "stage", "localstack"
 LOCALSTACK_ENDPOINT_CONTEXT = "localstackEndpoint"  # where the gateway reaches LocalStack's APIs
 _STAGE_SHAPE = re.compile(r"[a-z][a-z0-9-]{0,15}")
+
+
+JWKS_VERSION_CONTEXT = "jwksVersion"  # the JWKS's SSM version the stacks reference
 
 
 class StageNameError(ValueError):
@@ -41,6 +44,15 @@ class Naming:
             raise StageNameError(
                 f"stage {self.stage!r} must be 1-16 lower-case letters, digits or '-', starting "
                 "with a letter (it becomes part of stack, queue and function names)")  # fmt: skip
+
+    def require_defined(self) -> None:
+        """A stage missing from a ``.chalice/config.json`` would be packaged without its
+        policies and settings: refused before anything is made."""
+        undefined = [s.name for s in SERVICES if self.stage not in s.config().get("stages", {})]
+        if undefined:
+            raise StageNameError(
+                f"stage {self.stage!r} has no section in the .chalice/config.json of "
+                f"{', '.join(undefined)}: add one (copy dev's) before deploying it")  # fmt: skip
 
     def stack_name(self, part: str) -> str:
         return f"{PROJECT}-{self.stage}-{part}"

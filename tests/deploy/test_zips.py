@@ -43,6 +43,7 @@ from tests.infra.conftest import STAGE, function_id, functions_of, handler_of
 from tests.support import lambda_events as le
 from tools.bench_package import run_isolated, unpack
 from tools.services import GATEWAY, PRODUCT, SERVICES, USER
+from tools.stages import Naming
 
 pytestmark = pytest.mark.deploy
 
@@ -101,8 +102,9 @@ def proxy_event(
 def resolve(value: Any, refs: dict[str, str]) -> str:
     """What CloudFormation puts in an environment variable: ``Ref``, ``Fn::Sub`` and another
     stack's export (``Fn::ImportValue``, by the one name of ``refs`` its export name holds)."""
-    if isinstance(value, str):
-        return value
+    if isinstance(value, str):  # a dynamic reference, {{resolve:ssm:NAME[:VERSION]}}, by NAME
+        ssm = value.removeprefix("{{resolve:ssm:").removesuffix("}}")
+        return refs[ssm.split(":")[0]] if ssm != value else value
     if set(value) == {"Ref"}:
         return refs[value["Ref"]]
     if set(value) == {"Fn::ImportValue"}:
@@ -158,7 +160,7 @@ def stage_aws(moto_server: str, key_material: tuple[str, str]) -> dict[str, str]
     name, pem = "shop/zipcheck/jwt-signing-key", key_material[0]
     arn = secrets.create_secret(Name=name, SecretString=pem)["ARN"]
     bus = _client(moto_server, "events").create_event_bus(Name="shop-zipcheck")["EventBusArn"]
-    return {"SigningKeySecretArn": arn, "JwksParameterName": key_material[1],
+    return {"SigningKeySecretArn": arn, Naming(STAGE).jwks_parameter: key_material[1],
             "EventBusName": "shop-zipcheck", "EventBusArn": bus}  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from aws_cdk.assertions import Match, Template
 from infra.gateway_responses import GATEWAY_RESPONSES
 from svckit import events
 from tests.infra.conftest import (
+    _synth,
     as_list,
     chalice_setting,
     function_id,
@@ -417,10 +418,23 @@ def test_event_function_gets_the_api_functions_environment(templates, name, logi
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
 def test_jwks_comes_from_the_stages_ssm_parameter(templates, name) -> None:
-    templates[name].has_parameter("JwksParameterName", {
-        "Type": "AWS::SSM::Parameter::Value<String>", "Default": f"/shop/{STAGE}/jwt-jwks"})
-    templates[name].all_resources_properties(FUNCTION, {"Environment": {
-        "Variables": Match.object_like({"JWT_JWKS": {"Ref": "JwksParameterName"}})}})  # fmt: skip
+    """By dynamic reference: CloudFormation resolves it at deploy, no function calls SSM."""
+    jwks = {"JWT_JWKS": f"{{{{resolve:ssm:/shop/{STAGE}/jwt-jwks}}}}"}
+    templates[name].all_resources_properties(
+        FUNCTION, {"Environment": {"Variables": Match.object_like(jwks)}})  # fmt: skip
+
+
+def test_the_deploys_jwks_version_is_the_one_every_function_references(
+    packaged_apps, tmp_path
+) -> None:
+    """A rotation makes a new SSM version: the deploy passes it, so the templates change and
+    the stacks update (an unchanged JWKS keeps them as they are)."""
+    built = _synth(packaged_apps, tmp_path, jwksVersion="7")
+    for stack in built.services.values():
+        template = Template.from_stack(stack)
+        jwks = {"JWT_JWKS": f"{{{{resolve:ssm:/shop/{STAGE}/jwt-jwks:7}}}}"}
+        template.all_resources_properties(
+            FUNCTION, {"Environment": {"Variables": Match.object_like(jwks)}})  # fmt: skip
 
 
 @pytest.mark.parametrize(("kind", "key", "limit"), NAME_LIMITS)
