@@ -10,6 +10,7 @@ Service URLs come only from the stage's environment (``.chalice/config.json``).
 from __future__ import annotations
 
 import contextvars
+import json
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from chalice import BadRequestError, Response
 
 from chalicelib import upstream
 from chalicelib.upstream import PRODUCT, USER, segment
-from svckit import config, validation
+from svckit import config, openapi, validation
 from svckit.errors import ServiceUnavailableError, error_body
 from svckit.web import Service
 
@@ -34,43 +35,73 @@ DEFAULT_HEALTH_TIMEOUT = 2.0
 HEALTH_GRACE_SECONDS = 0.5
 
 
+def service_documents() -> dict[str, Any]:
+    """The documents of the services this gateway forwards to, for its own (svckit.openapi):
+    their shapes are theirs, read from them rather than restated here. A service that does not
+    answer makes this raise the contract's 503, and nothing is kept."""
+    documents: dict[str, Any] = {}
+    for target in upstream.UPSTREAMS:
+        answer = upstream.call(service, target, "GET", openapi.ROUTE)
+        if answer.status != 200:
+            raise target.counted(target.unavailable())
+        documents[target.name] = json.loads(answer.body)
+    return documents
+
+
+service.openapi.sources = service_documents
+
+
+def _to(target: upstream.Upstream, path: str) -> Any:
+    """The annotation of a route forwarded to ``target``'s ``path`` with the same method."""
+    return openapi.describe(
+        summary=f"{target.label}: {path}", answers={}, forwards=(target.name, path)
+    )
+
+
 # --- user_api -------------------------------------------------------------------------------
 
 
 @app.route("/register_user", methods=["POST"])
+@_to(USER, "/register")
 def register_user() -> Response:
     return upstream.forward(service, USER, "/register")
 
 
 @app.route("/login_user", methods=["POST"])
+@_to(USER, "/login")
 def login_user() -> Response:
     return upstream.forward(service, USER, "/login")
 
 
 @app.route("/users", methods=["GET"])
+@_to(USER, "/users")
 def list_users() -> Response:
     return upstream.forward(service, USER, "/users")
 
 
 @app.route("/users/{username}", methods=["GET"])
 @app.route("/user/{username}", methods=["GET"])
+@_to(USER, "/users/{username}")
 def get_user(username: str) -> Response:
     return upstream.forward(service, USER, f"/users/{segment(username)}")
 
 
 @app.route("/user/promote/{username}", methods=["PUT"])
+@_to(USER, "/user/promote/{username}")
 def promote_user(username: str) -> Response:
     service.require_principal()
     return upstream.forward(service, USER, f"/user/promote/{segment(username)}")
 
 
 @app.route("/users/{username}/points", methods=["POST"])
+@_to(USER, "/users/{username}/points")
 def grant_points(username: str) -> Response:
     service.require_principal()
     return upstream.forward(service, USER, f"/users/{segment(username)}/points")
 
 
 @app.route("/users/{username}", methods=["DELETE"])
+@_to(USER, "/users/{username}")
 def delete_user(username: str) -> Response:
     service.require_principal()
     return upstream.forward(service, USER, f"/users/{segment(username)}")
@@ -80,33 +111,39 @@ def delete_user(username: str) -> Response:
 
 
 @app.route("/add_product", methods=["POST"])
+@_to(PRODUCT, "/add_product")
 def add_product() -> Response:
     service.require_principal()
     return upstream.forward(service, PRODUCT, "/add_product")
 
 
 @app.route("/get_products", methods=["GET"])
+@_to(PRODUCT, "/get_products")
 def get_products() -> Response:
     return upstream.forward(service, PRODUCT, "/get_products")
 
 
 @app.route("/products", methods=["GET"])
+@_to(PRODUCT, "/products")
 def list_products() -> Response:
     return upstream.forward(service, PRODUCT, "/products")
 
 
 @app.route("/products", methods=["POST"])
+@_to(PRODUCT, "/products")
 def create_product() -> Response:
     service.require_principal()
     return upstream.forward(service, PRODUCT, "/products")
 
 
 @app.route("/products/{product_id}", methods=["GET"])
+@_to(PRODUCT, "/products/{product_id}")
 def get_product(product_id: str) -> Response:
     return upstream.forward(service, PRODUCT, f"/products/{segment(product_id)}")
 
 
 @app.route("/products/{product_id}", methods=["DELETE"])
+@_to(PRODUCT, "/products/{product_id}")
 def delete_product(product_id: str) -> Response:
     service.require_principal()
     return upstream.forward(service, PRODUCT, f"/products/{segment(product_id)}")
@@ -114,8 +151,36 @@ def delete_product(product_id: str) -> Response:
 
 # --- the gateway's own ----------------------------------------------------------------------
 
+# What /health below answers: Service.health plus each service's probe result.
+GATEWAY_HEALTH = openapi.Model(
+    "GatewayHealth",
+    {
+        "type": "object",
+        "required": ["status", "service", "time", "dependencies"],
+        "properties": {
+            "status": {"type": "string"},
+            "service": {"type": "string"},
+            "time": {"type": "string", "format": "date-time"},
+            "dependencies": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"type": "string"}},
+                },
+            },
+        },
+    },
+)
+
 
 @app.route("/greet/{name}", methods=["GET"])
+@openapi.describe(
+    summary="Seed 004's greeting",
+    answers={200: {"type": "string"}},
+    text=True,
+    path={"name": GREET_NAME},
+)
 def greet(name: str) -> Response:
     """Seed 004's greeting, answered here: no service owns it."""
     GREET_NAME.check("name", name)
@@ -129,6 +194,10 @@ def greet(name: str) -> Response:
 
 
 @app.route("/health", methods=["GET"])
+@openapi.describe(
+    summary="The gateway's state and each service's readiness",
+    answers={200: GATEWAY_HEALTH, 503: "a service is failing: the message names it"},
+)
 def health() -> Response:
     """The gateway's own state and every service's readiness, probed in parallel within a short
     budget (``HEALTH_TIMEOUT``) at ``UPSTREAM_HEALTH_PATH`` (``/health?ready=1``).

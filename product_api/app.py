@@ -22,7 +22,7 @@ from chalice import (
 from chalice.app import DynamoDBEvent, SQSEvent
 
 from chalicelib import accounts, products
-from svckit import events, idempotency, metrics, validation
+from svckit import events, idempotency, metrics, openapi, validation
 from svckit.errors import not_found
 from svckit.pagination import page_response
 from svckit.tokens import Principal
@@ -51,6 +51,36 @@ def _price(amount: Decimal) -> int | float:
     if amount == amount.to_integral_value():
         return int(amount)
     return float(amount.quantize(_CENT, rounding=ROUND_HALF_UP))
+
+
+# PRODUCT, as public_view builds it; the answers of the routes below are built from it.
+PRODUCT = openapi.Model(
+    "Product",
+    {
+        "type": "object",
+        "required": ["product_id", "product_name", "created_by", "created_at"],
+        "properties": {
+            "product_id": openapi.rule_schema(validation.PRODUCT_ID),
+            "product_name": openapi.rule_schema(validation.PRODUCT_NAME),
+            "price": {"type": "number", "minimum": 0},
+            "description": openapi.rule_schema(validation.DESCRIPTION),
+            "created_by": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": False,
+    },
+)
+PRODUCT_ADDED = openapi.Model(
+    "ProductAdded",
+    {
+        "type": "object",
+        "required": ["message", "product"],
+        "properties": {"message": {"const": "Product added successfully"}, "product": PRODUCT},
+        "additionalProperties": False,
+    },
+)
+_ID = {"product_id": validation.PRODUCT_ID}
+_ADDED = {201: PRODUCT_ADDED, 409: "a product with this product_id exists"}
 
 
 def public_view(product: dict[str, Any]) -> dict[str, Any]:
@@ -107,17 +137,30 @@ def _add(schema: validation.Schema) -> Response:
 
 
 @app.route("/add_product", methods=["POST"])
+@openapi.describe(summary="Add a product", body=NEW_PRODUCT, answers=_ADDED, auth="required")
 def add_product() -> Response:
     return _add(NEW_PRODUCT)
 
 
 @app.route("/products", methods=["POST"])
+@openapi.describe(
+    summary="Add a product; its id generated when absent",
+    body=NEW_PRODUCT_ANY_ID,
+    answers=_ADDED,
+    auth="required",
+)
 def create_product() -> Response:
     return _add(NEW_PRODUCT_ANY_ID)
 
 
 @app.route("/products", methods=["GET"])
 @app.route("/get_products", methods=["GET"])
+@openapi.describe(
+    summary="Products, or one user's (created_by), a page at a time",
+    answers={200: openapi.array_of(PRODUCT)},
+    paged=True,
+    query={"created_by": validation.USERNAME},
+)
 def list_products() -> Response:
     """Every product (one Scan page), or with ``?created_by=`` one user's (one Query page on the
     ``by_creator`` index). ``created_by`` matches as stored: the creator's username as they
@@ -137,6 +180,7 @@ def list_products() -> Response:
 
 
 @app.route("/products/{product_id}", methods=["GET"])
+@openapi.describe(summary="One product", answers={200: PRODUCT}, path=_ID)
 def get_product(product_id: str) -> dict[str, Any]:
     product = products.get(validation.path_value(validation.PRODUCT_ID, product_id, "product"))
     if product is None:
@@ -145,6 +189,12 @@ def get_product(product_id: str) -> dict[str, Any]:
 
 
 @app.route("/products/{product_id}", methods=["DELETE"])
+@openapi.describe(
+    summary="Delete a product (its creator or an admin)",
+    answers={204: None, 403: "only the product's creator or an admin may delete it"},
+    auth="required",
+    path=_ID,
+)
 def delete_product(product_id: str) -> Response:
     """204 for its creator or an admin, 403 for anyone else, 404 when there is no such product;
     the caller first (401 before anything else), then one conditional delete."""
@@ -167,6 +217,11 @@ READINESS_KEY = "#readiness"
 
 
 @app.route("/health", methods=["GET"])
+@openapi.describe(
+    summary="Liveness; with ready=1 readiness (the table and the keys)",
+    answers={200: openapi.HEALTH, 503: "not ready: the failing checks are named"},
+    query={"ready": None},
+)
 def health() -> Response | dict[str, Any]:
     """Liveness, free; with ``?ready=1`` readiness: the products table answers a read and the
     token key set loads (gateway_api's ``/health`` asks this)."""

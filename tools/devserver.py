@@ -125,6 +125,14 @@ class NoDelayRequestHandler(ChaliceRequestHandler):
         self.wfile.write(b"".join(self._headers_buffer) + payload)
         self._headers_buffer = []
 
+    def __getattr__(self, name: str) -> Any:
+        """Every HTTP method goes to Chalice's one handler, so a method no route has (``TRACE``,
+        ``CONNECT``, any token) gets the contract's 404 like ``OPTIONS`` does, as on API Gateway,
+        not ``http.server``'s HTML 501 (found by schemathesis)."""
+        if name.startswith("do_"):
+            return self._generic_handle
+        raise AttributeError(name)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """No access line: the app's middleware already logs each request as JSON with its id.
         Errors the HTTP layer itself reports (``log_error``) still print."""

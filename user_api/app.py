@@ -21,7 +21,7 @@ from chalice import (
 from chalice.app import DynamoDBEvent, SQSEvent
 
 from chalicelib import login_limits, passwords, users
-from svckit import config, dynamo, events, keys, metrics, validation
+from svckit import config, dynamo, events, keys, metrics, openapi, validation
 from svckit.errors import error_response, not_found
 from svckit.pagination import page_response
 from svckit.tokens import Principal, TokenIssuer
@@ -55,6 +55,48 @@ def _issuer(key_ref: str, ttl_seconds: int) -> TokenIssuer:
 
 def token_issuer() -> TokenIssuer:
     return _issuer(config.require("JWT_SIGNING_KEY"), config.integer("TOKEN_TTL_SECONDS", 3600))
+
+
+# USER, as public_view builds it; the answers of the routes below are built from it.
+USER = openapi.Model(
+    "User",
+    {
+        "type": "object",
+        "required": ["username", "points", "status", "created_at"],
+        "properties": {
+            "username": openapi.rule_schema(validation.USERNAME),
+            "points": {"type": "integer", "minimum": 0},
+            "status": {"type": "string", "enum": ["Bronze", "Silver", "Gold"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "email": {"type": "string", "description": "only to the user themself"},
+        },
+        "additionalProperties": False,
+    },
+)
+REGISTERED = openapi.Model(
+    "UserRegistered",
+    {
+        "type": "object",
+        "required": ["message", "user"],
+        "properties": {"message": {"const": "User registered successfully"}, "user": USER},
+        "additionalProperties": False,
+    },
+)
+LOGGED_IN = openapi.Model(
+    "LoginAnswer",
+    {
+        "type": "object",
+        "required": ["message", "access_token", "token_type", "expires_in"],
+        "properties": {
+            "message": {"const": "Login successful"},
+            "access_token": {"type": "string", "description": "a signed JWT"},
+            "token_type": {"const": "Bearer"},
+            "expires_in": {"type": "integer", "minimum": 1},
+        },
+        "additionalProperties": False,
+    },
+)
+_NAME = {"username": validation.USERNAME}
 
 
 def public_view(user: dict[str, Any], viewer: Principal | None) -> dict[str, Any]:
@@ -108,6 +150,11 @@ def _username(raw: str) -> str:
 @app.route("/register", methods=["POST"])
 @app.route("/users", methods=["POST"])
 @app.route("/user", methods=["POST"])
+@openapi.describe(
+    summary="Register a user",
+    body=REGISTRATION,
+    answers={201: REGISTERED, 409: "username is already taken"},
+)
 def register() -> Response:
     body = REGISTRATION.check(service.json_body())
     password_hash = passwords.hash_password(body["password"])
@@ -153,6 +200,11 @@ def _source_address() -> str:
 
 
 @app.route("/login", methods=["POST"])
+@openapi.describe(
+    summary="Log in: a token for the right password",
+    body=CREDENTIALS,
+    answers={200: LOGGED_IN, 401: "Invalid username or password", 429: "too many failed logins"},
+)
 def login() -> Response | dict[str, Any]:
     """Issue a token for the right password, within the failed-login limits (login_limits)."""
     body = CREDENTIALS.check(service.json_body())
@@ -191,6 +243,9 @@ def login() -> Response | dict[str, Any]:
 
 
 @app.route("/users", methods=["GET"])
+@openapi.describe(
+    summary="Users, a page at a time", answers={200: openapi.array_of(USER)}, paged=True
+)
 def list_users() -> Response:
     page = service.page(users.KEY_ATTRIBUTES)
     items, last_key = users.list_page(page)
@@ -199,6 +254,7 @@ def list_users() -> Response:
 
 @app.route("/users/{username}", methods=["GET"])
 @app.route("/user/{username}", methods=["GET"])
+@openapi.describe(summary="One user", answers={200: USER}, auth="optional", path=_NAME)
 def get_user(username: str) -> dict[str, Any]:
     viewer = service.principal(required=False)
     user = users.get(_username(username))
@@ -208,6 +264,12 @@ def get_user(username: str) -> dict[str, Any]:
 
 
 @app.route("/user/promote/{username}", methods=["PUT"])
+@openapi.describe(
+    summary="Recompute a user's status from their points",
+    answers={200: USER, 403: "only the user or an admin may promote a user"},
+    auth="required",
+    path=_NAME,
+)
 def promote(username: str) -> dict[str, Any]:
     """Recompute status from points (seed 003). Users may promote themselves; admins anyone,
     with the admin role read from the table, not from the token (see ``_require_admin``)."""
@@ -229,6 +291,13 @@ def promote(username: str) -> dict[str, Any]:
 
 
 @app.route("/users/{username}/points", methods=["POST"])
+@openapi.describe(
+    summary="An admin grants a user points",
+    body=POINTS_GRANT,
+    answers={200: USER, 403: "only an admin may grant points, never to themselves"},
+    auth="required",
+    path=_NAME,
+)
 def grant_points(username: str) -> dict[str, Any]:
     """Admins grant points; nobody can raise their own. The role is checked in the table, so a
     revoked admin's unexpired token grants nothing (see ``_require_admin``)."""
@@ -247,6 +316,12 @@ def grant_points(username: str) -> dict[str, Any]:
 
 
 @app.route("/users/{username}", methods=["DELETE"])
+@openapi.describe(
+    summary="Delete a user (themself or an admin)",
+    answers={204: None, 403: "only the user or an admin may delete a user"},
+    auth="required",
+    path=_NAME,
+)
 def delete_user(username: str) -> Response:
     """Delete a user: the user themself or an admin (the role read from the table, like every
     admin action); 403 anyone else, 404 an unknown name, 204 with an empty body."""
@@ -275,6 +350,11 @@ READINESS_KEY = "#readiness"
 
 
 @app.route("/health", methods=["GET"])
+@openapi.describe(
+    summary="Liveness; with ready=1 readiness (the table and the keys)",
+    answers={200: openapi.HEALTH, 503: "not ready: the failing checks are named"},
+    query={"ready": None},
+)
 def health() -> Response | dict[str, Any]:
     """Liveness, free; with ``?ready=1`` readiness: the users table answers a read and the
     signing key loads (gateway_api's ``/health`` asks this)."""

@@ -371,8 +371,12 @@ def forward(service: Service, target: Upstream, path: str) -> Response:
     call it gets comes from the gateway's address).
     """
     request = service.request
+    # Sent on as sent, an empty value too: an empty Idempotency-Key is the service's 400 to
+    # give, and dropping it made the write run unkeyed (found by schemathesis).
     headers = {
-        name: value for name in FORWARDED_REQUEST_HEADERS if (value := request.headers.get(name))
+        name: value
+        for name in FORWARDED_REQUEST_HEADERS
+        if (value := request.headers.get(name)) is not None
     }
     headers[REQUEST_ID_HEADER] = service.request_id
     if client := caller_address(request):

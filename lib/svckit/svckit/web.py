@@ -25,7 +25,7 @@ from typing import Any
 from chalice import BadRequestError, Chalice, Response, UnauthorizedError
 from chalice.app import Request
 
-from svckit import config, idempotency, keys, logs, metrics, overload
+from svckit import config, idempotency, keys, logs, metrics, openapi, overload
 from svckit.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
@@ -143,6 +143,8 @@ class Service:
         # and events) adds its values to, and writes them once the inner one has answered.
         self.app.register_middleware(self.metrics.middleware, "all")
         self.app.register_middleware(self._around_request, "http")
+        # GET /openapi.json: registered here so no app can miss it; built at its first request.
+        self.openapi = openapi.serve(self)
 
     @property
     def request(self) -> Request:
