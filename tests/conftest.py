@@ -47,10 +47,12 @@ def tables(local_keys: Path) -> Iterator[Any]:
     # above is the same fake one for every test, so nothing real can leak between them.
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
         dynamo.client.cache_clear()
+        dynamo.records_client.cache_clear()
         ddb = boto3.client("dynamodb", region_name=REGION)
         services.create_tables(ddb, "local")
         yield ddb
         dynamo.client.cache_clear()
+        dynamo.records_client.cache_clear()
 
 
 @pytest.fixture
@@ -61,7 +63,8 @@ def dynamo_calls(tables: Any) -> list[tuple[str, dict[str, Any]]]:
     def record(params: dict[str, Any], model: Any, **_: Any) -> None:
         calls.append((model.name, dict(params)))
 
-    dynamo.client().meta.events.register("before-parameter-build.dynamodb", record)
+    for made in (dynamo.client(), dynamo.records_client()):
+        made.meta.events.register("before-parameter-build.dynamodb", record)
     return calls
 
 

@@ -199,7 +199,7 @@ def _source_address() -> str:
     return str(identity.get("sourceIp") or "unknown")
 
 
-@app.route("/login", methods=["POST"])
+@app.route("/login", methods=["POST"], idempotent=False)
 @openapi.describe(
     summary="Log in: a token for the right password",
     body=CREDENTIALS,

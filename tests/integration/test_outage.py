@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from svckit import aws
-from tests.support.system import Reply, bearer, get, post, wait_until
+from tests.support.system import Reply, bearer, call, get, post, wait_until
 from tools import services
 from tools.localrun import LocalSystem
 
@@ -96,18 +96,18 @@ def test_product_api_down_gives_fast_503_and_user_routes_keep_working(
 def test_product_api_hung_gives_504_within_the_read_timeout(
     gateway: str, member_token: str, unique: Callable[[str], str]
 ) -> None:
-    # Both wait out the gateway's read timeout, so they run side by side.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        listing = pool.submit(get, gateway, "/get_products")
-        adding = pool.submit(
-            post,
-            gateway,
-            "/add_product",
-            {"product_id": unique("hung"), "product_name": "Clock"},
-            bearer(member_token),
-        )
-        listed, added = listing.result(timeout=30), adding.result(timeout=30)
+    # Both wait out the gateway's read timeout, so they run side by side; the client waits
+    # longer than the gateway does.
     read_timeout = aws.budget("local").upstream_deadline
+    patience = read_timeout + 2 * FAST_SECONDS
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        listing = pool.submit(call, gateway, "GET", "/get_products", timeout=patience)
+        adding = pool.submit(
+            call, gateway, "POST", "/add_product",
+            {"product_id": unique("hung"), "product_name": "Clock"},
+            bearer(member_token), patience,
+        )  # fmt: skip
+        listed, added = listing.result(timeout=60), adding.result(timeout=60)
     for reply in (listed, added):
         _assert_unavailable(reply, 504)
         assert reply.seconds < read_timeout + FAST_SECONDS, reply.seconds

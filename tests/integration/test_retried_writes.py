@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 PASSWORD = "correct-horse-1234"
 USERS = services.USER.stage_env("local")["TABLE_NAME"]
 PRODUCTS = services.PRODUCT.stage_env("local")["TABLE_NAME"]
+IDEMPOTENCY_RECORDS = services.PRODUCT.stage_env("local")["IDEMPOTENCY_TABLE"]
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +58,12 @@ def proxy(
     dropping = DropProxy(engine_url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dropping.url)
     dynamo.client.cache_clear()
+    dynamo.records_client.cache_clear()
     try:
         yield dropping
     finally:
         dynamo.client.cache_clear()
+        dynamo.records_client.cache_clear()
         dropping.close()
 
 
@@ -178,9 +181,10 @@ def unique_name() -> str:
 def quick_budget(proxy: DropProxy, monkeypatch: pytest.MonkeyPatch) -> aws.Budget:
     """A local budget of fractions of a second, so a stalled store times out quickly; the
     clients made after it carry it."""
-    budget = aws.Budget(connect=0.5, read=0.3, attempts=2)
+    budget = aws.Budget(connect=0.5, read=0.3, attempts=2, request=5.0)
     monkeypatch.setitem(aws.BUDGETS, "local", budget)
     dynamo.client.cache_clear()
+    dynamo.records_client.cache_clear()
     return budget
 
 
@@ -233,6 +237,7 @@ def test_an_unreachable_store_is_a_503(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{free_port()}")
     dynamo.client.cache_clear()
+    dynamo.records_client.cache_clear()
 
     _assert_busy(product_client.http.get("/products/x"), 503, "ServiceUnavailableError")
 
@@ -274,3 +279,61 @@ def test_a_retry_with_the_same_key_finds_out_what_a_503_left_unknown(
     assert found.status_code == 201, found.body
     mine = product_client.http.get(f"/products?created_by={unique_name}").json_body
     assert [p["product_id"] for p in mine] == [found.json_body["product"]["product_id"]]
+
+
+def test_points_retried_with_the_same_key_after_a_503_are_added_once(
+    quick_budget: aws.Budget, user_client: Client, proxy: DropProxy, unique_name: str
+) -> None:
+    """The grant was applied and its answers lost on every attempt (503): the client's retry
+    with the same key carries the same ClientRequestToken, which DynamoDB recognises."""
+    boss, member = f"{unique_name}_boss", f"{unique_name}_m"
+    for name in (boss, member):
+        registered = _post(user_client, "/register", {"username": name, "password": PASSWORD})
+        assert registered.status_code == 201
+    assert admin.grant_role(dynamodb.client(proxy.url), USERS, boss, "admin")
+    token = _post(user_client, "/login", {"username": boss, "password": PASSWORD})
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {token.json_body['access_token']}",
+        "Idempotency-Key": str(uuid.uuid4()),
+    }
+    proxy.stall("TransactWriteItems", quick_budget.read * 3, times=quick_budget.attempts)
+
+    lost = user_client.http.post(f"/users/{member}/points", headers=headers, body='{"points": 10}')
+    retried = user_client.http.post(
+        f"/users/{member}/points", headers=headers, body='{"points": 10}'
+    )
+
+    assert lost.status_code == 503, lost.body
+    assert retried.status_code == 200, retried.body
+    assert user_client.http.get(f"/users/{member}").json_body["points"] == 10
+
+
+def test_a_request_whose_time_is_spent_makes_no_more_calls_and_answers_503(
+    proxy: DropProxy, product_client: Client, monkeypatch: pytest.MonkeyPatch,
+    issue_token: Any,
+) -> None:
+    """Each call answers within its read timeout, but slowly: the request stops starting
+    calls once its time is spent and answers 503, so the gateway (whose deadline is above a
+    request's worst case) hears the service rather than giving up on it."""
+    budget = aws.Budget(connect=0.5, read=1.0, attempts=1, request=0.4)
+    monkeypatch.setitem(aws.BUDGETS, "local", budget)
+    dynamo.client.cache_clear()
+    dynamo.records_client.cache_clear()
+    token = issue_token("slowpoke", (), "acct-slow")
+    proxy.stall("PutItem", 0.5, times=1, table=IDEMPOTENCY_RECORDS)  # the first call: slow
+    started = time.monotonic()
+
+    answer = product_client.http.post(
+        "/add_product",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}",
+                 "Idempotency-Key": str(uuid.uuid4())},
+        body=json.dumps({"product_id": "never", "product_name": "x"}),
+    )  # fmt: skip
+
+    assert answer.status_code == 503, answer.body
+    assert time.monotonic() - started < budget.upstream_deadline
+    # The in-progress record made and removed again (bookkeeping is not bounded); the request's
+    # own calls stopped: the revocation check and the product were never sent.
+    assert proxy.forwarded == ["PutItem", "DeleteItem"]
+    assert product_client.http.get("/products/never").status_code == 404

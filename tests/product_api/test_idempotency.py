@@ -180,3 +180,75 @@ def test_both_deletes_replay_their_204(product_client, ann, tables):
 def test_a_request_without_a_key_writes_no_record(product_client, ann, tables):
     assert post_json(product_client, "/add_product", LAPTOP, ann).status_code == 201
     assert tables.scan(TableName=RECORDS)["Items"] == []
+
+
+def test_the_same_key_on_another_products_path_is_a_422_not_its_replay(product_client, ann, tables):
+    """The route template is the same (/products/{product_id}); the product is not: once,
+    p2's delete was answered with p1's 204 and p2 stayed."""
+    for product_id in ("p1", "p2"):
+        body = {**LAPTOP, "product_id": product_id}
+        assert post_json(product_client, "/add_product", body, ann).status_code == 201
+    key = str(uuid.uuid4())
+    assert product_client.http.delete("/products/p1", headers=keyed(ann, key)).status_code == 204
+
+    other = product_client.http.delete("/products/p2", headers=keyed(ann, key))
+
+    assert other.status_code == 422
+    assert product_client.http.get("/products/p2").status_code == 200
+
+
+def test_a_repeat_while_the_first_runs_says_when_to_come_back(product_client, ann, tables,
+                                                              monkeypatch):  # fmt: skip
+    products = load_app(services.PRODUCT).products
+    key, started, release = str(uuid.uuid4()), threading.Event(), threading.Event()
+    real_create = products.create
+
+    def held_create(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        assert release.wait(10)
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(products, "create", held_create)
+    first = threading.Thread(
+        target=lambda: post_json(product_client, "/add_product", LAPTOP, keyed(ann, key))
+    )
+    first.start()
+    try:
+        assert started.wait(10)
+        monkeypatch.setattr(products, "create", real_create)
+        repeat = post_json(product_client, "/add_product", LAPTOP, keyed(ann, key))
+    finally:
+        release.set()
+        first.join(10)
+    assert repeat.status_code == 409
+    assert int(repeat.headers["Retry-After"]) >= 1
+
+
+def test_another_body_under_a_key_whose_first_attempt_failed_is_not_taken_for_it(
+    product_client, ann, tables, monkeypatch
+):
+    """The first attempt stored its product and then lost the store's answer (503); the
+    client's retry under the same key with another body is not answered with the first
+    body's product as its own (the write token covers the whole request)."""
+    from botocore.exceptions import ReadTimeoutError
+
+    products = load_app(services.PRODUCT).products
+    real_create = products.create
+
+    def stored_then_lost(*args: Any, **kwargs: Any) -> Any:
+        real_create(*args, **kwargs)
+        raise ReadTimeoutError(endpoint_url="http://dynamodb")
+
+    monkeypatch.setattr(products, "create", stored_then_lost)
+    key = str(uuid.uuid4())
+    assert post_json(product_client, "/add_product", LAPTOP, keyed(ann, key)).status_code == 503
+    monkeypatch.setattr(products, "create", real_create)
+
+    changed = post_json(
+        product_client, "/add_product", {**LAPTOP, "product_name": "Desk"}, keyed(ann, key)
+    )
+    same = post_json(product_client, "/add_product", LAPTOP, keyed(ann, key))
+
+    assert changed.status_code == 409  # p1 is someone's earlier write, not this request's
+    assert same.status_code == 201  # the first request's retry finds its own write
+    assert same.json_body["product"]["product_name"] == "Laptop"

@@ -61,3 +61,21 @@ def test_promotion_and_deletion_replay(user_client, register, login, tables):
     again = user_client.http.delete("/users/alice", headers=keyed(key, **bearer(token)))
     assert (deleted.status_code, again.status_code) == (204, 204)
     assert again.headers[idempotency.REPLAYED_HEADER] == "true"
+
+
+def test_login_keeps_no_record_and_a_stale_token_does_not_spoil_a_keyed_register(
+    user_client, register, tables
+):
+    """A login makes nothing and is safe to repeat; its answer (a live token) must not sit in
+    the records for a day. A client sending its old, invalid token along with a key on an
+    anonymous route is not refused for it."""
+    stale = {"Authorization": "Bearer not-a-valid.jwt.token"}
+    assert post_json(user_client, "/register", ALICE, keyed("k-reg", **stale)).status_code == 201
+    records = services.USER.stage_env("local")[idempotency.TABLE_SETTING]
+    before = tables.scan(TableName=records)["Count"]
+
+    login = post_json(user_client, "/login", ALICE, keyed("k-login"))
+
+    assert login.status_code == 200
+    assert idempotency.REPLAYED_HEADER not in login.headers
+    assert tables.scan(TableName=records)["Count"] == before

@@ -15,6 +15,8 @@ inserts recognise their own earlier attempt, increments run once per ``ClientReq
 
 from __future__ import annotations
 
+import contextvars
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ class Budget:
     connect: float  # seconds to connect
     read: float  # seconds between bytes of the answer
     attempts: int  # the first try and the retries
+    request: float  # seconds a request may go on starting AWS calls (its later ones are 503)
 
     @property
     def worst_case(self) -> float:
@@ -39,14 +42,38 @@ class Budget:
         return self.attempts * (self.connect + self.read) + backoff
 
     @property
+    def worst_request(self) -> float:
+        """The longest a request can take in AWS calls: one started as its time runs out."""
+        return self.request + self.worst_case
+
+    @property
     def upstream_deadline(self) -> float:
         """The gateway's whole-call deadline for a service of this stage."""
-        return self.worst_case + _UPSTREAM_MARGIN_SECONDS
+        return self.worst_request + _UPSTREAM_MARGIN_SECONDS
 
 
 # Every deployed stage is AWS; ``local`` is make run and the integration tests.
-AWS = Budget(connect=0.5, read=1.0, attempts=2)
-BUDGETS = {"local": Budget(connect=1.0, read=3.0, attempts=2)}
+AWS = Budget(connect=0.5, read=1.0, attempts=2, request=2.0)
+BUDGETS = {"local": Budget(connect=1.0, read=3.0, attempts=2, request=5.0)}
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "svckit_request_deadline", default=None
+)
+
+
+def start_request() -> contextvars.Token[float | None]:
+    """The request's AWS calls may start until ``budget().request`` from now (svckit.web calls
+    it around each HTTP request): a request of several slow calls then answers 503 before the
+    gateway's deadline, instead of the gateway giving up while it still works."""
+    return _deadline.set(time.monotonic() + budget().request)
+
+
+def end_request(token: contextvars.Token[float | None]) -> None:
+    _deadline.reset(token)
+
+
+def out_of_time() -> bool:
+    deadline = _deadline.get()
+    return deadline is not None and time.monotonic() > deadline
 
 
 def budget(stage: str | None = None) -> Budget:
@@ -66,12 +93,16 @@ def client_config() -> Any:
     )
 
 
-def make_client(service: str, extra: Any = None) -> Any:
+def make_client(service: str, extra: Any = None, bounded: bool = True) -> Any:
     """A boto3 client on the stage's budget that tells :mod:`svckit.overload` which operation
-    it is calling (a timeout names none). boto3 is imported here, on first use."""
+    it is calling (a timeout names none) and, when ``bounded``, starts no call once the
+    request's time is spent (bookkeeping that must still run then, such as removing an
+    idempotency record, is not bounded). boto3 is imported here, on first use."""
     import boto3
 
     settings = client_config()
     made = boto3.client(service, config=settings.merge(extra) if extra else settings)
     made.meta.events.register("before-call", overload.remember_call)
+    if bounded:
+        made.meta.events.register("before-call", overload.refuse_late_call)
     return made

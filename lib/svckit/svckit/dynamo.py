@@ -76,6 +76,17 @@ def _make_client() -> Any:
 client = _once(_make_client)
 
 
+def _make_records_client() -> Any:
+    """The idempotency records' client: the stage's budget with one attempt, so a record whose
+    write was stored but whose answer was lost is the caller's 503 (retry), not a 409 from
+    botocore's own re-send meeting the record it just made; not held to the request's time,
+    so a failed request's record is still removed (else its key answers 409 for a while)."""
+    return aws.make_client("dynamodb", Config(retries={"total_max_attempts": 1}), bounded=False)
+
+
+records_client = _once(_make_records_client)
+
+
 def table_name() -> str:
     """Every service names its own table in the stage's ``TABLE_NAME``."""
     return config.require("TABLE_NAME")
@@ -267,10 +278,11 @@ def update_once(
         "ExpressionAttributeNames": dict(names),
         "ExpressionAttributeValues": to_item(values),
     }
+    # A keyed request's token is the same on every attempt of it (svckit.idempotency): a client's
+    # retry after a 503 within DynamoDB's 10 minutes is recognised as botocore's own is.
+    token = idempotency.client_request_token(f"update:{expression}") or uuid.uuid4().hex
     try:
-        client().transact_write_items(
-            TransactItems=[{"Update": update}], ClientRequestToken=uuid.uuid4().hex
-        )
+        client().transact_write_items(TransactItems=[{"Update": update}], ClientRequestToken=token)
     except ClientError as exc:
         if error_code(exc) == "TransactionCanceledException":
             reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}

@@ -46,10 +46,27 @@ _last_call: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
 )
 
 
+class OutOfTime(Exception):
+    """The request's time for AWS calls is spent (svckit.aws.start_request)."""
+
+    operation_name = ""
+
+
 def remember_call(model: Any, **_: Any) -> None:
     """botocore ``before-call`` hook: which operation this thread is calling, for the metric of
     a timeout (whose exception names no operation)."""
     _last_call.set((model.service_model.service_name, model.name))
+
+
+def refuse_late_call(model: Any, **_: Any) -> None:
+    """botocore ``before-call`` hook: no call once the request's time is spent
+    (svckit.aws.out_of_time)."""
+    from svckit import aws
+
+    if aws.out_of_time():
+        late = OutOfTime(f"no time left for {model.name}")
+        late.operation_name = model.name  # as a ClientError names it, for the metric
+        raise late
 
 
 def classify(exc: BaseException) -> str | None:
@@ -57,6 +74,8 @@ def classify(exc: BaseException) -> str | None:
     a refused permission, a malformed call: those stay the 500 they are). A library's wrapper
     (Powertools' idempotency store error) is judged by the botocore error it wraps."""
     while not type(exc).__module__.startswith("botocore"):
+        if isinstance(exc, OutOfTime):
+            return TIMEOUT
         if exc.__cause__ is None or not type(exc).__module__.startswith("aws_lambda_powertools"):
             return None
         exc = exc.__cause__

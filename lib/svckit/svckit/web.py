@@ -25,7 +25,7 @@ from typing import Any
 from chalice import BadRequestError, Chalice, Response, UnauthorizedError
 from chalice.app import Request
 
-from svckit import config, idempotency, keys, logs, metrics, openapi, overload
+from svckit import aws, config, idempotency, keys, logs, metrics, openapi, overload
 from svckit.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
@@ -66,11 +66,10 @@ def _verifier(jwks_ref: str, base_dir: str) -> TokenVerifier:
 
 
 def _store_client() -> Any:
-    """The service's DynamoDB client, for the idempotency records; imported when a keyed write
-    arrives (gateway_api keeps no records and never imports boto3)."""
+    """Imported when a keyed write first arrives: gateway_api keeps no records, no boto3."""
     from svckit import dynamo
 
-    return dynamo.client()
+    return dynamo.records_client()
 
 
 class _GuardedApp(Chalice):
@@ -86,9 +85,11 @@ class _GuardedApp(Chalice):
     service: Service | None = None  # set by Service once it exists
     keeps_idempotency_records = True
 
-    def route(self, path: str, **kwargs: Any) -> Callable[..., Any]:
+    def route(self, path: str, idempotent: bool = True, **kwargs: Any) -> Callable[..., Any]:
+        """``idempotent=False`` for a write that makes nothing and is safe to repeat, whose
+        answer must not be kept (login: its token would sit in the records for a day)."""
         register = super().route(path, **kwargs)
-        writes = self.keeps_idempotency_records and (
+        writes = idempotent and self.keeps_idempotency_records and (
             idempotency.WRITE_METHODS & set(kwargs.get("methods", ["GET"]))
         )
 
@@ -109,14 +110,18 @@ class _GuardedApp(Chalice):
         return self.service
 
     def _caller(self, request: Request) -> str:
-        """Who is calling, for the scope of an idempotency key: the token's user and account
-        (401 for a token that does not verify, as the view would answer), else the source."""
-        principal = self._service().principal(required=False)
+        """Who is calling, for the scope of an idempotency key: the token's user and account,
+        else the client's address (behind the gateway its X-Forwarded-For: the gateway's own
+        address varies with its instance). A token that does not verify is left to the view,
+        which refuses it on a route that needs one and ignores it on an anonymous one."""
+        try:
+            principal = self._service().principal(required=False)
+        except UnauthorizedError:
+            principal = None
         if principal is not None:
             return f"user:{principal.username.lower()}:{principal.account or '-'}"
-        identity = request.context.get("identity") or {}
         forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
-        return f"source:{identity.get('sourceIp') or '-'}:{forwarded or '-'}"
+        return f"source:{forwarded or (request.context.get('identity') or {}).get('sourceIp')}"
 
 
 class Service:
@@ -167,7 +172,11 @@ class Service:
                     PayloadTooLargeError(f"request body must be at most {MAX_BODY_BYTES} bytes")
                 )
             else:
-                response = get_response(request)
+                deadline = aws.start_request()
+                try:
+                    response = get_response(request)
+                finally:
+                    aws.end_request(deadline)
             status = response.status_code
             response.headers[REQUEST_ID_HEADER] = request_id
             if status in (429, 503):
