@@ -90,6 +90,13 @@ bench: setup
 	$(MAKE) --no-print-directory cdk-tools
 	$(BIN)/python -m tools.bench_localstack
 
+.PHONY: fuzz
+## fuzz: schemathesis against the three apps' OpenAPI documents on a system of its own, with a
+## larger budget than make test's (MAX_EXAMPLES=500 per operation, SEED=15); prints how many
+## requests it sent and every failure it found (exit 1 if any)
+fuzz: setup
+	$(BIN)/python -m tools.fuzz --max-examples $(or $(MAX_EXAMPLES),500) --seed $(or $(SEED),15)
+
 .PHONY: load
 ## load: locust against the gateway (headless, 127.0.0.1 only; USERS=50 at 5/s for DURATION=60 s):
 ## the mix profile, then its data check (every 201 product readable, points exact; exit 1 if not),
