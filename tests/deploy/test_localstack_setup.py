@@ -8,13 +8,14 @@ this machine does not have: that part is verified only by running it (docs/deplo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
+import runpy
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,18 +28,9 @@ pytestmark = pytest.mark.deploy
 LOCALSTACK = ROOT / "localstack"
 
 
-def _load_wait_healthy() -> Any:
-    # By path: a `localstack` package installed in the venv (LocalStack's CLI) would shadow the
-    # folder if it were imported by name.
-    spec = importlib.util.spec_from_file_location("wait_healthy", LOCALSTACK / "wait_healthy.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-wait_healthy = _load_wait_healthy()
+# By path: a `localstack` package installed in the venv (LocalStack's CLI) would shadow the
+# folder if it were imported by name.
+wait_healthy = SimpleNamespace(**runpy.run_path(str(LOCALSTACK / "wait_healthy.py")))
 
 
 def needed_services() -> list[str]:

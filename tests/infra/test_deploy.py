@@ -3,7 +3,9 @@ signing key's ARN reaches the user stack's parameter (offline: nothing is run)."
 
 from __future__ import annotations
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from infra import deploy
 
@@ -34,8 +36,6 @@ def test_signing_key_arn_goes_to_the_user_stack() -> None:
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch):
     """moto for the keys; the CDK CLI must never run in these tests."""
-    from moto import mock_aws
-
     ran: list[list[str]] = []
     monkeypatch.setattr(deploy, "_run", ran.append)
     with mock_aws():
@@ -43,8 +43,6 @@ def aws(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_an_unknown_stage_is_refused_before_any_key_is_made(aws) -> None:
-    import boto3
-
     assert deploy.main(["deploy", "--stage", "typo"]) == 1
     assert boto3.client("secretsmanager").list_secrets()["SecretList"] == []
     assert aws == []
@@ -53,8 +51,6 @@ def test_an_unknown_stage_is_refused_before_any_key_is_made(aws) -> None:
 def test_destroying_an_unknown_stage_still_removes_its_keys(aws) -> None:
     """Keys an older deploy made for a stage whose config section is gone: no stacks to
     destroy (it no longer synthesizes), but a billed secret no other command would remove."""
-    import boto3
-
     secrets, ssm = boto3.client("secretsmanager"), boto3.client("ssm")
     secrets.create_secret(Name="shop/typo/jwt-signing-key", SecretString="pem")
     ssm.put_parameter(Name="/shop/typo/jwt-jwks", Value="{}", Type="String")
