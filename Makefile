@@ -66,11 +66,11 @@ dlq-replay: $(STAMP)
 ## test: lint, then every test layer (unit, integration, the CDK app's checks, and the stage
 ## deployed end to end to a host-mode LocalStack that the tests start and stop themselves)
 test: setup cdk-tools lint
-	$(BIN)/pytest
+	JSII_NODE="$(CDK_NODE_BIN)/node" $(BIN)/pytest
 
 ## test-deploy: only the LocalStack layer (host-mode LocalStack, the executor, the deployed stage)
 test-deploy: setup cdk-tools
-	$(BIN)/pytest -m localstack
+	JSII_NODE="$(CDK_NODE_BIN)/node" $(BIN)/pytest -m localstack
 
 lint: setup
 	$(BIN)/ruff check .

@@ -64,6 +64,8 @@ def test_the_document_is_valid_openapi_3_1(name: str) -> None:
 
 def _api_md_routes() -> list[tuple[str, str, str]]:
     """(app, method, path) of every route named in API.md's route tables."""
+    if not API_MD.exists():  # the contract lives beside the checkout (../shared), as in CI
+        return [("contract", "missing", str(API_MD))]
     found: list[tuple[str, str, str]] = []
     section = ""
     for line in API_MD.read_text().splitlines():
@@ -83,6 +85,7 @@ def test_api_md_tables_are_read() -> None:
 
 @pytest.mark.parametrize(("app", "method", "path"), _api_md_routes())
 def test_every_route_in_api_md_is_documented(app: str, method: str, path: str) -> None:
+    assert app in DOCS, f"the contract {path} is not there to check the documents against"
     path, _, query = path.partition("?")
     operation = DOCS[app]["paths"].get(path, {}).get(method)
     assert operation is not None, f"{method.upper()} {path} is not in {app}'s document"
