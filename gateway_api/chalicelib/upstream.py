@@ -26,10 +26,10 @@ through byte for byte with ``Content-Type``, ``Link``, ``X-Next-Cursor`` and ``R
 
 Which answers are replaced is decided by where they come from, never by their shape: every 5xx
 from upstream. The deploy rewrites a service's API Gateway errors into the contract's
-``{"Code", "Message"}`` shape too (``tools/package.py``), so a shape test would pass on API
-Gateway's ``502 Internal server error`` or ``504 Endpoint request timed out``, which tell the
-caller nothing about which service failed; and a service's own 503 ("its table is unavailable")
-is an internal the caller cannot act on. A 5xx from upstream always means "that service failed".
+``{"Code", "Message"}`` shape too (``infra/gateway_responses.py``), so a shape test would pass
+on API Gateway's ``502 Internal server error`` or ``504 Endpoint request timed out``, which tell the
+caller nothing about which service failed. The one 5xx passed through is a service's own 503
+with ``Retry-After`` (its store is busy, svckit.overload): the caller can act on that.
 
 Every call is timed (``UpstreamLatency`` by target) and every answer the gateway makes up in a
 service's place is counted (``UpstreamFailures`` by target and status, ``svckit.metrics``). In

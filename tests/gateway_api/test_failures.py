@@ -208,8 +208,8 @@ def test_service_failure_is_502_without_its_body(
 
 
 # What a deployed service really answers when it fails, and what the caller must get instead.
-# API Gateway's own answers are in the contract's {Code, Message} shape too (tools/package.py
-# rewrites them), so only where an error came from can tell them apart: any 5xx from upstream.
+# API Gateway's own answers are in the contract's {Code, Message} shape too
+# (infra/gateway_responses.py rewrites them), so only where an error came from can tell them apart.
 UPSTREAM_5XX = {
     "crashed function: DEFAULT_5XX 502": api_gateway_reply(
         "DEFAULT_5XX", 502, "Internal server error"

@@ -52,8 +52,8 @@ PROCESSED_TABLE_SETTING = "PROCESSED_EVENTS_TABLE"
 # bus's archive (tools/topology.ARCHIVE_RETENTION_DAYS), or a late replay would apply it again.
 PROCESSED_RETENTION_SECONDS = 30 * 24 * 3600
 # What Chalice's decorators are given: the real ARNs exist only once the stack has made the table
-# and the queue, so tools/package.py replaces these in the template (and refuses a template that
-# still holds one); the local runner wires the handlers itself. No AWS call ever uses them.
+# and the queue, so infra/events.py replaces these in the template (a test refuses a template
+# still holding one); the local runner wires the handlers itself. No AWS call ever uses them.
 STREAM_ARN_PLACEHOLDER = "arn:aws:dynamodb:us-east-1:000000000000:table/set-by-deploy/stream/0"
 QUEUE_ARN_PLACEHOLDER = "arn:aws:sqs:us-east-1:000000000000:set-by-deploy"
 # A transaction that conflicts with another on the same item is tried this many times in all,

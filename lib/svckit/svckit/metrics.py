@@ -1,7 +1,7 @@
 """Metrics: CloudWatch Embedded Metric Format (EMF) lines, written once per invocation.
 
 Every metric the services emit is declared here (:data:`CATALOGUE`), with its unit and its
-dimensions. The names and dimension sets are a contract: the CloudFormation dashboards and
+dimensions. The names and dimension sets are a contract: the CDK stack's dashboards and
 alarms, and ``make run``'s Prometheus exporter (``tools/local/metrics.py``), are written against
 them. Every metric carries the dimensions ``service`` (the app's name) and ``stage``; some add
 their own (``route``, ``status_class``, ``target``, ``status``, ``type``) and are emitted with
