@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from tools import services
+from tools.local import dynamodb
 from tools.localrun import (
     HOST,
     Child,
@@ -213,10 +214,13 @@ def run(
     load_clients: int = LOAD_CLIENTS,
     load_seconds: float = LOAD_SECONDS,
     say: Callable[[str], None] = print,
+    data_dir: Path | None = None,
 ) -> tuple[list[Latency], list[Throughput], list[Load]]:
-    """Start everything, measure, stop everything; the numbers only."""
-    # The runner's default engine (DynamoDB Local, in memory), as the integration tests use.
-    system = LocalSystem(Ports.free())
+    """Start everything, measure, stop everything; the numbers only. ``data_dir``: the
+    engine's tables on disk there (what ``make run`` keeps), so the start is a restart of a
+    system holding that data; else in memory, as the integration tests use."""
+    engine = dynamodb.choose({}, data_dir=data_dir) if data_dir else None
+    system = LocalSystem(Ports.free(), engine=engine)
     system.start()
     say(f"DynamoDB: {_engine_name(system)} at {system.dynamodb_endpoint}")
     stock: Child | None = None
@@ -609,6 +613,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--load-seconds", type=float, default=LOAD_SECONDS, help="seconds per comparison row"
     )
+    parser.add_argument(
+        "--data-dir", type=Path, help="DynamoDB Local's data there (a restart of that system)"
+    )
     args = parser.parse_args(list(argv or []))
     started = time.monotonic()
     print("starting DynamoDB, the three devservers and a stock chalice local ...", flush=True)
@@ -619,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max(args.load_clients, 1),
         min(max(args.load_seconds, 1.0), 120.0),
         say=lambda text: print(text, flush=True),
+        data_dir=args.data_dir,
     )
     print(render(latencies, rates))
     if loads:
