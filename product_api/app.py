@@ -70,15 +70,7 @@ PRODUCT = openapi.Model(
         "additionalProperties": False,
     },
 )
-PRODUCT_ADDED = openapi.Model(
-    "ProductAdded",
-    {
-        "type": "object",
-        "required": ["message", "product"],
-        "properties": {"message": {"const": "Product added successfully"}, "product": PRODUCT},
-        "additionalProperties": False,
-    },
-)
+PRODUCT_ADDED = openapi.announced("ProductAdded", "Product added successfully", "product", PRODUCT)
 _ID = {"product_id": validation.PRODUCT_ID}
 _ADDED = {201: PRODUCT_ADDED, 409: "a product with this product_id exists"}
 

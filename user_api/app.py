@@ -73,15 +73,7 @@ USER = openapi.Model(
         "additionalProperties": False,
     },
 )
-REGISTERED = openapi.Model(
-    "UserRegistered",
-    {
-        "type": "object",
-        "required": ["message", "user"],
-        "properties": {"message": {"const": "User registered successfully"}, "user": USER},
-        "additionalProperties": False,
-    },
-)
+REGISTERED = openapi.announced("UserRegistered", "User registered successfully", "user", USER)
 LOGGED_IN = openapi.Model(
     "LoginAnswer",
     {

@@ -56,6 +56,14 @@ def array_of(item: Model | Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": item}
 
 
+def announced(name: str, message: str, key: str, item: Model) -> Model:
+    """A creating route's answer: ``{"message": <fixed text>, <key>: <what was made>}``."""
+    return Model(name, {
+        "type": "object", "required": ["message", key],
+        "properties": {"message": {"const": message}, key: item}, "additionalProperties": False,
+    })  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Operation:
     """What one view adds to the route table: the only facts about a route not found elsewhere.
