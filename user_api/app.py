@@ -319,15 +319,20 @@ def delete_user(username: str) -> Response:
     admin action); 403 anyone else, 404 an unknown name, 204 with an empty body."""
     caller = service.require_principal()
     name = _username(username)
-    record = _caller_record(caller)
-    if not caller.is_user(name) and ADMIN_ROLE not in record.get("roles", ()):
+    if caller.is_user(name):
+        # Deleting oneself is deleting the registration the token stands for: held to it in the
+        # write itself (no read first, which a keyed retry of a delete that happened would fail:
+        # its row is gone), so between any check and the delete nothing can change hands.
+        account = caller.account
+    elif ADMIN_ROLE in _caller_record(caller).get("roles", ()):
+        account = users.ANY_ACCOUNT
+    else:
         raise ForbiddenError("only the user or an admin may delete a user")
-    # Deleting oneself is deleting the registration the token stands for, held to it in the
-    # write itself: between the check above and the delete, the name may have changed hands.
-    account = caller.account if caller.is_user(name) else users.ANY_ACCOUNT
     try:
         users.delete(name, account)
     except users.UserNotFoundError as exc:
+        if caller.is_user(name):
+            raise UnauthorizedError(CALLER_GONE) from exc
         raise not_found("user", username) from exc
     except users.AccountChangedError as exc:
         raise UnauthorizedError(CALLER_GONE) from exc

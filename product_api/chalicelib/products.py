@@ -11,8 +11,6 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from svckit import dynamo
 from svckit.pagination import PageRequest
 from svckit.web import utc_now
@@ -103,35 +101,23 @@ def delete(product_id: str, caller: str, is_caller: Callable[[str], bool], admin
     read): none means ProductNotFoundError (404), another creator NotCreatorError (403).
     DynamoDB compares ``created_by`` exactly, but usernames are unique without regard to case;
     when the stored creator is the caller spelled otherwise (``is_caller``), the delete is made
-    once more, on that spelling, still conditional. A delete that botocore had to retry and
-    that then finds nothing was applied by its own first attempt (the answer was lost): success.
+    once more, on that spelling, still conditional. Safe to retry (``dynamo.delete_where``).
     """
     creator = caller
     for attempt in range(2):
-        kwargs: dict[str, Any] = {
-            "TableName": dynamo.table_name(),
-            "Key": {KEY: {"S": product_id}},
-            "ConditionExpression": "attribute_exists(#k)",
-            "ExpressionAttributeNames": {"#k": KEY},
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
+        condition, names = "attribute_exists(#k)", {"#k": KEY}
+        values: dict[str, Any] = {}
         if not admin:
-            kwargs["ConditionExpression"] += " AND #c = :c"
-            kwargs["ExpressionAttributeNames"]["#c"] = CREATOR
-            kwargs["ExpressionAttributeValues"] = {":c": {"S": creator}}
+            condition += " AND #c = :c"
+            names["#c"] = CREATOR
+            values[":c"] = creator
         try:
-            dynamo.client().delete_item(**kwargs)
+            dynamo.delete_where({KEY: product_id}, condition, names, values)
             return
-        except ClientError as exc:
-            if dynamo.error_code(exc) != "ConditionalCheckFailedException":
-                dynamo.raise_if_throttled(exc)
-                raise
-            stored = exc.response.get("Item")
-            if not stored and dynamo.was_retried(exc):
-                return  # our first attempt deleted it; only its answer was lost
-        if not stored:
-            raise ProductNotFoundError(product_id)
-        stored_creator = stored.get(CREATOR, {}).get("S", "")
+        except dynamo.ConditionFailedError as exc:
+            if not exc.stored:
+                raise ProductNotFoundError(product_id) from exc
+            stored_creator = str(exc.stored.get(CREATOR, ""))
         if admin or attempt or stored_creator == creator or not is_caller(stored_creator):
             raise NotCreatorError(product_id)
         creator = stored_creator
@@ -174,15 +160,7 @@ def _delete_of_account(product_id: str, username: str, account: str | None) -> i
         condition += "(#a = :a OR attribute_not_exists(#a))"
         values[":a"] = account
     try:
-        dynamo.client().delete_item(
-            TableName=dynamo.table_name(),
-            Key={KEY: {"S": product_id}},
-            ConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=dynamo.to_item(values),
-        )
-    except ClientError as exc:
-        if dynamo.error_code(exc) == "ConditionalCheckFailedException":
-            return 0  # gone already, or no longer this account's
-        raise
+        dynamo.delete_where({KEY: product_id}, condition, names, values)
+    except dynamo.ConditionFailedError:
+        return 0  # gone already, or no longer this account's
     return 1

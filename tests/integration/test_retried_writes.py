@@ -309,6 +309,38 @@ def test_points_retried_with_the_same_key_after_a_503_are_added_once(
     assert user_client.http.get(f"/users/{member}").json_body["points"] == 10
 
 
+@pytest.mark.parametrize("what", ["user", "product"])
+def test_a_delete_retried_with_the_same_key_after_a_503_is_a_204_not_a_404(
+    quick_budget: aws.Budget, user_client: Client, product_client: Client, proxy: DropProxy,
+    unique_name: str, what: str,
+) -> None:
+    """The delete was applied and every attempt's answer lost (503): the item is gone, so only
+    DynamoDB's memory of the keyed request's ClientRequestToken can tell the retry it was its
+    own. Before, the retry answered 404 (product) or 401 (the caller's own account gone)."""
+    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
+    login = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
+    token = login.json_body["access_token"]
+    client, path = user_client, f"/users/{unique_name}"
+    if what == "product":
+        added = _post(
+            product_client, "/products", {"product_id": unique_name, "product_name": "x"}, token
+        )
+        assert added.status_code == 201, added.body
+        client, path = product_client, f"/products/{unique_name}"
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())}
+    proxy.stall("TransactWriteItems", quick_budget.read * 3, times=quick_budget.attempts)
+
+    lost = client.http.delete(path, headers=headers)
+    retried = client.http.delete(path, headers=headers)
+
+    assert lost.status_code == 503, lost.body
+    assert client.http.get(path).status_code == 404  # the first attempt did delete it
+    assert retried.status_code == 204, retried.body
+    assert proxy.forwarded.count("TransactWriteItems") == quick_budget.attempts + 1
+    unkeyed = client.http.delete(path, headers={"Authorization": f"Bearer {token}"})
+    assert unkeyed.status_code in (401, 404)  # a new request for what is gone is not a 204
+
+
 def test_a_request_whose_time_is_spent_makes_no_more_calls_and_answers_503(
     proxy: DropProxy, product_client: Client, monkeypatch: pytest.MonkeyPatch,
     issue_token: Any,

@@ -87,10 +87,9 @@ def delete(username: str, account: str | None = ANY_ACCOUNT) -> None:
     ``account`` is ANY_ACCOUNT, on its being that registration (a token of a deleted account
     must not delete the next registration of the name, whatever happened since its check).
 
-    Safe to retry: when botocore re-sent it, a failed condition may be our first attempt's
-    success whose answer was lost, and the failed condition's ``ALL_OLD`` tells which: no row
-    left is done; a row still there (another registration) is AccountChangedError. A new request
-    for a name that is gone is UserNotFoundError.
+    Safe to retry (``dynamo.delete_where``: botocore's re-sent call, and a keyed client's retry
+    after a 503). The failed condition's ``ALL_OLD`` tells the rest apart: a row still there
+    (another registration) is AccountChangedError; none, for a new request, UserNotFoundError.
     """
     condition, names, values = "attribute_exists(#k)", {"#k": KEY}, {}
     if account != ANY_ACCOUNT:
@@ -99,24 +98,12 @@ def delete(username: str, account: str | None = ANY_ACCOUNT) -> None:
             condition += " AND attribute_not_exists(#a)"
         else:
             condition += " AND #a = :a"
-            values[":a"] = {"S": account}
+            values[":a"] = account
     try:
-        dynamo.client().delete_item(
-            TableName=dynamo.table_name(),
-            Key=_key(username),
-            ConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            **({"ExpressionAttributeValues": values} if values else {}),
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
-    except ClientError as exc:
-        if dynamo.error_code(exc) != "ConditionalCheckFailedException":
-            dynamo.raise_if_throttled(exc)
-            raise
-        if exc.response.get("Item"):
+        dynamo.delete_where({KEY: username.lower()}, condition, names, values)
+    except dynamo.ConditionFailedError as exc:
+        if exc.stored:
             raise AccountChangedError(username) from exc
-        if dynamo.was_retried(exc):
-            return
         raise UserNotFoundError(username) from exc
 
 

@@ -207,6 +207,7 @@ HELPER_ACTIONS = {
     "scan_page": "Scan",
     "query_page": "Query",  # on an index: the policy names the index's ARN
     "update_once": "UpdateItem",  # TransactWriteItems is authorised as its inner UpdateItem
+    "delete_where": "DeleteItem",  # and, for a keyed request, as its inner DeleteItem
 }
 # Stored on every item ``put_new`` inserts: which attempt wrote it (never shown to clients; the
 # views pick their fields).
@@ -218,7 +219,12 @@ class ItemExistsError(Exception):
 
 
 class ConditionFailedError(Exception):
-    """An ``update_once`` condition did not hold; nothing was written."""
+    """A conditional write's condition did not hold; nothing was written. ``stored`` is the item
+    as the condition saw it (empty when there was none), when the write asked for it."""
+
+    def __init__(self, key: Mapping[str, str], stored: Mapping[str, Any] | None = None) -> None:
+        super().__init__(dict(key))
+        self.stored = dict(stored or {})
 
 
 def put_new(item: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -291,6 +297,58 @@ def update_once(
             raise TooManyRequestsError("the item is busy, retry after a short wait") from exc
         raise_if_throttled(exc)
         raise
+
+
+def delete_where(
+    key: Mapping[str, str],
+    condition: str,
+    names: Mapping[str, str],
+    values: Mapping[str, Any] | None = None,
+) -> None:
+    """Delete the item at ``key`` if ``condition`` holds, else raise ConditionFailedError with the
+    item as it stood (``ReturnValuesOnConditionCheckFailure``: no extra read to tell a missing
+    item from one the condition refused).
+
+    A repeat must not turn a delete that happened into a 404. When botocore re-sent the call, a
+    failed condition over no item is our own first attempt's success. A client's retry after a
+    503 is another request, though: for a keyed request (``Idempotency-Key``) the delete is a
+    one-item TransactWriteItems whose ``ClientRequestToken`` is the same on every attempt, so
+    DynamoDB answers the retry (within its 10 minutes) with the first attempt's success.
+    """
+    delete: dict[str, Any] = {
+        "TableName": table_name(),
+        "Key": {k: {"S": v} for k, v in key.items()},
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": dict(names),
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+    if values:
+        delete["ExpressionAttributeValues"] = to_item(values)
+    token = idempotency.client_request_token(
+        f"delete:{condition}:{json.dumps(values, sort_keys=True, default=str)}"
+    )
+    try:
+        if token is None:
+            client().delete_item(**delete)
+        else:
+            client().transact_write_items(
+                TransactItems=[{"Delete": delete}], ClientRequestToken=token
+            )
+    except ClientError as exc:
+        code = error_code(exc)
+        if code == "ConditionalCheckFailedException":
+            stored = exc.response.get("Item") or {}
+        elif code == "TransactionCanceledException":
+            reasons = exc.response.get("CancellationReasons") or [{}]
+            if reasons[0].get("Code") != "ConditionalCheckFailed":
+                raise TooManyRequestsError("the item is busy, retry after a short wait") from exc
+            stored = reasons[0].get("Item") or {}
+        else:
+            raise_if_throttled(exc)
+            raise
+        if not stored and was_retried(exc):
+            return  # our own earlier attempt deleted it; only its answer was lost
+        raise ConditionFailedError(key, from_item(stored)) from exc
 
 
 def get(key: Mapping[str, str]) -> dict[str, Any] | None:
