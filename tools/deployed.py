@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 
 from tools import topology
-from tools.services import GATEWAY, ROOT
+from tools.services import GATEWAY, ROOT, SERVICES
 
 STAGE = "dev"  # a stage of every config.json, on the test's own LocalStack
 REGION = "us-east-1"
@@ -69,6 +69,7 @@ class Deployed:
     walker: str = field(default_factory=lambda: f"walker_{uuid.uuid4().hex[:8]}")
     product_id: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:8]}")
     gateway_url: str = ""
+    api_ids: dict[str, str] = field(default_factory=dict)  # each app's REST API, by service
     deploys: int = 0
 
     def client(self, service: str) -> Any:
@@ -105,14 +106,21 @@ class Deployed:
     def deploy(self) -> None:
         self._make("deploy-localstack")
         self.deploys += 1
-        self.gateway_url = self._gateway_url()
+        self.api_ids = {service.name: self.api_id(service.name) for service in SERVICES}
+        self.gateway_url = self.api_urls[GATEWAY.name]
+
+    @property
+    def api_urls(self) -> dict[str, str]:
+        """Each app's stage URL by service name, the gateway's too (``gateway_url``): the
+        services are reached directly the way the gateway's settings name them."""
+        return {name: self.stage_url(api) for name, api in self.api_ids.items()}
 
     def destroy(self) -> None:
         self._make("destroy-localstack")
 
-    def _gateway_url(self) -> str:
-        """The deployed gateway in the path form LocalStack serves without DNS."""
-        stack = f"{self.prefix}-{GATEWAY.name.replace('_', '-')}"
+    def api_id(self, service: str) -> str:
+        """The REST API id of ``service``'s stack (``user_api``, ``gateway_api``, ...)."""
+        stack = f"{self.prefix}-{service.replace('_', '-')}"
         resources = self.client("cloudformation").describe_stack_resources(StackName=stack)
         apis = [
             r["PhysicalResourceId"]
@@ -120,7 +128,20 @@ class Deployed:
             if r["ResourceType"] == "AWS::ApiGateway::RestApi"
         ]
         assert len(apis) == 1, resources["StackResources"]
-        return f"{self.endpoint}/_aws/execute-api/{apis[0]}/{API_STAGE}"
+        return str(apis[0])
+
+    def stage_url(self, api_id: str) -> str:
+        """A REST API's stage in the path form LocalStack serves without DNS (the form
+        ``infra.app.service_url`` gives the gateway for the services), no trailing slash."""
+        return f"{self.endpoint}/_aws/execute-api/{api_id}/{API_STAGE}"
+
+    def host_style(self, api_id: str) -> tuple[str, str]:
+        """The same stage in LocalStack's host form, ``<id>.execute-api.localhost.localstack
+        .cloud:<port>``, as (the URL to connect to, the Host header to send): that name does
+        not resolve offline, so the request goes to the endpoint with the name as Host."""
+        port = self.endpoint.rsplit(":", 1)[1]
+        host = f"{api_id}.execute-api.localhost.localstack.cloud:{port}"
+        return f"{self.endpoint}/{API_STAGE}", host
 
     def stacks(self) -> list[dict[str, Any]]:
         cfn = self.client("cloudformation")

@@ -184,14 +184,124 @@ def _request(context: dict[str, Any], headers: dict[str, str]) -> Any:
     return SimpleNamespace(context=context, headers=headers)
 
 
-def test_servers_is_the_stages_url_when_deployed_and_the_host_locally() -> None:
-    deployed = {"domainName": "abc123.execute-api.eu-west-1.amazonaws.com", "stage": "prod"}
-    assert openapi.server_url(_request(deployed, {})) == (
-        "https://abc123.execute-api.eu-west-1.amazonaws.com/prod"
+AWS_DOMAIN = "abc123.execute-api.eu-west-1.amazonaws.com"
+LS_API = "zd9scnirf5"
+LS_HOST_STYLE = f"{LS_API}.execute-api.localhost.localstack.cloud:4566"
+
+
+def _context(domain: str, stage: str, path: str, resource: str = "/openapi.json") -> dict[str, Any]:
+    """A REST API proxy event's requestContext, with the fields ``server_url`` reads."""
+    return {"domainName": domain, "domainPrefix": domain.split(".")[0], "stage": stage,
+            "path": path, "resourcePath": resource, "apiId": LS_API}  # fmt: skip
+
+
+# (request context, X-Forwarded-Proto, on LocalStack, the server URL). The LocalStack shapes are
+# those a deployed function received from LocalStack 2026.3.0 (tests/localstack/e2e).
+SERVER_CASES = {
+    "aws execute-api: the stage": (
+        _context(AWS_DOMAIN, "prod", "/prod/openapi.json"), "https", False,
+        f"https://{AWS_DOMAIN}/prod",
+    ),
+    "aws execute-api, a route with a parameter": (
+        _context(AWS_DOMAIN, "prod", "/prod/users/john", "/users/{username}"), "https", False,
+        f"https://{AWS_DOMAIN}/prod",
+    ),
+    "aws execute-api, the root route": (
+        _context(AWS_DOMAIN, "prod", "/prod/", "/"), "https", False, f"https://{AWS_DOMAIN}/prod",
+    ),
+    "a stage named like a route": (
+        _context(AWS_DOMAIN, "users", "/users/users/john", "/users/{username}"), "https", False,
+        f"https://{AWS_DOMAIN}/users",
+    ),
+    "custom domain, root mapping: no stage": (
+        _context("api.example.com", "prod", "/openapi.json"), "https", False,
+        "https://api.example.com",
+    ),
+    "custom domain, base path mapping": (
+        _context("api.example.com", "prod", "/v1/orders/openapi.json"), "https", False,
+        "https://api.example.com/v1/orders",
+    ),
+    "custom domain mapped at the stage's name, not on LocalStack": (
+        _context("api.example.com", "api", "/api/openapi.json"), "https", False,
+        "https://api.example.com/api",
+    ),
+    "localstack path-style: the prefix the event lacks": (
+        _context("127.0.0.1:4566", "api", "/api/openapi.json"), "HTTP", True,
+        f"http://127.0.0.1:4566/_aws/execute-api/{LS_API}/api",
+    ),
+    "localstack path-style, a route with a parameter": (
+        _context("localhost.localstack.cloud:4566", "api", "/api/users/j%20d", "/users/{name}"),
+        "HTTP", True, f"http://localhost.localstack.cloud:4566/_aws/execute-api/{LS_API}/api",
+    ),
+    "localstack path-style, should the event carry the prefix one day: not doubled": (
+        _context("127.0.0.1:4566", "api", f"/_aws/execute-api/{LS_API}/api/openapi.json"),
+        "HTTP", True, f"http://127.0.0.1:4566/_aws/execute-api/{LS_API}/api",
+    ),
+    "localstack host-style: the stage, no prefix": (
+        _context(LS_HOST_STYLE, "api", "/api/openapi.json"), "HTTP", True,
+        f"http://{LS_HOST_STYLE}/api",
+    ),
+    "no path in the context: the stage on execute-api": (
+        {"domainName": AWS_DOMAIN, "stage": "prod"}, "", False, f"https://{AWS_DOMAIN}/prod",
+    ),
+    "no path in the context: nothing on a custom domain": (
+        {"domainName": "api.example.com", "stage": "prod"}, "", False, "https://api.example.com",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(SERVER_CASES))
+def test_servers_is_the_url_the_caller_reached(case: str) -> None:
+    context, proto, on_localstack, expected = SERVER_CASES[case]
+    headers = {"x-forwarded-proto": proto} if proto else {}
+    assert openapi.server_url(_request(context, headers), on_localstack) == expected
+
+
+def test_servers_is_the_host_locally() -> None:
+    """The devserver, ``chalice local`` and the test client send no domainName."""
+    local = {"path": "/openapi.json", "resourcePath": "/openapi.json"}
+    assert openapi.server_url(_request(local, {"host": "127.0.0.1:5001"})) == (
+        "http://127.0.0.1:5001"
     )
-    custom = {"domainName": "api.example.com", "stage": "prod"}
-    assert openapi.server_url(_request(custom, {})) == "https://api.example.com"
-    assert openapi.server_url(_request({}, {"host": "127.0.0.1:5001"})) == "http://127.0.0.1:5001"
+    assert openapi.server_url(_request({}, {})) == "http://localhost"
+
+
+def test_localstack_is_known_by_the_variable_it_gives_every_function(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path_style = _request(_context("127.0.0.1:4566", "api", "/api/openapi.json"), {})
+    monkeypatch.delenv(openapi.LOCALSTACK_ENV, raising=False)
+    assert openapi.server_url(path_style) == "https://127.0.0.1:4566/api"
+    monkeypatch.setenv(openapi.LOCALSTACK_ENV, "127.0.0.1")
+    assert openapi.server_url(path_style) == f"https://127.0.0.1:4566/_aws/execute-api/{LS_API}/api"
+
+
+def _proxy_event(context: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    """A REST API Lambda proxy event for ``GET /openapi.json``, as LocalStack sends it."""
+    return {
+        "resource": "/openapi.json", "path": "/openapi.json", "httpMethod": "GET",
+        "headers": headers, "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None, "multiValueQueryStringParameters": None,
+        "pathParameters": None, "stageVariables": None, "body": None, "isBase64Encoded": False,
+        "requestContext": {**context, "httpMethod": "GET", "accountId": "000000000000",
+                           "identity": {"sourceIp": "127.0.0.1"}, "requestId": "r-1"},
+    }  # fmt: skip
+
+
+def test_the_served_document_names_the_stage_of_a_proxy_event(
+    product_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole view, as the function runs it on LocalStack: the app called with the event a
+    path-style request produced, ``servers`` spliced into the kept document."""
+    monkeypatch.setenv(openapi.LOCALSTACK_ENV, "127.0.0.1")
+    app = load_app(services.PRODUCT).app
+    context = _context("127.0.0.1:4566", "api", "/api/openapi.json")
+    headers = {"Host": "127.0.0.1:4566", "X-Forwarded-Proto": "HTTP"}
+    answer = app(_proxy_event(context, headers), SimpleNamespace(aws_request_id="r-1"))
+    assert answer["statusCode"] == 200, answer
+    body = json.loads(answer["body"])
+    assert body["servers"] == [{"url": f"http://127.0.0.1:4566/_aws/execute-api/{LS_API}/api"}]
+    assert "/products" in body["paths"]
 
 
 def test_get_openapi_json_needs_no_token_and_is_built_once(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -423,19 +424,66 @@ def _forwarded(
     return found
 
 
-def server_url(request: Request) -> str:
-    """The URL this app was reached at: on API Gateway the stage's invoke URL (the domain and
-    stage from the request context; a custom domain has no stage in its paths), locally the
-    Host the caller used."""
+# LocalStack puts it in every function's environment; AWS never does.
+LOCALSTACK_ENV = "LOCALSTACK_HOSTNAME"
+LOCALSTACK_PATH_STYLE = "/_aws/execute-api/"
+
+
+def server_url(request: Request, on_localstack: bool | None = None) -> str:
+    """The URL this app was reached at, so a client built from the document calls the same place.
+
+    Behind API Gateway (a REST API's proxy event: ``request.context`` is its ``requestContext``)
+    it is the scheme, ``domainName``, and the base path: the part of ``requestContext.path`` (the
+    path the client sent) before the route, found by matching the route's ``resourcePath`` at the
+    path's end. That one rule covers ``https://<id>.execute-api.<region>.amazonaws.com/<stage>``
+    and LocalStack's ``<id>.execute-api.localhost.localstack.cloud:<port>/<stage>`` (the path
+    starts with the stage) and a custom domain (the path starts with its base path mapping, if
+    any, and never the stage). LocalStack's path-style URL, ``<host>/_aws/execute-api/<api id>/
+    <stage>``, reaches the function with that prefix cut from the path and ``domainName`` being
+    LocalStack's own host, so on LocalStack (``on_localstack``; by default, whether its variable
+    is in the environment) a host that is no execute-api name gets the prefix back from ``apiId``.
+
+    Locally (the devserver, ``chalice local``, the test client: no ``domainName``) it is the Host
+    the caller used.
+    """
     context = request.context or {}
     domain = context.get("domainName")
-    if domain:
-        stage = context.get("stage")
-        scheme = request.headers.get("x-forwarded-proto", "https")
-        with_stage = stage and ".execute-api." in domain
-        return f"{scheme}://{domain}/{stage}" if with_stage else f"{scheme}://{domain}"
-    host = request.headers.get("host", "localhost")
-    return f"http://{host}"
+    if not domain:
+        return f"http://{request.headers.get('host', 'localhost')}"
+    # API Gateway sends "https"; LocalStack sends "HTTP". A scheme is case-insensitive, and
+    # lower case is its canonical form (RFC 3986, 3.1).
+    forwarded = request.headers.get("x-forwarded-proto") or "https"
+    scheme = forwarded.split(",")[0].strip().lower()
+    base = _base_path(context, domain)
+    if on_localstack is None:
+        on_localstack = LOCALSTACK_ENV in os.environ
+    api_id = context.get("apiId")
+    path_style = on_localstack and ".execute-api." not in domain and api_id
+    if path_style and not base.startswith(LOCALSTACK_PATH_STYLE):
+        base = f"{LOCALSTACK_PATH_STYLE}{api_id}{base}"
+    return f"{scheme}://{domain}{base}"
+
+
+def _base_path(context: Mapping[str, Any], domain: str) -> str:
+    """What ``requestContext.path`` has before the route: ``/<stage>``, a custom domain's base
+    path, or nothing. Each ``{name}`` of ``resourcePath`` stands for exactly one segment, so the
+    route's length fixes where the base ends (Chalice has no greedy ``{name+}``; one would not
+    match and take the fallback). Without a path that ends in the route (not seen on API
+    Gateway), the stage on an execute-api name and nothing on any other."""
+    full = str(context.get("path") or "")
+    resource = str(context.get("resourcePath") or "")
+    if full and resource:
+        if resource == "/":
+            return full.rstrip("/")
+        route = "".join(
+            "/[^/]+" if part.startswith("{") and part.endswith("}") else "/" + re.escape(part)
+            for part in resource.strip("/").split("/")
+        )
+        found = re.fullmatch(f"(?P<base>(?:/[^/]+)*?){route}/?", full)
+        if found is not None:
+            return found.group("base")
+    stage = context.get("stage")
+    return f"/{stage}" if stage and ".execute-api." in domain else ""
 
 
 class Document:

@@ -3,9 +3,10 @@ gets, exercised through the deployed gateway's URL the way a client would.
 
 One stage is deployed once for the module (``deployed``, in conftest) with the project's own
 make targets, and the tests run in file order against it: the walk-through, the events in both
-directions, the operator's dead-letter view, a second deploy that must change nothing, and a
-destroy that must leave nothing of the stage behind. Each waits for asynchronous results by
-polling with a bound (events take seconds on LocalStack), never by sleeping a fixed time.
+directions, the operator's dead-letter view, each app's OpenAPI document as the stage serves it,
+a second deploy that must change nothing, and a destroy that must leave nothing of the stage
+behind. Each waits for asynchronous results by polling with a bound (events take seconds on
+LocalStack), never by sleeping a fixed time.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import io
 import json
 import time
 import uuid
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.system import bearer, call, get, post, wait_until
+from tests.support.system import Reply, bearer, call, get, post, wait_until
 from tools import events as events_cli
-from tools.deployed import Deployed
+from tools.deployed import API_STAGE, Deployed
+from tools.services import GATEWAY, PRODUCT, USER
 from tools.stages import Naming
 
 pytestmark = pytest.mark.localstack
@@ -28,6 +32,13 @@ EVENT_SECONDS = 30.0  # the issue's bound for points and the cascade on LocalSta
 SETTLE_SECONDS = 2.0
 QUEUE_SECONDS = 15.0  # Lambda deletes a batch's messages just after the handler returns
 PASSWORD = "correct-horse-1234"
+COLD_SECONDS = 30.0  # a first call may start a function (and, for the gateway's document, two)
+# Routes each deployed document must list (API.md's tables; the unit layer compares every route).
+ROUTES = {
+    GATEWAY.name: {"/register_user", "/login_user", "/add_product", "/get_products", "/health"},
+    USER.name: {"/register", "/login", "/users", "/users/{username}", "/health"},
+    PRODUCT.name: {"/products", "/get_products", "/products/{product_id}", "/health"},
+}
 
 
 def _register_and_login(gateway: str, username: str) -> str:
@@ -118,6 +129,56 @@ def test_no_dead_letters_and_nothing_left_to_apply(deployed: Deployed) -> None:
     listing = out.getvalue()
     assert "not found" not in listing, listing
     assert total == 0, listing
+
+
+def _fetch_document(url: str, host: str | None = None) -> dict[str, Any]:
+    """``GET /openapi.json`` below ``url``, checked for what every app's document has."""
+    reply = call(url, "GET", "/openapi.json", headers={"Host": host} if host else None,
+                 timeout=COLD_SECONDS)  # fmt: skip
+    assert reply.status == 200, reply
+    document: dict[str, Any] = reply.json()
+    assert str(document["openapi"]).startswith("3.1"), document["openapi"]
+    return document
+
+
+def _call_server(endpoint: str, server: str, path: str) -> Reply:
+    """GET ``path`` below a document's server URL, connecting to ``endpoint`` with the server's
+    host as ``Host`` (LocalStack's host-style name does not resolve offline; for the path-style
+    URL the two are the same host)."""
+    parts = urlsplit(server)
+    return call(endpoint + parts.path, "GET", path, headers={"Host": parts.netloc},
+                timeout=COLD_SECONDS)  # fmt: skip
+
+
+@pytest.mark.parametrize("service", sorted(ROUTES))
+def test_each_app_serves_its_document_with_the_stage_as_server(
+    deployed: Deployed, service: str
+) -> None:
+    """The packaged app answers ``/openapi.json`` on API Gateway, and its ``servers`` entry is
+    the URL this client reached the stage at (LocalStack's path-style ``/_aws/execute-api/<id>/
+    <stage>``, which the Lambda event does not carry), so a client built from the document
+    calls the deployed stage, not localhost."""
+    url = deployed.api_urls[service]
+    document = _fetch_document(url)
+    assert ROUTES[service] <= set(document["paths"]), sorted(document["paths"])
+    assert "get" in document["paths"]["/health"]
+    assert document["servers"] == [{"url": url.rstrip("/")}]
+    health = _call_server(deployed.endpoint, document["servers"][0]["url"], "/health")
+    assert health.status == 200, health
+    assert health.json()["service"] == service
+
+
+def test_the_host_style_url_is_the_server_when_the_client_used_it(deployed: Deployed) -> None:
+    """Reached as ``<id>.execute-api.localhost.localstack.cloud:<port>/<stage>``, the gateway
+    names that URL: the document follows the caller's URL, not one fixed form."""
+    api_id = deployed.api_ids[GATEWAY.name]
+    url, host = deployed.host_style(api_id)
+    document = _fetch_document(url, host)
+    server = document["servers"][0]["url"]
+    assert server == f"http://{host}/{API_STAGE}"
+    health = _call_server(deployed.endpoint, server, "/health")
+    assert health.status == 200, health
+    assert health.json()["service"] == GATEWAY.name
 
 
 def test_a_second_deploy_changes_nothing(deployed: Deployed) -> None:
