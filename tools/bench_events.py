@@ -10,6 +10,11 @@ sees it. It prints p50, p99 and the maximum, then waits for the queues to settle
 that every user has exactly ``POINTS_PER_PRODUCT`` times their products: none lost, none
 doubled.
 
+Then a burst (``--burst`` adds, fired at once by ``--burst-clients`` users): how long the adds
+took, and how long after the last 201 every point was visible, so the rate at which the events
+of a burst are applied (the consumer's queue is the backlog; measured at about 30 a second while
+moto's SQS receive grew with the queue, see ``tools/motoserver.py``).
+
 Numbers, not assertions: not part of ``make test``. The poll interval bounds the resolution.
 """
 
@@ -34,6 +39,10 @@ CLIENTS = 4
 POLL_SECONDS = 0.02
 LAG_LIMIT_SECONDS = 30.0  # an add whose points never show is counted as lost, not waited for
 SETTLE_SECONDS = 3.0
+BURST_ADDS = 2000
+BURST_CLIENTS = 20
+DRAIN_POLL_SECONDS = 0.5
+DRAIN_LIMIT_SECONDS = 300.0
 PASSWORD = "bench-password-1234"  # noqa: S105 (a throwaway user on a throwaway system)
 
 
@@ -137,6 +146,50 @@ def measure(system: LocalSystem, adds: int, clients: int) -> Run:
     )
 
 
+@dataclass
+class Burst:
+    adds: int
+    adds_seconds: float  # from the first add sent to the last 201
+    drain_seconds: float  # from the last 201 to every point visible (or the limit)
+    applied: int  # events whose points were visible at the end
+
+
+def burst(system: LocalSystem, adds: int, clients: int) -> Burst:
+    """``adds`` products added at once by ``clients`` users, then their points waited for."""
+    users = [_user(Client(system.ports.gateway)) for _ in range(clients)]
+    per_user = adds // clients
+
+    def add_all(user: tuple[str, str]) -> None:
+        client, (name, token) = Client(system.ports.gateway), user
+        for n in range(per_user):
+            product = {"product_id": f"{name}-b{n}", "product_name": f"Burst {n}"}
+            _expect(*client.call("POST", "/add_product", product, token), wanted=201, what="add")
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(add_all, users))
+    added = time.perf_counter()
+    step, check = points_per_product(), Client(system.ports.gateway)
+    applied = 0
+    while time.perf_counter() - added < DRAIN_LIMIT_SECONDS:
+        applied = sum(_points(check, name) for name, _ in users) // step
+        if applied >= per_user * clients:
+            break
+        time.sleep(DRAIN_POLL_SECONDS)
+    return Burst(per_user * clients, added - started, time.perf_counter() - added, applied)
+
+
+def render_burst(run: Burst, clients: int) -> str:
+    whole = run.adds_seconds + run.drain_seconds
+    return "\n".join([
+        f"burst: {run.adds} adds at once by {clients} users in {run.adds_seconds:.1f} s "
+        f"({run.adds / run.adds_seconds:.0f} writes/s)",
+        f"  every point visible {run.drain_seconds:.1f} s after the last 201 "
+        f"({run.applied} of {run.adds} events applied; {run.applied / whole:.0f} events/s "
+        "from the first add)",
+    ])  # fmt: skip
+
+
 def _percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -168,12 +221,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adds", type=int, default=ADDS)
     parser.add_argument("--clients", type=int, default=CLIENTS)
+    parser.add_argument("--burst", type=int, default=BURST_ADDS, help="adds of the burst (0: none)")
+    parser.add_argument("--burst-clients", type=int, default=BURST_CLIENTS)
     args = parser.parse_args(argv)
     print("starting the local system on free ports for the event lag bench...", flush=True)
     with LocalSystem(Ports.free()) as system:
         run = measure(system, args.adds, args.clients)
-    print(render(run, args.adds, args.clients))
+        print(render(run, args.adds, args.clients), flush=True)
+        clients = max(args.burst_clients, 1)
+        burst_run = burst(system, args.burst, clients) if args.burst >= clients else None
+    if burst_run is not None:
+        print(render_burst(burst_run, clients))
     ok = run.lost == 0 and run.final_points == run.expected_points
+    ok = ok and (burst_run is None or burst_run.applied == burst_run.adds)
     return 0 if ok else 1
 
 

@@ -215,14 +215,20 @@ def run(
     load_seconds: float = LOAD_SECONDS,
     say: Callable[[str], None] = print,
     data_dir: Path | None = None,
+    settle_seconds: float = 0.0,
 ) -> tuple[list[Latency], list[Throughput], list[Load]]:
     """Start everything, measure, stop everything; the numbers only. ``data_dir``: the
     engine's tables on disk there (what ``make run`` keeps), so the start is a restart of a
-    system holding that data; else in memory, as the integration tests use."""
+    system holding that data; else in memory, as the integration tests use. ``settle_seconds``
+    idle before measuring: the same data measured right after its restart and once settled
+    tells what the restart itself costs, apart from what the data's size costs."""
     engine = dynamodb.choose({}, data_dir=data_dir) if data_dir else None
     system = LocalSystem(Ports.free(), engine=engine)
     system.start()
     say(f"DynamoDB: {_engine_name(system)} at {system.dynamodb_endpoint}")
+    if settle_seconds > 0:
+        say(f"settling for {settle_seconds:g} s before measuring")
+        time.sleep(settle_seconds)
     stock: Child | None = None
     try:
         stock_port = free_port()
@@ -616,6 +622,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir", type=Path, help="DynamoDB Local's data there (a restart of that system)"
     )
+    parser.add_argument(
+        "--settle-seconds", type=float, default=0.0, help="idle this long after the start"
+    )
     args = parser.parse_args(list(argv or []))
     started = time.monotonic()
     print("starting DynamoDB, the three devservers and a stock chalice local ...", flush=True)
@@ -627,6 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         min(max(args.load_seconds, 1.0), 120.0),
         say=lambda text: print(text, flush=True),
         data_dir=args.data_dir,
+        settle_seconds=max(args.settle_seconds, 0.0),
     )
     print(render(latencies, rates))
     if loads:
