@@ -765,9 +765,7 @@ def banner(system: LocalSystem, reload: bool, run_log: Path | None = None) -> st
     )
     lines.append(docs_line(system))
     if run_log is not None:
-        shown = (
-            run_log.relative_to(services.ROOT) if run_log.is_relative_to(services.ROOT) else run_log
-        )
+        shown = services.shown(run_log)
         timeline = "make timeline ID=<its X-Request-Id>"
         if run_log != runlog.DEFAULT_PATH:
             timeline = f"python -m tools.timeline <its X-Request-Id> --log {run_log}"

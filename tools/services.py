@@ -18,6 +18,11 @@ LOCAL_DIR = ROOT / ".local"
 KEYS_DIR = LOCAL_DIR / "keys"
 
 
+def shown(path: Path) -> str:
+    """``path`` as a user reads it in a message: relative to the checkout when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 @dataclass(frozen=True)
 class ServiceDef:
     name: str

@@ -32,11 +32,9 @@ for reading is not worth refusing to start the system for (``DOCS_PORT`` moves i
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import json
 import shutil
-import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -46,6 +44,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tools import services
+from tools.local import npm
 
 DEFAULT_PORT = 5103  # after DynamoDB (5100), metrics (5101) and the events endpoint (5102)
 PORT_ENV = "DOCS_PORT"
@@ -82,21 +81,10 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
-NPM_HINT = (
-    "install Node.js with npm: `apt-get install npm` or `brew install node`, then `make setup`"
-)
 
 
 # --------------------------------------------------------------------------------------------
 # installation
-
-
-def _lock_digest() -> str:
-    return hashlib.sha1((PACKAGE_DIR / "package-lock.json").read_bytes()).hexdigest()[:12]  # noqa: S324
-
-
-def _stamp() -> Path:
-    return INSTALL_DIR / f".installed-{_lock_digest()}"
 
 
 def missing() -> list[str]:
@@ -105,46 +93,18 @@ def missing() -> list[str]:
 
 
 def install(say: Any = print) -> bool:
-    """``npm ci`` the pinned package into ``INSTALL_DIR`` unless this lock is installed already.
-
-    Returns whether Swagger UI is installed. Never fails the build: where npm is missing it says
-    so in one line, and ``make run`` goes on without its docs page.
-    """
-    if _stamp().exists() and not missing():
-        return True
-    npm = shutil.which("npm")
-    if npm is None:
-        say(f"Swagger UI not installed: npm not found ({NPM_HINT}); make run's docs page is off")
-        return False
-    INSTALL_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in INSTALL_DIR.glob(".installed-*"):
-        stale.unlink()
-    for name in ("package.json", "package-lock.json"):
-        shutil.copyfile(PACKAGE_DIR / name, INSTALL_DIR / name)
-    say(f"installing Swagger UI (npm swagger-ui-dist, pinned) into {_relative(INSTALL_DIR)}")
-    # `npm ci` installs exactly the lock and checks each tarball's integrity; no scripts run.
-    # swagger-ui-dist's one dependency, @scarf/scarf, is install analytics run by a postinstall
-    # script: with scripts ignored it never runs, and no served file uses it.
-    result = subprocess.run(
-        [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=INSTALL_DIR,
-        check=False,
+    """Swagger UI from its pinned lock (``tools.local.npm``); where npm is missing, ``make run``
+    goes on without its docs page. swagger-ui-dist's one dependency, @scarf/scarf, is install
+    analytics run by a postinstall script: scripts are never run, and no served file uses it."""
+    return npm.install(
+        label="Swagger UI",
+        package="swagger-ui-dist",
+        package_dir=PACKAGE_DIR,
+        install_dir=INSTALL_DIR,
+        installed=lambda: not missing(),
+        without="make run's docs page is off",
+        say=say,
     )
-    if result.returncode != 0 or missing():
-        say(
-            f"Swagger UI not installed: npm ci failed with status {result.returncode}; "
-            "make run's docs page is off"
-        )
-        return False
-    _stamp().touch()
-    return True
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(services.ROOT))
-    except ValueError:
-        return str(path)
 
 
 def unavailable() -> str | None:
@@ -152,7 +112,7 @@ def unavailable() -> str | None:
     if not missing():
         return None
     if shutil.which("npm") is None:
-        return f"Swagger UI is not installed and npm is missing ({NPM_HINT})"
+        return f"Swagger UI is not installed and npm is missing ({npm.NPM_HINT})"
     return "Swagger UI is not installed (run `make setup`)"
 
 

