@@ -193,7 +193,9 @@ def delete_product(product_id: str) -> Response:
     caller = _caller()
     product_id = validation.path_value(validation.PRODUCT_ID, product_id, "product")
     try:
-        products.delete(product_id, caller.username, caller.is_user, caller.is_admin)
+        products.delete(
+            product_id, caller.username, caller.is_user, caller.is_admin, caller.account
+        )
     except products.ProductNotFoundError as exc:
         raise not_found("product", product_id) from exc
     except products.NotCreatorError as exc:

@@ -92,25 +92,39 @@ def list_by_creator_page(
     )
 
 
-def delete(product_id: str, caller: str, is_caller: Callable[[str], bool], admin: bool) -> None:
+def delete(
+    product_id: str,
+    caller: str,
+    is_caller: Callable[[str], bool],
+    admin: bool,
+    account: str | None = None,
+) -> None:
     """Delete a product: one conditional DeleteItem, so nothing can change hands between a check
     and the delete: the condition is checked where the delete is applied.
 
-    The condition is "it exists" and, unless ``admin``, "``created_by`` is the caller". When it
-    fails, DynamoDB returns the stored item (``ReturnValuesOnConditionCheckFailure``, no extra
-    read): none means ProductNotFoundError (404), another creator NotCreatorError (403).
-    DynamoDB compares ``created_by`` exactly, but usernames are unique without regard to case;
-    when the stored creator is the caller spelled otherwise (``is_caller``), the delete is made
-    once more, on that spelling, still conditional. Safe to retry (``dynamo.delete_where``).
+    The condition is "it exists" and, unless ``admin``, "the caller made it": ``created_by`` is
+    the caller, or ``created_by_account`` is the caller's registration (``account``, from the
+    token), whatever the spelling of the name stored with it. When it fails, DynamoDB returns
+    the stored item (``ReturnValuesOnConditionCheckFailure``, no extra read): none means
+    ProductNotFoundError (404), another creator NotCreatorError (403). A product from before
+    accounts, stored with the caller's name spelled otherwise (``is_caller``; names are unique
+    without regard to case), is deleted by a second conditional attempt on that spelling.
+    Safe to retry (``dynamo.delete_where``); a keyed retry after a 503 is recognised only when
+    the first attempt's parameters are the retry's, which the account makes the common case.
     """
     creator = caller
     for attempt in range(2):
         condition, names = "attribute_exists(#k)", {"#k": KEY}
         values: dict[str, Any] = {}
         if not admin:
-            condition += " AND #c = :c"
             names["#c"] = CREATOR
             values[":c"] = creator
+            if account is None:
+                condition += " AND #c = :c"
+            else:
+                condition += " AND (#c = :c OR #a = :a)"
+                names["#a"] = CREATOR_ACCOUNT
+                values[":a"] = account
         try:
             dynamo.delete_where({KEY: product_id}, condition, names, values)
             return

@@ -341,6 +341,85 @@ def test_a_delete_retried_with_the_same_key_after_a_503_is_a_204_not_a_404(
     assert unkeyed.status_code in (401, 404)  # a new request for what is gone is not a 204
 
 
+def test_a_keyed_delete_of_a_product_stored_under_another_spelling_is_recognised_too(
+    quick_budget: aws.Budget, user_client: Client, product_client: Client, proxy: DropProxy,
+    unique_name: str,
+) -> None:
+    """The product's creator is stored as ``Name`` and the caller's token says ``name`` (names
+    are unique whatever their case). Before, the first conditional delete (on the caller's
+    spelling) was refused and a second one (on the stored spelling) deleted it; a retry after a
+    503 started again with the first, whose token had never succeeded, and answered 404. The
+    creator's account now matches in the first attempt, so the retry is the same request."""
+    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
+    login = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
+    token = login.json_body["access_token"]
+    added = _post(
+        product_client, "/products", {"product_id": unique_name, "product_name": "x"}, token
+    )
+    assert added.status_code == 201, added.body
+    dynamodb.client(proxy.url).update_item(
+        TableName=PRODUCTS, Key={"product_id": {"S": unique_name}},
+        UpdateExpression="SET created_by = :c",
+        ExpressionAttributeValues={":c": {"S": unique_name.capitalize()}},
+    )  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())}
+    stall = quick_budget.read * 3
+    proxy.stall("TransactWriteItems", stall, times=quick_budget.attempts, applied_only=True)
+
+    lost = product_client.http.delete(f"/products/{unique_name}", headers=headers)
+    retried = product_client.http.delete(f"/products/{unique_name}", headers=headers)
+
+    assert lost.status_code == 503, lost.body
+    assert retried.status_code == 204, retried.body
+
+
+def test_a_keyed_delete_whose_token_is_still_in_use_is_a_429_not_a_500(
+    quick_budget: aws.Budget, user_client: Client, product_client: Client, proxy: DropProxy,
+    unique_name: str,
+) -> None:
+    """DynamoDB answers TransactionInProgressException while a ClientRequestToken's first use
+    still runs; botocore retries it as throttling, and when its attempts are spent the caller
+    hears busy (429, Retry-After), not a 500. The product is still there to delete."""
+    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
+    token = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
+    token = token.json_body["access_token"]
+    added = _post(
+        product_client, "/products", {"product_id": unique_name, "product_name": "x"}, token
+    )
+    assert added.status_code == 201, added.body
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())}
+    proxy.refuse(
+        "TransactWriteItems", "TransactionInProgressException", times=quick_budget.attempts
+    )
+
+    busy = product_client.http.delete(f"/products/{unique_name}", headers=headers)
+    retried = product_client.http.delete(f"/products/{unique_name}", headers=headers)
+
+    _assert_busy(busy, 429, "TooManyRequestsError")
+    assert retried.status_code == 204, retried.body
+
+
+def test_a_keyed_delete_of_nothing_that_botocore_retried_is_still_a_404(
+    user_client: Client, product_client: Client, proxy: DropProxy, unique_name: str,
+) -> None:
+    """A keyed delete's transaction is recognised by its token when botocore re-sends it after
+    an applied attempt, so a failed condition on a re-sent one is real: no such product (404),
+    not "our first attempt deleted it" (which the plain DeleteItem must assume)."""
+    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
+    token = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
+    headers = {
+        "Authorization": f"Bearer {token.json_body['access_token']}",
+        "Idempotency-Key": str(uuid.uuid4()),
+    }
+    proxy.throttle("TransactWriteItems")  # the first attempt refused, unapplied; botocore retries
+
+    response = product_client.http.delete(f"/products/{unique_name}-never", headers=headers)
+
+    assert proxy.throttled == ["TransactWriteItems"]
+    assert proxy.forwarded.count("TransactWriteItems") == 1
+    assert response.status_code == 404, response.body
+
+
 def test_a_request_whose_time_is_spent_makes_no_more_calls_and_answers_503(
     proxy: DropProxy, product_client: Client, monkeypatch: pytest.MonkeyPatch,
     issue_token: Any,

@@ -6,7 +6,8 @@ on: what a read timeout or a reset connection looks like to botocore, which then
 write that was already applied. ``stall("PutItem", seconds, times)`` forwards the next calls and
 holds their answers for ``seconds`` (a store too slow for the client's read timeout: the write may
 be stored, the client times out); ``throttle("PutItem", times)`` answers the next calls with
-DynamoDB's 400 ``ThrottlingException`` without forwarding them. Everything else is forwarded
+DynamoDB's 400 ``ThrottlingException`` without forwarding them, and ``refuse`` with another of
+DynamoDB's 400 errors (``TransactionInProgressException``, say). Everything else is forwarded
 unchanged.
 """
 
@@ -21,9 +22,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 TARGET_PREFIX = "DynamoDB_20120810."
-THROTTLED = json.dumps(
-    {"__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException", "message": "Rate exceeded"}
-).encode()
+
+
+def _error(code: str) -> bytes:
+    """DynamoDB's JSON body of a 400 error (what botocore parses into the ClientError's code)."""
+    return json.dumps(
+        {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": f"refused: {code}"}
+    ).encode()
 
 
 class DropProxy:
@@ -31,8 +36,8 @@ class DropProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._drops: dict[str, int] = {}
-        self._stalls: dict[str, list[tuple[float, str | None]]] = {}
-        self._throttles: dict[str, int] = {}
+        self._stalls: dict[str, list[tuple[float, str | None, bool]]] = {}
+        self._refusals: dict[str, list[str]] = {}  # operation -> the codes of its next answers
         self.dropped: list[str] = []
         self.throttled: list[str] = []
         self.forwarded: list[str] = []
@@ -46,9 +51,10 @@ class DropProxy:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 operation = self.headers.get("X-Amz-Target", "").removeprefix(TARGET_PREFIX)
-                if proxy._take(proxy._throttles, operation):
+                if (code := proxy._take_refusal(operation)) is not None:
                     proxy.throttled.append(operation)
-                    self._answer(400, [("Content-Type", "application/x-amz-json-1.0")], THROTTLED)
+                    content = [("Content-Type", "application/x-amz-json-1.0")]
+                    self._answer(400, content, _error(code))
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=10)
                 try:
@@ -64,7 +70,8 @@ class DropProxy:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 table = json.loads(body or b"{}").get("TableName")
-                if (held := proxy._take_stall(operation, table)) is not None:
+                applied = answer.status == 200
+                if (held := proxy._take_stall(operation, table, applied)) is not None:
                     time.sleep(held)  # the client has given up by now; its write is stored
                 try:
                     self._answer(answer.status, answer.getheaders(), data)
@@ -94,31 +101,37 @@ class DropProxy:
             self._drops[operation] = self._drops.get(operation, 0) + 1
 
     def stall(
-        self, operation: str, seconds: float, times: int = 1, table: str | None = None
-    ) -> None:
-        """Hold the answers of the next ``times`` calls (on ``table`` only, when given)."""
+        self, operation: str, seconds: float, times: int = 1, table: str | None = None,
+        applied_only: bool = False,
+    ) -> None:  # fmt: skip
+        """Hold the answers of the next ``times`` calls (on ``table`` only, when given; of
+        calls that DynamoDB applied only, when ``applied_only``: a refused one goes through)."""
         with self._lock:
-            self._stalls.setdefault(operation, []).extend([(seconds, table)] * times)
+            entry = (seconds, table, applied_only)
+            self._stalls.setdefault(operation, []).extend([entry] * times)
 
     def throttle(self, operation: str, times: int = 1) -> None:
-        with self._lock:
-            self._throttles[operation] = self._throttles.get(operation, 0) + times
+        self.refuse(operation, "ThrottlingException", times)
 
-    def _take_stall(self, operation: str, table: str | None) -> float | None:
+    def refuse(self, operation: str, code: str, times: int = 1) -> None:
+        """The next ``times`` calls of ``operation`` answered with DynamoDB's 400 ``code``, not
+        forwarded (each counted in ``throttled``)."""
+        with self._lock:
+            self._refusals.setdefault(operation, []).extend([code] * times)
+
+    def _take_refusal(self, operation: str) -> str | None:
+        with self._lock:
+            pending = self._refusals.get(operation)
+            return pending.pop(0) if pending else None
+
+    def _take_stall(self, operation: str, table: str | None, applied: bool) -> float | None:
         with self._lock:
             pending = self._stalls.get(operation) or []
-            for index, (seconds, wanted) in enumerate(pending):
-                if wanted in (None, table):
+            for index, (seconds, wanted, applied_only) in enumerate(pending):
+                if wanted in (None, table) and (applied or not applied_only):
                     del pending[index]
                     return seconds
             return None
-
-    def _take(self, counts: dict[str, int], operation: str) -> bool:
-        with self._lock:
-            if counts.get(operation, 0) <= 0:
-                return False
-            counts[operation] -= 1
-            return True
 
     def _take_drop(self, operation: str) -> bool:
         with self._lock:

@@ -291,10 +291,8 @@ def update_once(
         client().transact_write_items(TransactItems=[{"Update": update}], ClientRequestToken=token)
     except ClientError as exc:
         if error_code(exc) == "TransactionCanceledException":
-            reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
-            if "ConditionalCheckFailed" in reasons:
-                raise ConditionFailedError(dict(key)) from exc
-            raise TooManyRequestsError("the item is busy, retry after a short wait") from exc
+            _cancelled_for(exc)
+            raise ConditionFailedError(key) from exc
         raise_if_throttled(exc)
         raise
 
@@ -324,9 +322,12 @@ def delete_where(
     }
     if values:
         delete["ExpressionAttributeValues"] = to_item(values)
+    # The item and table are in it too: one token is one set of parameters to DynamoDB, which
+    # refuses a reused token with others (IdempotentParameterMismatch).
     token = idempotency.client_request_token(
-        f"delete:{condition}:{json.dumps(values, sort_keys=True, default=str)}"
-    )
+        "delete:" + json.dumps([delete["TableName"], key, condition, values], sort_keys=True,
+                               default=str)
+    )  # fmt: skip
     try:
         if token is None:
             client().delete_item(**delete)
@@ -338,17 +339,28 @@ def delete_where(
         code = error_code(exc)
         if code == "ConditionalCheckFailedException":
             stored = exc.response.get("Item") or {}
+            if not stored and was_retried(exc):
+                return  # our own earlier attempt deleted it; only its answer was lost
         elif code == "TransactionCanceledException":
-            reasons = exc.response.get("CancellationReasons") or [{}]
-            if reasons[0].get("Code") != "ConditionalCheckFailed":
-                raise TooManyRequestsError("the item is busy, retry after a short wait") from exc
-            stored = reasons[0].get("Item") or {}
+            # A transaction botocore re-sent after a lost answer is recognised by its token and
+            # answered with its success: a failed condition here is a real one.
+            stored = _cancelled_for(exc).get("Item") or {}
         else:
             raise_if_throttled(exc)
             raise
-        if not stored and was_retried(exc):
-            return  # our own earlier attempt deleted it; only its answer was lost
         raise ConditionFailedError(key, from_item(stored)) from exc
+
+
+def _cancelled_for(exc: ClientError) -> dict[str, Any]:
+    """The failed condition of a cancelled one-item transaction; busy reasons are the contract's
+    429 (counted, like any throttling), anything else is raised as it came."""
+    reason = (exc.response.get("CancellationReasons") or [{}])[0]
+    if reason.get("Code") == "ConditionalCheckFailed":
+        return dict(reason)
+    if reason.get("Code") in overload.BUSY_CANCELLATIONS:
+        overload.count(exc, overload.THROTTLED)
+        raise TooManyRequestsError("the item is busy, retry after a short wait") from exc
+    raise exc
 
 
 def get(key: Mapping[str, str]) -> dict[str, Any] | None:

@@ -28,15 +28,21 @@ RETRY_AFTER_HEADER = "Retry-After"
 RETRY_AFTER_SECONDS = 1  # a burst on one machine drains in about a second; AWS's throttling too
 THROTTLED, TIMEOUT, UNREACHABLE, FAILING = "throttled", "timeout", "unreachable", "failing"
 # Answers that mean "busy, try again shortly". TransactionConflict is a plain write meeting an
-# item that a transaction (a consumer applying an event) holds at that moment.
+# item that a transaction (a consumer applying an event) holds at that moment;
+# TransactionInProgress, a keyed retry whose ClientRequestToken's first use is still running.
 THROTTLING_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
         "ThrottlingException",
         "RequestLimitExceeded",
         "TransactionConflictException",
+        "TransactionInProgressException",
         "TooManyRequestsException",
     }
+)
+# Reasons a transaction is cancelled for that mean the same (``CancellationReasons``' codes).
+BUSY_CANCELLATIONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 )
 # The AWS service's own failures (its 5xx), once botocore's retries are spent.
 FAILING_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
