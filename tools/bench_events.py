@@ -10,7 +10,8 @@ sees it. It prints p50, p99 and the maximum, then waits for the queues to settle
 that every user has exactly ``POINTS_PER_PRODUCT`` times their products: none lost, none
 doubled.
 
-Then a burst (``--burst`` adds, fired at once by ``--burst-clients`` users): how long the adds
+Then a burst (``--burst`` adds by ``--burst-clients`` users at once, each adding one after
+another as fast as the answers come): how long the adds
 took, and how long after the last 201 every point was visible, so the rate at which the events
 of a burst are applied (the consumer's queue is the backlog; measured at about 30 a second while
 moto's SQS receive grew with the queue, see ``tools/motoserver.py``).
@@ -155,7 +156,8 @@ class Burst:
 
 
 def burst(system: LocalSystem, adds: int, clients: int) -> Burst:
-    """``adds`` products added at once by ``clients`` users, then their points waited for."""
+    """``adds`` products added by ``clients`` users at once (each one add after another), then
+    their points waited for."""
     users = [_user(Client(system.ports.gateway)) for _ in range(clients)]
     per_user = adds // clients
 
@@ -184,8 +186,10 @@ def render_burst(run: Burst, clients: int) -> str:
     return "\n".join([
         f"burst: {run.adds} adds at once by {clients} users in {run.adds_seconds:.1f} s "
         f"({run.adds / run.adds_seconds:.0f} writes/s)",
-        f"  every point visible {run.drain_seconds:.1f} s after the last 201 "
-        f"({run.applied} of {run.adds} events applied; {run.applied / whole:.0f} events/s "
+        (f"  every point visible {run.drain_seconds:.1f} s after the last 201"
+         if run.applied == run.adds
+         else f"  NOT every point visible {run.drain_seconds:.0f} s after the last 201")
+        + f" ({run.applied} of {run.adds} events applied; {run.applied / whole:.0f} events/s "
         "from the first add)",
     ])  # fmt: skip
 
