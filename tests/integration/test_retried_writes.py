@@ -88,6 +88,21 @@ def _post(client: Client, path: str, body: Any, token: str | None = None) -> Any
     return client.http.post(path, headers=headers, body=json.dumps(body))
 
 
+def _signed_up(user_client: Client, name: str) -> str:
+    """Register ``name`` and log in: its token."""
+    assert _post(user_client, "/register", {"username": name, "password": PASSWORD})
+    login = _post(user_client, "/login", {"username": name, "password": PASSWORD})
+    return str(login.json_body["access_token"])
+
+
+def _with_product(user_client: Client, product_client: Client, name: str) -> str:
+    """A user ``name`` who added a product with the same id: the user's token."""
+    token = _signed_up(user_client, name)
+    added = _post(product_client, "/products", {"product_id": name, "product_name": "x"}, token)
+    assert added.status_code == 201, added.body
+    return token
+
+
 def test_a_registration_whose_answer_was_lost_is_a_201_not_a_409(
     user_client: Client, proxy: DropProxy, unique_name: str
 ) -> None:
@@ -150,13 +165,7 @@ def test_a_user_deletion_whose_answer_was_lost_is_a_204_not_a_404(
 def test_a_product_deletion_whose_answer_was_lost_is_a_204_not_a_404(
     user_client: Client, product_client: Client, proxy: DropProxy, unique_name: str
 ) -> None:
-    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
-    token = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
-    token = token.json_body["access_token"]
-    added = _post(
-        product_client, "/products", {"product_id": unique_name, "product_name": "x"}, token
-    )
-    assert added.status_code == 201, added.body
+    token = _with_product(user_client, product_client, unique_name)
     proxy.drop_answer_once("DeleteItem")
 
     deleted = product_client.http.delete(
@@ -317,16 +326,12 @@ def test_a_delete_retried_with_the_same_key_after_a_503_is_a_204_not_a_404(
     """The delete was applied and every attempt's answer lost (503): the item is gone, so only
     DynamoDB's memory of the keyed request's ClientRequestToken can tell the retry it was its
     own. Before, the retry answered 404 (product) or 401 (the caller's own account gone)."""
-    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
-    login = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
-    token = login.json_body["access_token"]
-    client, path = user_client, f"/users/{unique_name}"
     if what == "product":
-        added = _post(
-            product_client, "/products", {"product_id": unique_name, "product_name": "x"}, token
-        )
-        assert added.status_code == 201, added.body
+        token = _with_product(user_client, product_client, unique_name)
         client, path = product_client, f"/products/{unique_name}"
+    else:
+        token = _signed_up(user_client, unique_name)
+        client, path = user_client, f"/users/{unique_name}"
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())}
     proxy.stall("TransactWriteItems", quick_budget.read * 3, times=quick_budget.attempts)
 
@@ -350,13 +355,7 @@ def test_a_keyed_delete_of_a_product_stored_under_another_spelling_is_recognised
     spelling) was refused and a second one (on the stored spelling) deleted it; a retry after a
     503 started again with the first, whose token had never succeeded, and answered 404. The
     creator's account now matches in the first attempt, so the retry is the same request."""
-    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
-    login = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
-    token = login.json_body["access_token"]
-    added = _post(
-        product_client, "/products", {"product_id": unique_name, "product_name": "x"}, token
-    )
-    assert added.status_code == 201, added.body
+    token = _with_product(user_client, product_client, unique_name)
     dynamodb.client(proxy.url).update_item(
         TableName=PRODUCTS, Key={"product_id": {"S": unique_name}},
         UpdateExpression="SET created_by = :c",
@@ -380,13 +379,7 @@ def test_a_keyed_delete_whose_token_is_still_in_use_is_a_429_not_a_500(
     """DynamoDB answers TransactionInProgressException while a ClientRequestToken's first use
     still runs; botocore retries it as throttling, and when its attempts are spent the caller
     hears busy (429, Retry-After), not a 500. The product is still there to delete."""
-    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
-    token = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
-    token = token.json_body["access_token"]
-    added = _post(
-        product_client, "/products", {"product_id": unique_name, "product_name": "x"}, token
-    )
-    assert added.status_code == 201, added.body
+    token = _with_product(user_client, product_client, unique_name)
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())}
     proxy.refuse(
         "TransactWriteItems", "TransactionInProgressException", times=quick_budget.attempts
@@ -405,12 +398,8 @@ def test_a_keyed_delete_of_nothing_that_botocore_retried_is_still_a_404(
     """A keyed delete's transaction is recognised by its token when botocore re-sends it after
     an applied attempt, so a failed condition on a re-sent one is real: no such product (404),
     not "our first attempt deleted it" (which the plain DeleteItem must assume)."""
-    assert _post(user_client, "/register", {"username": unique_name, "password": PASSWORD})
-    token = _post(user_client, "/login", {"username": unique_name, "password": PASSWORD})
-    headers = {
-        "Authorization": f"Bearer {token.json_body['access_token']}",
-        "Idempotency-Key": str(uuid.uuid4()),
-    }
+    token = _signed_up(user_client, unique_name)
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())}
     proxy.throttle("TransactWriteItems")  # the first attempt refused, unapplied; botocore retries
 
     response = product_client.http.delete(f"/products/{unique_name}-never", headers=headers)
