@@ -11,18 +11,15 @@ were stored.
 
 from __future__ import annotations
 
-import concurrent.futures
 import http.client
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.system import bearer, get, post, wait_until
+from tests.support.system import all_at_once, bearer, get, post, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,33 +31,24 @@ POINTS_SECONDS = 60.0
 
 def _add_together(gateway: str, token: str, product_ids: list[str]) -> list[tuple[int, int]]:
     """Each writer's final status and how many times it sent its request."""
-    parts = urlsplit(gateway)
-    ready = threading.Barrier(len(product_ids))
 
-    def add(product_id: str) -> tuple[int, int]:
+    def add(conn: http.client.HTTPConnection, product_id: str) -> tuple[int, int]:
         body = json.dumps({"product_id": product_id, "product_name": "burst"})
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": str(uuid.uuid4()),
             **bearer(token),
         }
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
-        try:
-            conn.connect()
-            ready.wait(timeout=30)
-            for attempt in range(1, MAX_TRIES + 1):
-                conn.request("POST", "/add_product", body, headers)
-                response = conn.getresponse()
-                response.read()
-                if response.status not in (429, 503) or attempt == MAX_TRIES:
-                    return response.status, attempt
-                time.sleep(float(response.getheader("Retry-After") or 1))
-            raise AssertionError("unreachable")
-        finally:
-            conn.close()
+        for attempt in range(1, MAX_TRIES + 1):
+            conn.request("POST", "/add_product", body, headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status not in (429, 503) or attempt == MAX_TRIES:
+                return response.status, attempt
+            time.sleep(float(response.getheader("Retry-After") or 1))
+        raise AssertionError("unreachable")
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(product_ids)) as pool:
-        return list(pool.map(add, product_ids, timeout=300))
+    return all_at_once(gateway, product_ids, add, timeout=60)
 
 
 def test_a_burst_of_writes_through_the_gateway_is_absorbed(

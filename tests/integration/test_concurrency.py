@@ -9,16 +9,13 @@ overwritten by a loser's.
 
 from __future__ import annotations
 
-import concurrent.futures
 import http.client
 import json
-import threading
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.system import get, post
+from tests.support.system import all_at_once, get, post
 
 pytestmark = pytest.mark.integration
 
@@ -41,25 +38,14 @@ def _casings(name: str, count: int) -> list[str]:
 
 def _register_together(base_url: str, bodies: list[dict[str, str]]) -> list[int]:
     """Open every connection first, then send all requests as soon as all are connected."""
-    parts = urlsplit(base_url)
-    ready = threading.Barrier(len(bodies))
 
-    def register(body: dict[str, str]) -> int:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
-        try:
-            conn.connect()
-            ready.wait(timeout=10)
-            conn.request(
-                "POST", "/register", json.dumps(body), {"Content-Type": "application/json"}
-            )
-            response = conn.getresponse()
-            response.read()
-            return response.status
-        finally:
-            conn.close()
+    def register(conn: http.client.HTTPConnection, body: dict[str, str]) -> int:
+        conn.request("POST", "/register", json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(bodies)) as pool:
-        return list(pool.map(register, bodies, timeout=60))
+    return all_at_once(base_url, bodies, register, timeout=30)
 
 
 def test_parallel_registrations_of_one_name_give_exactly_one_201(

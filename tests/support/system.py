@@ -8,10 +8,12 @@ The processes themselves come from ``tools.localrun.LocalSystem``, the code ``ma
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -105,3 +107,32 @@ def wait_until(probe: Callable[[], T | None], timeout: float, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached within {timeout}s; last: {last}")
         time.sleep(interval)
+
+
+S = TypeVar("S")
+R = TypeVar("R")
+
+
+def all_at_once(
+    base_url: str,
+    items: Sequence[S],
+    send: Callable[[http.client.HTTPConnection, S], R],
+    timeout: float,
+) -> list[R]:
+    """``send(connection, item)`` for every item, each on its own connection, all released
+    together once every connection is open: requests that truly overlap at the server, which
+    is what a race or a burst needs (threads that connect as they go arrive spread out)."""
+    parts = urlsplit(base_url)
+    ready = threading.Barrier(len(items))
+
+    def one(item: S) -> R:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+        try:
+            conn.connect()
+            ready.wait(timeout=timeout)
+            return send(conn, item)
+        finally:
+            conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(one, items, timeout=timeout * 5))

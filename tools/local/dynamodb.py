@@ -24,7 +24,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from tools import services
 from tools.local import npm
+from tools.local.process import once_answering
 
 ENGINE_ENV = "LOCAL_DYNAMODB"
 DYNAMODB_LOCAL = "dynamodb-local"
@@ -219,25 +219,17 @@ def create_tables_when_ready(
 ) -> list[str]:
     """Create the stage's missing tables once the endpoint answers (doubles as its readiness
     probe); ``alive()`` returning False means the engine died, which is reported at once."""
-    from botocore.exceptions import (
-        ClientError,
-        ConnectionClosedError,
-        EndpointConnectionError,
-        ReadTimeoutError,
-    )
+    from botocore.exceptions import ClientError
 
     dynamodb = client(endpoint)
-    while True:
-        try:
-            return services.create_tables(dynamodb, stage)
-        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as exc:
-            if alive is not None and not alive():
-                raise EngineUnavailable("the DynamoDB engine exited while starting") from exc
-            if time.monotonic() > deadline:
-                raise EngineUnavailable(f"{endpoint} did not answer in time") from exc
-            time.sleep(0.1)
-        except (ValueError, ClientError) as exc:  # not a DynamoDB endpoint at all
-            raise EngineUnavailable(f"{endpoint} is not a DynamoDB endpoint: {exc}") from exc
+    try:
+        return once_answering(
+            lambda: services.create_tables(dynamodb, stage), endpoint=endpoint,
+            program="DynamoDB engine", deadline=deadline, alive=alive,
+            unavailable=EngineUnavailable,
+        )  # fmt: skip
+    except (ValueError, ClientError) as exc:  # not a DynamoDB endpoint at all
+        raise EngineUnavailable(f"{endpoint} is not a DynamoDB endpoint: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------

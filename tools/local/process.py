@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 HOST = "127.0.0.1"
 STOP_GRACE_SECONDS = 5.0
@@ -64,6 +64,39 @@ def http_status(
         return None
     finally:
         conn.close()
+
+
+T = TypeVar("T")
+
+
+def once_answering(
+    call: Callable[[], T],
+    *,
+    endpoint: str,
+    program: str,
+    deadline: float,
+    alive: Callable[[], bool] | None,
+    unavailable: Callable[[str], Exception],
+) -> T:
+    """``call()`` (its first AWS request doubles as the readiness probe of a program just
+    started at ``endpoint``) tried again every 0.1 s while nothing answers there. ``alive()``
+    False means ``program`` died, reported at once as ``unavailable``; so is a ``deadline``
+    (``time.monotonic()``) that passes."""
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    while True:
+        try:
+            return call()
+        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as exc:
+            if alive is not None and not alive():
+                raise unavailable(f"the {program} exited while starting") from exc
+            if time.monotonic() > deadline:
+                raise unavailable(f"{endpoint} did not answer in time") from exc
+            time.sleep(0.1)
 
 
 def _parent_death_signal() -> Callable[[], None] | None:

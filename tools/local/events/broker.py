@@ -11,12 +11,12 @@ whenever that program restarts (as it creates tables again after an engine resta
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from tools import topology
 from tools.local import dynamodb
+from tools.local.process import once_answering
 
 EVENTS = "events"  # the moto program's name and output prefix
 DEFAULT_PORT = 5102  # beside DynamoDB (5100) and the metrics (5101)
@@ -131,19 +131,8 @@ def wire_when_ready(
 ) -> list[str]:
     """``wire`` once the endpoint answers (doubles as its readiness probe); ``alive()`` False
     means the program died, which is reported at once."""
-    from botocore.exceptions import (
-        ConnectionClosedError,
-        EndpointConnectionError,
-        ReadTimeoutError,
-    )
-
     sqs, events = client("sqs", endpoint), client("events", endpoint)
-    while True:
-        try:
-            return wire(sqs, events, stage)
-        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as exc:
-            if alive is not None and not alive():
-                raise EventsUnavailable("the events endpoint exited while starting") from exc
-            if time.monotonic() > deadline:
-                raise EventsUnavailable(f"{endpoint} did not answer in time") from exc
-            time.sleep(0.1)
+    return once_answering(
+        lambda: wire(sqs, events, stage), endpoint=endpoint, program="events endpoint",
+        deadline=deadline, alive=alive, unavailable=EventsUnavailable,
+    )  # fmt: skip
